@@ -1,0 +1,63 @@
+"""Shared pytest fixtures: paths to the real CT samples in ../shared and to the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SCDL_SHARED", REPO.parent / "shared"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (the real CT samples live in ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: real CT samples (TotalSegmentator fixtures, dcmqi 3-slice CT)."""
+    return _require(SHARED / "data")
+
+
+@pytest.fixture(scope="session")
+def ts_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "totalsegmentator_fixtures")
+
+
+@pytest.fixture(scope="session")
+def patient_a_ct(ts_dir: Path) -> Path:
+    """Patient A CT: 122x101x112, 3 mm isotropic NIfTI."""
+    return _require(ts_dir / "example_ct.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def patient_a_seg(ts_dir: Path) -> Path:
+    """Patient A TotalSegmentator v2 label map on the CT grid."""
+    return _require(ts_dir / "example_seg_fast_force_split.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def patient_b_dicom(ts_dir: Path) -> Path:
+    """Patient B: 20-slice DICOM series without file extensions."""
+    return _require(ts_dir / "example_ct_dicom")
+
+
+@pytest.fixture(scope="session")
+def patient_b_seg(ts_dir: Path) -> Path:
+    """Patient B label map (NIfTI with direction diag(1,-1,1): must be resampled onto the DICOM grid)."""
+    return _require(ts_dir / "example_seg_dicom.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def reference_file() -> Path:
+    """The authors' reference numbers (``../shared/reference/scdl_reference.pt``)."""
+    return _require(SHARED / "reference" / "scdl_reference.pt")
