@@ -61,3 +61,11 @@ def patient_b_seg(ts_dir: Path) -> Path:
 def reference_file() -> Path:
     """The authors' reference numbers (``../shared/reference/scdl_reference.pt``)."""
     return _require(SHARED / "reference" / "scdl_reference.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-weight model package folder (VNet n_filters 2, CPS pair, Synapse labels, 6 mm, 32³ patches)."""
+    from model_factory import make_tiny_package
+
+    return make_tiny_package(tmp_path_factory.mktemp("tiny_model") / "tiny-test-model")

@@ -1,0 +1,224 @@
+"""Reading what a ``python -m scdl ... --progress json`` child process prints.
+
+The child writes one JSON object per line on stdout (``scdl.progress.Progress`` in JSON mode)::
+
+    {"phase": "infer", "done": 3, "total": 12, "eta_s": 4.2}      progress of one phase
+    {"event": "warning", "text": "..."}                            warning / message / any named event
+    {"phase": "done", "output": "/path/out.seg.nrrd"}              the last line of a successful run
+
+and human-readable lines on stderr, among them ``error: <path>: <message> Fix: <fix>`` for a user error,
+``warning: ...`` and ``cancelled: ...``. Slicer's ``launchConsoleProcess`` merges both streams, so every
+line is classified by its content, never by the stream it came from.
+
+No Qt and no Slicer here: the module is shared by SCDLSegment and SCDLTrain and tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+#: Relative duration of the phases of ``scdl segment`` (read, preprocess, infer, postprocess, write);
+#: the progress bar's percentage weights each phase by these. Phases not listed count as 0.
+SEGMENT_PHASE_WEIGHTS: dict[str, float] = {"read": 5.0, "preprocess": 10.0, "infer": 70.0, "postprocess": 10.0, "write": 5.0}
+
+#: Lines kept in memory for the log box and error reports (older ones are dropped).
+MAX_LOG_LINES = 2000
+
+
+@dataclass
+class ChildLine:
+    """One classified output line.
+
+    ``kind`` is one of ``"progress"`` (a phase update), ``"done"`` (final line), ``"warning"``, ``"message"``,
+    ``"event"`` (another named JSON event, e.g. per-organ confidence), ``"error"`` (the child's ``error:``
+    line), ``"cancelled"``, ``"log"`` (anything else: plain text, tracebacks, library noise).
+    ``data`` is the parsed JSON object (empty for text lines); ``text`` is what a log box shows.
+    """
+
+    kind: str
+    text: str
+    data: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Event name for ``kind == "event"`` (``data["event"]``), else ``kind``."""
+        return str(self.data.get("event", self.kind))
+
+
+def parse_line(line: str) -> ChildLine:
+    """Classify one output line of the child (trailing newline allowed)."""
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if stripped.startswith("{") and stripped.endswith("}"):
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return _classify_json(data, stripped)
+    lower = stripped.lower()
+    if lower.startswith("error:"):
+        return ChildLine("error", stripped[len("error:"):].strip())
+    if lower.startswith("warning:"):
+        return ChildLine("warning", stripped[len("warning:"):].strip())
+    if lower.startswith("cancelled:"):
+        return ChildLine("cancelled", stripped[len("cancelled:"):].strip())
+    return ChildLine("log", text)
+
+
+def _classify_json(data: dict, raw: str) -> ChildLine:
+    phase = data.get("phase")
+    if phase == "done":
+        return ChildLine("done", "done", data)
+    if phase is not None:
+        done, total = data.get("done"), data.get("total")
+        text = f"{phase} {done}/{total}" if done is not None and total else str(phase)
+        return ChildLine("progress", text, data)
+    event = data.get("event")
+    if event in ("warning", "message"):
+        return ChildLine(str(event), str(data.get("text", "")), data)
+    if event is not None:
+        return ChildLine("event", raw, data)
+    return ChildLine("log", raw, data)
+
+
+class ProgressTracker:
+    """Turns the child's lines into what the panel shows: a percentage, an ETA, warnings, the error.
+
+    Args:
+        phase_weights: relative duration of each phase, in the order the child runs them (the order of the
+            dict). The percentage is the weighted share of finished phases plus the running phase's
+            ``done / total``.
+        clock: time source (seconds), replaceable in tests.
+    """
+
+    def __init__(self, phase_weights: Optional[dict[str, float]] = None, clock=time.monotonic):
+        self.phase_weights = dict(SEGMENT_PHASE_WEIGHTS if phase_weights is None else phase_weights)
+        self._order = list(self.phase_weights)
+        self._clock = clock
+        self.started = clock()
+        self.phase: Optional[str] = None
+        self.phase_done = 0
+        self.phase_total = 0
+        self.phase_eta_s: Optional[float] = None
+        self.percent = 0.0
+        self.finished = False
+        self.result: dict = {}
+        self.warnings: list[str] = []
+        self.messages: list[str] = []
+        self.errors: list[str] = []
+        self.events: dict[str, dict] = {}
+        self.log: list[str] = []
+
+    # -- feeding -----------------------------------------------------------------------------
+    def feed(self, line: str) -> ChildLine:
+        """Parse one line, update the state, and return the classified line."""
+        item = parse_line(line)
+        self.update(item)
+        return item
+
+    def update(self, item: ChildLine) -> None:
+        if item.kind != "progress":
+            self._append_log(item)
+        if item.kind == "progress":
+            self._on_progress(item.data)
+        elif item.kind == "done":
+            self.finished = True
+            self.percent = 100.0
+            self.phase_eta_s = 0.0
+            self.result = dict(item.data)
+        elif item.kind == "warning":
+            # In JSON mode the child prints a warning twice (stderr text + JSON event): keep it once.
+            if item.text and item.text not in self.warnings:
+                self.warnings.append(item.text)
+        elif item.kind == "message":
+            self.messages.append(item.text)
+        elif item.kind == "error":
+            self.errors.append(item.text)
+        elif item.kind == "event":
+            self.events[item.name] = dict(item.data)
+
+    def _append_log(self, item: ChildLine) -> None:
+        prefix = {"warning": "warning: ", "error": "error: ", "cancelled": "cancelled: "}.get(item.kind, "")
+        if item.kind == "done":
+            return
+        self.log.append(prefix + item.text)
+        if len(self.log) > MAX_LOG_LINES:
+            del self.log[: len(self.log) - MAX_LOG_LINES]
+
+    def _on_progress(self, data: dict) -> None:
+        phase = str(data.get("phase"))
+        total = _as_int(data.get("total"), 1) or 1
+        done = min(max(_as_int(data.get("done"), 0), 0), total)
+        self.phase, self.phase_done, self.phase_total = phase, done, total
+        eta = data.get("eta_s")
+        self.phase_eta_s = float(eta) if isinstance(eta, (int, float)) else None
+        self.percent = max(self.percent, self._weighted_percent(phase, done / total))
+
+    def _weighted_percent(self, phase: str, fraction: float) -> float:
+        weight_sum = sum(self.phase_weights.values())
+        if phase not in self.phase_weights or weight_sum <= 0:
+            return self.percent
+        finished = sum(self.phase_weights[p] for p in self._order[: self._order.index(phase)])
+        return 100.0 * (finished + self.phase_weights[phase] * fraction) / weight_sum
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def error(self) -> Optional[str]:
+        """The child's (last) ``error:`` line without the prefix, if any."""
+        return self.errors[-1] if self.errors else None
+
+    def eta_s(self) -> Optional[float]:
+        """Seconds left for the whole run: the elapsed time scaled by the remaining share (None below 2 %)."""
+        if self.finished:
+            return 0.0
+        fraction = self.percent / 100.0
+        if fraction < 0.02:
+            return None
+        elapsed = self._clock() - self.started
+        return max(elapsed * (1.0 - fraction) / fraction, 0.0)
+
+    def status_text(self) -> str:
+        """One line for the status label, e.g. ``infer 3/12 - 46% - about 8 s left``."""
+        if self.finished:
+            return "done"
+        if self.phase is None:
+            return "starting"
+        parts = [f"{self.phase} {self.phase_done}/{self.phase_total}", f"{self.percent:.0f}%"]
+        eta = self.eta_s()
+        if eta is not None:
+            parts.append(f"about {format_seconds(eta)} left")
+        return " - ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    """``75.2`` -> ``"1 min 15 s"``; ``8.4`` -> ``"8 s"``."""
+    seconds = int(round(max(seconds, 0.0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def failure_message(tracker: ProgressTracker, returncode: Optional[int], what: str = "The segmentation") -> str:
+    """One readable sentence for a failed child: its ``error:`` line, else the end of its log."""
+    if tracker.error:
+        return tracker.error
+    if returncode is not None and returncode < 0:
+        return f"{what} process was stopped by signal {-returncode}."
+    tail = [line for line in tracker.log if line.strip()][-3:]
+    detail = (" Last output: " + " | ".join(line.strip() for line in tail)) if tail else ""
+    return f"{what} process failed (exit status {returncode}).{detail}"

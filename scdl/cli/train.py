@@ -1,0 +1,199 @@
+"""``scdl train``: train (or fine-tune) a segmentation model on a cohort; print the model package's path last."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+examples:
+  # check a cohort without training (every problem of every file at once)
+  scdl train --cohort cohort.csv --out runs/a --check-only
+
+  # a short CPU run (small network, 4 mm grid, 48^3 patches), CPS + SCDL
+  scdl train --cohort cohort.csv --out runs/a --preset cpu
+
+  # the paper's setting on a GPU, a setting changed from the command line
+  scdl train --cohort cohort.csv --out runs/paper --device cuda --set optimizer.lr=0.005
+
+  # folders instead of a manifest; label maps in TotalSegmentator ids, mapped to Synapse by name
+  scdl train --labeled data/labeled --unlabeled data/ct --source-labels totalsegmentator_v2 --out runs/b
+
+  # fine-tune a model package on new data; resume a stopped run
+  scdl train --cohort new.csv --init runs/a/model --out runs/ft --iterations 2000
+  scdl train --resume runs/a
+
+  # 4 GPUs (one node): DistributedDataParallel, per-GPU batch as configured
+  torchrun --standalone --nproc_per_node 4 -m scdl train --cohort cohort.csv --out runs/ddp --device cuda
+
+manifest (CSV or JSON, paths relative to it): image,label,split,labels
+  label empty = unlabeled CT; split = train | val | test; labels = the label map's own table.
+The last line on stdout is the path of the trained model package (RUN_DIR/model).
+"""
+
+
+def register(subparsers: Any) -> None:
+    from scdl.training.config import FRAMEWORKS, PRESETS
+
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune a model on a cohort (supervised, CPS, CPS+SCDL)",
+        description="Train a segmentation model (CPS + SCDL by default) on a cohort of CT images, some with "
+                    "label maps, and write a model package that 'scdl segment' uses.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("cohort")
+    src.add_argument("--cohort", metavar="MANIFEST", help="CSV or JSON manifest (image,label,split,labels)")
+    src.add_argument("--labeled", metavar="DIR", help="folder with images/ and labels/ (same file names)")
+    src.add_argument("--unlabeled", metavar="DIR", help="folder of unlabeled CT images")
+    src.add_argument("--val", metavar="DIR", help="folder with images/ and labels/ for validation")
+    src.add_argument("--source-labels", metavar="TABLE",
+                     help="label table of the label maps in --labeled/--val (default: the model's numbering)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (checkpoints, logs, curves, model/)")
+    p.add_argument("--framework", choices=FRAMEWORKS, help="training framework (default cps-scdl)")
+    p.add_argument("--iterations", type=int, metavar="N", help="training iterations (paper: 17000)")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune from a model package (path or id)")
+    p.add_argument("--labels", metavar="TABLE",
+                   help="classes the model learns: bundled table name or CSV (default synapse; with --init: the "
+                        "init model's classes)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue a stopped run exactly where its last checkpoint left it")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--config", metavar="FILE", help="JSON file with settings (a partial tree is fine)")
+    p.add_argument("--preset", choices=PRESETS, default=None, help="paper (default) or cpu (small, fast)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting, e.g. --set optimizer.lr=0.005 --set scdl.lam=0.2 (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed (default 1337)")
+    p.add_argument("--workers", type=int, metavar="N", help="data loader processes (default 2; 0 = in-process)")
+    p.add_argument("--cache-dir", metavar="DIR", help="preprocessing cache (default ~/.scdl/cache/preprocessed)")
+    p.add_argument("--check-only", action="store_true", help="check the cohort, print every problem, train nothing")
+    p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+                   help="progress display: tqdm bar (default) or JSON lines on stdout")
+    p.set_defaults(func=run)
+
+
+def _cohort_spec(args: argparse.Namespace) -> dict[str, Any]:
+    from scdl.errors import ScdlError
+
+    if args.cohort and (args.labeled or args.unlabeled or args.val):
+        raise ScdlError("give either --cohort MANIFEST or folders (--labeled/--unlabeled/--val), not both.")
+    if args.cohort:
+        return {"manifest": str(Path(args.cohort).expanduser().resolve())}
+    if args.labeled or args.unlabeled or args.val:
+        absolute = lambda p: None if p is None else str(Path(p).expanduser().resolve())  # noqa: E731
+        return {"labeled": absolute(args.labeled), "unlabeled": absolute(args.unlabeled), "val": absolute(args.val),
+                "labels": args.source_labels}
+    raise ScdlError("no cohort given.", fix="give --cohort MANIFEST, or --labeled DIR [--unlabeled DIR].")
+
+
+def load_cohort(spec: dict[str, Any]):
+    from scdl.training.cohort import load_folders, load_manifest
+
+    if spec.get("manifest"):
+        return load_manifest(spec["manifest"])
+    return load_folders(spec.get("labeled"), spec.get("unlabeled"), spec.get("val"), spec.get("labels"))
+
+
+def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
+    """(config, run_dir, resume) from the arguments."""
+    from scdl.errors import ScdlError
+    from scdl.training.checkpoint import CHECKPOINT_NAME
+    from scdl.training.config import apply_overrides, deep_update, load_config_file, resolve_config, validate_config
+    from scdl.training.trainer import load_run_config
+
+    resume = args.resume is not None
+    if resume:
+        run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
+        if not str(run_dir) or run_dir == Path(""):
+            raise ScdlError("--resume needs the run folder.", fix="write --resume RUN_DIR (or --out RUN_DIR --resume).")
+        config = load_run_config(run_dir)
+        flags = {"iterations": args.iterations}
+        if args.workers is not None:
+            flags["data"] = {"num_workers": args.workers}
+        if args.cache_dir:
+            flags.setdefault("data", {})["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
+        config = deep_update(config, {k: v for k, v in flags.items() if v is not None})
+        config = apply_overrides(config, args.overrides)
+        validate_config(config)
+        return config, run_dir, True
+    if not args.out:
+        raise ScdlError("no run folder given.", fix="add --out RUN_DIR (checkpoints, logs and the model go there).")
+    run_dir = Path(args.out).expanduser()
+    if (run_dir / CHECKPOINT_NAME).exists() and not args.check_only:
+        raise ScdlError("this folder already holds a training run.", run_dir,
+                        f"continue it with --resume {run_dir}, or choose another --out folder.")
+    values: dict[str, Any] = {"framework": args.framework, "iterations": args.iterations, "seed": args.seed}
+    if args.labels:
+        values["labels"] = args.labels
+    elif args.init:
+        values["labels"] = "init"
+    data: dict[str, Any] = {}
+    if args.workers is not None:
+        data["num_workers"] = args.workers
+    if args.cache_dir:
+        data["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
+    if data:
+        values["data"] = data
+    values["cohort"] = _cohort_spec(args)
+    preset = args.preset
+    if preset is None and args.config:      # a config file may name its preset; --preset wins
+        preset = load_config_file(args.config).get("preset")
+    config = resolve_config(preset or "paper", args.config, values, args.overrides)
+    return config, run_dir, False
+
+
+def _print_problems(report: Any, progress: Any, summary: dict[str, int]) -> None:
+    for problem in report.problems:
+        if progress.mode == "json":
+            progress.event("problem", **problem.to_dict())
+        else:
+            print(problem.line(), flush=True)
+    errors, warnings = len(report.errors), len(report.warnings)
+    counts = f"{summary['labeled']} labeled, {summary['unlabeled']} unlabeled, {summary['val']} validation case(s)"
+    if progress.mode == "json":
+        progress.done(ok=report.ok, errors=errors, warnings=warnings, validation_source=report.validation_source,
+                      **summary)
+    elif report.ok:
+        print(f"cohort OK: {counts}; {warnings} warning(s).", flush=True)
+    else:
+        print(f"cohort has {errors} error(s) and {warnings} warning(s): {counts}.", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scdl.progress import Progress
+    from scdl.training.trainer import Trainer
+    from scdl.training.distributed import shutdown
+
+    progress = Progress(args.progress)
+    config, run_dir, resume = _resolve(args)
+    cohort = load_cohort(config["cohort"])
+    init = None if resume else args.init
+    trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)
+    try:
+        if args.check_only:
+            report = trainer.prepare(check_only=True)
+            if trainer.dist.is_main:
+                _print_problems(report, progress, cohort.summary())
+            return 0 if report.ok else 2
+        progress.install_signal_handlers()
+        trainer.prepare()
+        result = trainer.run()
+    finally:
+        if hasattr(trainer, "dist"):
+            shutdown(trainer.dist)
+    if result.stopped:
+        print(f"stopped at iteration {result.iteration}; checkpoint saved in {run_dir}. "
+              f"Continue with: scdl train --resume {run_dir}", file=sys.stderr, flush=True)
+        return 130
+    if result.model_dir is None:        # not the main process of a distributed run
+        return 0
+    best = result.best.get("mean_dice")
+    if progress.mode == "json":
+        progress.done(output=str(result.model_dir), iteration=result.iteration, best_mean_dice=best,
+                      elapsed_s=round(result.elapsed_s, 1))
+    else:
+        extra = f"; best validation mean Dice {best:.4f} (iteration {result.best['iteration']})" if best is not None else ""
+        print(f"trained {result.iteration} iterations in {result.elapsed_s:.0f} s{extra}.", file=sys.stderr, flush=True)
+    print(str(Path(result.model_dir)), flush=True)
+    return 0

@@ -1,0 +1,65 @@
+"""Inference settings: the model card's ``inference`` section, overridable per call.
+
+Card example (every field optional; defaults in brackets)::
+
+    "inference": {"overlap": 0.5, "blending": "gaussian", "keep_largest_component": false,
+                  "sw_batch_size": null, "sigma_scale": 0.125, "amp": true}
+
+(overlap, blending and keep_largest_component are the fields scdl.models.card validates; the others are
+optional extras read here). Unknown fields are ignored: the card schema is scdl.models.card's.
+
+The window size is the card's ``preprocessing.patch_size`` (the paper's 96^3), so that inference sees
+patches of the size the networks were trained on. The paper does not publish its inference overlap; 0.5
+(a window advances by half its size, every voxel is seen by up to 8 windows) is the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from scdl.errors import ScdlError
+from scdl.inference.sliding_window import WindowConfig
+
+_KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component"}
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Sliding-window and post-processing settings of one run.
+
+    Attributes:
+        overlap: window overlap in [0, 1).
+        sw_batch_size: windows per forward (None: 1 on the CPU, 4 on CUDA).
+        blending: "gaussian" or "constant".
+        sigma_scale: Gaussian sigma / window size.
+        amp: float16 autocast on CUDA.
+        keep_largest_component: keep only the largest connected component of each organ.
+    """
+
+    overlap: float = 0.5
+    sw_batch_size: Optional[int] = None
+    blending: str = "gaussian"
+    sigma_scale: float = 0.125
+    amp: bool = True
+    keep_largest_component: bool = False
+
+    @classmethod
+    def from_card(cls, card: Mapping[str, Any], **overrides: Any) -> "InferenceSettings":
+        """Settings from ``card["inference"]``, then ``overrides`` that are not None."""
+        section = {k: v for k, v in dict(card.get("inference") or {}).items() if k in _KNOWN}
+        section.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls(**section)
+            settings.window_config((16, 16, 16), "cpu")  # validates the values
+        except (TypeError, ValueError) as err:
+            raise ScdlError(f"invalid inference settings: {err}",
+                            fix="use an overlap in [0, 1), a positive sw_batch_size, blending gaussian|constant.") from err
+        return settings
+
+    def window_config(self, roi_size: tuple[int, int, int], device_type: str) -> WindowConfig:
+        """The :class:`WindowConfig` for a window of ``roi_size`` (D, H, W) on a device of this type."""
+        batch = self.sw_batch_size if self.sw_batch_size else (4 if device_type == "cuda" else 1)
+        return WindowConfig(roi_size=tuple(int(s) for s in roi_size), overlap=float(self.overlap),
+                            sw_batch_size=int(batch), mode=self.blending, sigma_scale=float(self.sigma_scale),
+                            amp=bool(self.amp))

@@ -1,0 +1,65 @@
+"""Choosing the compute device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, with a CPU fallback.
+
+A CUDA device that was asked for but is not there is not an error: inference falls back to the CPU and
+says so once through ``warn`` (the progress reporter's warning in the CLI). A misspelt device is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional
+
+from scdl.errors import ScdlError
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(request: str = "auto", warn: Optional[Callable[[str], None]] = None):
+    """Turn a device request into a ``torch.device``.
+
+    Args:
+        request: ``"auto"`` (first CUDA device if there is one, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+        warn: called with one sentence when a CUDA request falls back to the CPU.
+
+    Returns:
+        the ``torch.device`` to compute on.
+
+    Raises:
+        ScdlError: the request is not one of the forms above.
+    """
+    import torch
+
+    text = str(request or "auto").strip().lower()
+    if not _DEVICE_RE.match(text):
+        raise ScdlError(f"unknown device {request!r}.", fix="use --device auto, cpu, cuda or cuda:N (N = GPU index).")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "auto":
+        return torch.device("cuda", 0) if _cuda_available() else torch.device("cpu")
+    if not _cuda_available():
+        if warn:
+            warn(f"{text} was requested but no CUDA GPU is available to PyTorch; running on the CPU (slower).")
+        return torch.device("cpu")
+    index = int(text.split(":")[1]) if ":" in text else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        if warn:
+            warn(f"{text} was requested but only {count} CUDA device(s) exist; running on the CPU (slower).")
+        return torch.device("cpu")
+    return torch.device("cuda", index)
+
+
+def is_cuda_oom(err: BaseException) -> bool:
+    """True for CUDA out-of-memory errors (``torch.cuda.OutOfMemoryError`` or its RuntimeError spelling)."""
+    import torch
+
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower() and "cuda" in str(err).lower()

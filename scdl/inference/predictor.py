@@ -1,0 +1,211 @@
+"""``segment_image``: one CT (a ``SimpleITK.Image``) + one model package -> label map on the CT's own grid.
+
+This is the public entry point for the Slicer modules, ``scdl segment`` and ``scdl demo``:
+
+    result = segment_image(ct, "synapse-cps", device="auto", uncertainty=True)
+    result.labels        # SimpleITK.Image, same size / spacing / origin / direction as ct
+    result.uncertainty   # SimpleITK.Image (float32, [0, 1]) or None
+    result.confidence    # {"liver": 0.97, ...} mean max-probability inside each predicted organ
+
+Steps (progress phases): preprocess (reorient, resample, window) -> infer (sliding windows of the ensemble,
+argmax streamed slab by slab) -> postprocess (optional largest component, inverse resampling of the
+INTEGER labels onto the input grid, uncertainty resampled linearly).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from scdl.errors import Cancelled, ScdlError
+from scdl.inference.config import InferenceSettings
+from scdl.inference.device import is_cuda_oom, resolve_device
+from scdl.progress import Progress
+
+
+@dataclass
+class SegmentationResult:
+    """The outcome of :func:`segment_image`.
+
+    Attributes:
+        labels: integer ``SimpleITK.Image`` on the input grid (0 = background, values of ``table``).
+        uncertainty: float32 ``SimpleITK.Image`` on the input grid in [0, 1] (ensemble disagreement, or entropy
+            for a single network), or None when not asked for.
+        confidence: organ name -> mean max-probability inside the predicted organ (None: organ not predicted).
+            Empty when not asked for.
+        timings: seconds per phase ("preprocess", "infer", "postprocess").
+        table: the model's label table (names, colours, codes).
+        device: the device the networks ran on (after any CPU fallback).
+        n_windows: sliding windows evaluated.
+    """
+
+    labels: Any
+    uncertainty: Any = None
+    confidence: dict[str, Optional[float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    table: Any = None
+    device: str = "cpu"
+    n_windows: int = 0
+
+
+def load_package(package: Any):
+    """A ``ModelPackage`` from a package object, a path or a catalog id (verified)."""
+    from scdl.models.package import ModelPackage
+
+    if isinstance(package, ModelPackage):
+        return package
+    if package is None:
+        from scdl.models.catalog import default_model_id, installed_path
+
+        model_id = default_model_id()
+        path = installed_path(model_id)
+        if path is None:
+            raise ScdlError(
+                f"no model was given and the default model {model_id!r} is not installed.",
+                fix="choose a model with --model ID|PATH (`scdl models list` shows them), download one with "
+                    "`scdl models download ID`, or import one with `scdl models import`.",
+            )
+        return ModelPackage.load(path)
+    if isinstance(package, (str, os.PathLike)):
+        return ModelPackage.load(package)
+    raise TypeError(f"package must be a ModelPackage, a path or a model id, not {type(package).__name__}")
+
+
+def _label_names(table) -> dict[int, str]:
+    return {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
+
+
+def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: Progress,
+                 uncertainty: bool, networks: Optional[Sequence] = None):
+    """Build the networks on ``device`` and run the sliding windows; CUDA out-of-memory -> CPU retry."""
+    import torch
+
+    from scdl.inference.sliding_window import predict_volume
+
+    def attempt(dev):
+        nets = list(networks) if networks is not None else package.build_networks(device=str(dev))
+        nets = [net.to(dev).eval() for net in nets]
+        config = settings.window_config(roi, dev.type)
+        phase_box: dict[str, Any] = {}
+
+        def on_batch(done: int, total: int) -> None:
+            if "phase" not in phase_box:
+                phase_box["phase"] = progress.phase("infer", total)
+                phase_box["done"] = 0
+            phase = phase_box["phase"]
+            if done > phase_box["done"]:
+                phase.advance(done - phase_box["done"])
+                phase_box["done"] = done
+            else:
+                progress.check_cancelled()
+
+        try:
+            return predict_volume(arr, nets, config, dev, max_prob=True, uncertainty=uncertainty,
+                                  on_batch=on_batch), dev
+        finally:
+            if "phase" in phase_box:
+                phase_box["phase"].close()
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        try:
+            return attempt(device)
+        except Exception as err:  # noqa: BLE001 - only CUDA out-of-memory is handled here
+            if not is_cuda_oom(err):
+                raise
+            torch.cuda.empty_cache()
+            progress.warning(f"the GPU ({device}) ran out of memory; running on the CPU instead (slower). "
+                             "Fix: close other GPU programs, or use --device cpu.")
+            return attempt(torch.device("cpu"))
+    return attempt(device)
+
+
+def segment_image(
+    image,
+    package: Any = None,
+    device: str = "auto",
+    progress: Optional[Progress] = None,
+    uncertainty: bool = False,
+    *,
+    overlap: Optional[float] = None,
+    sw_batch_size: Optional[int] = None,
+    keep_largest: Optional[bool] = None,
+    confidence: bool = True,
+    networks: Optional[Sequence] = None,
+) -> SegmentationResult:
+    """Segment one CT with a model package.
+
+    Args:
+        image: 3D ``SimpleITK.Image`` in HU (any orientation / spacing / pixel type).
+        package: ``ModelPackage``, a package folder, a catalog id, or None for the catalog's default model.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA missing or out of memory -> CPU + warning).
+        progress: reporter for the phases preprocess / infer / postprocess (default: silent).
+        uncertainty: also compute the uncertainty map on the input grid.
+        overlap, sw_batch_size, keep_largest: override the card's ``inference`` section.
+        confidence: compute the per-organ mean max-probability.
+        networks: use these (eval-mode) networks instead of ``package.build_networks`` (benchmarks, tests).
+
+    Returns:
+        :class:`SegmentationResult` with the label map on exactly the grid of ``image``.
+
+    Raises:
+        ScdlError: a bad package / settings; Cancelled: the progress reporter was cancelled.
+    """
+    from scdl.processing.padding import crop
+    from scdl.processing.pipeline import Preprocessor
+    from scdl.processing.postprocess import keep_largest_component
+
+    progress = progress or Progress("none")
+    pkg = load_package(package)
+    card = pkg.card
+    settings = InferenceSettings.from_card(card, overlap=overlap, sw_batch_size=sw_batch_size,
+                                           keep_largest_component=keep_largest)
+    timings: dict[str, float] = {}
+    dev = resolve_device(device, warn=progress.warning)
+
+    t0 = time.perf_counter()
+    with progress.phase("preprocess", 1) as phase:
+        pre = Preprocessor(card["preprocessing"])
+        arr, ctx = pre.forward(image)
+        phase.advance()
+    timings["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    outputs, used = _run_windows(arr, pkg, settings, pre.patch_size, dev, progress, uncertainty, networks)
+    del arr
+    timings["infer"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    steps = 1 + int(bool(settings.keep_largest_component)) + int(uncertainty) + int(confidence)
+    with progress.phase("postprocess", steps) as phase:
+        labels = outputs.labels.numpy()
+        if settings.keep_largest_component:
+            labels = keep_largest_component(labels)
+            phase.advance()
+        organ_conf: dict[str, Optional[float]] = {}
+        if confidence:
+            from scdl.inference.uncertainty import organ_confidence
+
+            organ_conf = organ_confidence(crop(labels, ctx.padding), crop(outputs.max_prob.numpy(), ctx.padding),
+                                          _label_names(pkg.labels))
+            phase.advance()
+        outputs.max_prob = None
+        label_img = pre.inverse_labels(labels, ctx)
+        del labels
+        phase.advance()
+        unc_img = None
+        if uncertainty:
+            unc_img = pre.inverse_scalar(outputs.uncertainty.numpy(), ctx)
+            outputs.uncertainty = None
+            phase.advance()
+    timings["postprocess"] = time.perf_counter() - t0
+    return SegmentationResult(labels=label_img, uncertainty=unc_img, confidence=organ_conf, timings=timings,
+                              table=pkg.labels, device=str(used), n_windows=outputs.n_windows)
+
+
+__all__ = ["SegmentationResult", "segment_image", "load_package", "Cancelled", "ScdlError"]

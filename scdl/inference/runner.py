@@ -1,0 +1,142 @@
+"""The whole ``scdl segment`` job from paths: read -> segment -> write (label map, uncertainty, preview).
+
+``segment_file`` is what the ``segment`` command runs and what ``scdl demo`` reuses. Outputs are all
+written to temporary siblings first and renamed together at the end, so a failure or a cancellation at
+any point leaves none of them behind (and no half-written file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from scdl.errors import ScdlError
+from scdl.io.atomic import atomic_path
+from scdl.io.formats import DETACHED_HEADER_EXTENSIONS, IMAGE_WRITE_EXTENSIONS, LABEL_WRITE_EXTENSIONS, extension
+from scdl.progress import Progress
+
+#: Output extensions of the label map (scdl.io.writers picks the format by extension). Detached-header
+#: formats (.nhdr, .mhd: two files) are left out: every output here is renamed into place in one step.
+LABEL_SUFFIXES = tuple(e for e in LABEL_WRITE_EXTENSIONS if e not in DETACHED_HEADER_EXTENSIONS)
+#: Output extensions of the uncertainty map (a float image).
+SCALAR_SUFFIXES = tuple(e for e in IMAGE_WRITE_EXTENSIONS if e not in DETACHED_HEADER_EXTENSIONS)
+
+
+@dataclass
+class SegmentFileResult:
+    """Paths written and numbers of one ``segment_file`` run."""
+
+    output: Path
+    uncertainty: Optional[Path] = None
+    preview: Optional[Path] = None
+    confidence: dict[str, Optional[float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    model: str = ""
+
+
+def check_output_path(path: os.PathLike | str, allowed: tuple[str, ...], what: str) -> Path:
+    """Raise a clear ``ScdlError`` before any work when ``path`` has an extension we cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ScdlError(f"the {what} path is a folder.", path, f"give a file name ending in {', '.join(allowed)}.")
+    if extension(path) not in allowed:
+        raise ScdlError(f"cannot write the {what} in this format (extension {extension(path) or 'missing'}).", path,
+                        f"use one of {', '.join(allowed)}.")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return a.resolve() == b.resolve()
+    return False
+
+
+def segment_file(
+    input_path: os.PathLike | str,
+    output_path: os.PathLike | str,
+    *,
+    model: Optional[str] = None,
+    device: str = "auto",
+    progress: Optional[Progress] = None,
+    preview: Optional[os.PathLike | str] = None,
+    uncertainty: Optional[os.PathLike | str] = None,
+    series_uid: Optional[str] = None,
+    overlap: Optional[float] = None,
+    sw_batch_size: Optional[int] = None,
+    keep_largest: Optional[bool] = None,
+) -> SegmentFileResult:
+    """Segment the CT at ``input_path`` and write the label map to ``output_path``.
+
+    Args:
+        input_path: CT file (NIfTI, NRRD, MHA/MHD) or DICOM folder.
+        output_path: label map; the extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd).
+        model: catalog id or package folder; None = the catalog's default model.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        progress: reporter (phases read, preprocess, infer, postprocess, write; then "done").
+        preview: optional PNG with axial + coronal overlays and a legend.
+        uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
+        series_uid: the DICOM series to read when a folder holds several.
+        overlap, sw_batch_size, keep_largest: override the model card's inference settings.
+
+    Returns:
+        :class:`SegmentFileResult`.
+    """
+    from scdl.inference.predictor import load_package, segment_image
+
+    progress = progress or Progress("none")
+    input_path = Path(input_path)
+    output = check_output_path(output_path, LABEL_SUFFIXES, "label map")
+    unc_path = check_output_path(uncertainty, SCALAR_SUFFIXES, "uncertainty map") if uncertainty else None
+    preview_path = check_output_path(preview, (".png",), "preview") if preview else None
+    targets = [p for p in (output, unc_path, preview_path) if p is not None]
+    for target in targets:
+        if _same_file(target, input_path):
+            raise ScdlError("the output would overwrite the input CT.", target, "choose another output path.")
+    if len({str(t.absolute()) for t in targets}) != len(targets):
+        raise ScdlError("two outputs have the same path.", output, "give the label map, uncertainty and preview "
+                        "different file names.")
+    if not input_path.exists():
+        raise ScdlError("the input CT does not exist.", input_path, "check the path (a file or a DICOM folder).")
+
+    package = load_package(model)
+
+    t0 = time.perf_counter()
+    with progress.phase("read", 1) as phase:
+        from scdl.io.image import read_ct
+
+        image = read_ct(input_path, series_uid=series_uid, warn=progress.warning)
+        phase.advance()
+    t_read = time.perf_counter() - t0
+
+    result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
+                           overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
+
+    t0 = time.perf_counter()
+    from scdl.io.writers import write_image, write_label_map
+
+    with progress.phase("write", len(targets)) as phase, contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(output))
+        write_label_map(result.labels, tmp, table=result.table)
+        phase.advance()
+        if unc_path is not None:
+            tmp = stack.enter_context(atomic_path(unc_path))
+            write_image(result.uncertainty, tmp)
+            phase.advance()
+        if preview_path is not None:
+            from scdl.viz.overlay import render_overlay
+
+            tmp = stack.enter_context(atomic_path(preview_path))
+            model_name = str(package.card.get("id") or package.card.get("name") or Path(package.path).name)
+            render_overlay(image, result.labels, tmp, result.table, title=f"{input_path.name} - {model_name}")
+            phase.advance()
+        progress.check_cancelled()
+    # every temporary file has been renamed onto its target here
+    timings = {"read": t_read, **result.timings, "write": time.perf_counter() - t0}
+    return SegmentFileResult(output=output, uncertainty=unc_path, preview=preview_path,
+                             confidence=result.confidence, timings=timings, device=result.device,
+                             model=str(package.card.get("id") or package.path))

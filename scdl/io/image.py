@@ -1,0 +1,146 @@
+"""Reading CT volumes and label maps (NIfTI, NRRD, MetaImage, DICOM) as validated 3D SimpleITK images.
+
+    >>> img = read_ct("case.nii.gz", warn=print)                 # HU, geometry as in the file
+    >>> img = read_ct("dicom_folder/")                           # largest CT series of the folder
+    >>> lab = read_label_map("seg.nii.gz", reference=img, resample=True)   # nearest neighbour onto img's grid
+
+Every problem the user can fix raises one :class:`~scdl.errors.ScdlError` naming the file and the fix.
+Origin, spacing and direction (oblique included) are kept exactly as SimpleITK reads them (LPS).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from scdl.errors import ScdlError
+from scdl.io import dicom
+from scdl.io.formats import READ_EXTENSIONS, READABLE_DESCRIPTION, extension, is_dicom_file
+from scdl.io.geometry import describe_grid, same_grid
+from scdl.io.validation import check_ct_values, check_nifti_file, check_volume
+
+Warn = Optional[Callable[[str], None]]
+
+
+def _read_file(path: Path) -> sitk.Image:
+    ext = extension(path)
+    if ext in (".nii", ".nii.gz"):
+        check_nifti_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        raise ScdlError(
+            f"cannot be read as {ext} (damaged, truncated or not a {ext} file).",
+            path,
+            "re-export or copy the file again; check that its extension matches its format.",
+        ) from err
+
+
+def read_image(path: "os.PathLike[str] | str", *, series_uid: Optional[str] = None, warn: Warn = None) -> sitk.Image:
+    """Read a 3D volume from a file or a DICOM folder.
+
+    Args:
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM folder, or one DICOM file
+            (with or without ``.dcm``; its whole series is read from the folder).
+        series_uid: for DICOM, the Series Instance UID to read (default: the CT series with the most slices).
+        warn: called with one line for notes the user should see (which DICOM series was chosen,
+            irregular slice spacing).
+
+    Returns:
+        The image (pixel type as stored, e.g. int16 HU); validated: 3D, scalar, non-empty, finite.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScdlError("does not exist.", path, "check the path (and that the drive or share is mounted).")
+    if path.is_dir():
+        series = dicom.select_series(path, series_uid, report=warn)
+        img = dicom.read_series(series, report=warn)
+    elif extension(path) == ".dcm" or (extension(path) not in READ_EXTENSIONS and is_dicom_file(path)):
+        if series_uid is not None:
+            series = dicom.select_series(path.parent, series_uid, report=warn)
+        else:
+            series = dicom.folder_series_for_file(path)
+        img = dicom.read_series(series, report=warn)
+    elif extension(path) in READ_EXTENSIONS:
+        img = _read_file(path)
+    else:
+        raise ScdlError(
+            f"has an unsupported file type ({extension(path) or 'no extension'}).",
+            path,
+            f"give {READABLE_DESCRIPTION}.",
+        )
+    check_volume(img, path)
+    return img
+
+
+def read_ct(path: "os.PathLike[str] | str", *, series_uid: Optional[str] = None, warn: Warn = None) -> sitk.Image:
+    """:func:`read_image` plus CT checks: a blank (constant) volume is an error; values that do not look like
+    Hounsfield units are reported through ``warn`` and reading continues."""
+    img = read_image(path, series_uid=series_uid, warn=warn)
+    check_ct_values(img, path, warn)
+    return img
+
+
+def _as_label_type(img: sitk.Image, path: Path) -> sitk.Image:
+    arr = sitk.GetArrayViewFromImage(img)
+    if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        if not np.all(arr == np.round(arr)):
+            raise ScdlError(
+                "has fractional voxel values, so it is not a label map (it looks like an image or probability map).",
+                path,
+                "give an integer label map (one integer per structure, 0 = background).",
+            )
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise ScdlError(
+            f"has negative voxel values (down to {lo:g}), so it is not a label map.",
+            path,
+            "give a label map with values 0 (background), 1, 2, ...",
+        )
+    for pixel_id, top in ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535), (sitk.sitkUInt32, 2**32 - 1)):
+        if hi <= top:
+            return img if img.GetPixelID() == pixel_id else sitk.Cast(img, pixel_id)
+    raise ScdlError(f"has label values up to {hi:g}, too large for a label map.", path, "renumber the labels.")
+
+
+def read_label_map(
+    path: "os.PathLike[str] | str", reference: Optional[sitk.Image] = None, resample: bool = False
+) -> sitk.Image:
+    """Read an integer label map (0 = background), optionally brought onto a reference image's grid.
+
+    Args:
+        path: label map file (any :func:`read_image` format; a single-layer ``.seg.nrrd`` reads as its label map).
+        reference: image whose grid the labels must share (e.g. the CT).
+        resample: if the grids differ, resample the labels onto ``reference`` with nearest-neighbour
+            interpolation (physical positions are kept; voxels outside the label map become 0).
+            Without it, a different grid is an error.
+
+    Returns:
+        The label map as the smallest unsigned integer type that holds its values (uint8 / uint16 / uint32).
+    """
+    path = Path(path)
+    img = _as_label_type(read_image(path), path)
+    if reference is None or same_grid(img, reference):
+        return img
+    if not resample:
+        raise ScdlError(
+            f"is on another grid than the image: labels {describe_grid(img)}; image {describe_grid(reference)}.",
+            path,
+            "resample the label map onto the image (--resample in the CLI, resample=True in Python), "
+            "or give the label map that belongs to this image.",
+        )
+    had_labels = bool(sitk.GetArrayViewFromImage(img).any())
+    out = sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, img.GetPixelID())
+    if had_labels and not sitk.GetArrayViewFromImage(out).any():
+        raise ScdlError(
+            f"does not overlap the image in space (labels {describe_grid(img)}; image {describe_grid(reference)}).",
+            path,
+            "check that the label map belongs to this image (same patient and scan).",
+        )
+    return out

@@ -1,0 +1,121 @@
+"""Writing images and label maps, atomically (a failed or cancelled write leaves no partial file).
+
+The format follows the extension: ``.nii``/``.nii.gz`` (NIfTI), ``.nrrd``/``.nhdr`` (NRRD), ``.mha``/``.mhd``
+(MetaImage) and, for label maps, ``.seg.nrrd`` (3D Slicer segmentation with names, colours and terminology).
+Compression is on where the format has it. Geometry is written as the image carries it (NIfTI stores it as
+float32, so a NIfTI round trip keeps origin/spacing/direction to about 1e-6 relative; NRRD and MetaImage
+keep them to double precision).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import SimpleITK as sitk
+
+from scdl.errors import ScdlError
+from scdl.io.atomic import atomic_path
+from scdl.io.formats import DETACHED_HEADER_EXTENSIONS, IMAGE_WRITE_EXTENSIONS, LABEL_WRITE_EXTENSIONS, extension
+from scdl.labels.table import LabelTable
+
+_UNSIGNED = ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535), (sitk.sitkUInt32, 2**32 - 1))
+_INTEGER_TYPES = {
+    sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
+    sitk.sitkUInt64, sitk.sitkInt64,
+}
+
+
+def _check_target(path: Path, allowed: tuple[str, ...], what: str) -> str:
+    ext = extension(path)
+    if ext not in allowed:
+        raise ScdlError(
+            f"cannot write a {what} as {ext or 'a file without extension'}.",
+            path,
+            f"use one of {', '.join(allowed)}.",
+        )
+    if path.is_dir():
+        raise ScdlError("is a folder.", path, f"give a file name ending in {ext}.")
+    return ext
+
+
+def _sitk_write(img: sitk.Image, path: Path, compress: bool) -> None:
+    try:
+        sitk.WriteImage(img, str(path), useCompression=compress)
+    except RuntimeError as err:
+        raise ScdlError(
+            f"could not be written ({str(err).strip().splitlines()[-1][:200]}).",
+            path,
+            "check free disk space and write permission of the output folder.",
+        ) from err
+
+
+def _write_detached(img: sitk.Image, path: Path, compress: bool) -> None:
+    """Header + data file (.nhdr/.mhd): write both in a temporary folder, move the data file(s), then the header."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ScdlError(f"cannot create the output folder ({err.strerror}).", path, "choose a writable folder.") from err
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        _sitk_write(img, tmp / path.name, compress)
+        written = sorted(p for p in tmp.iterdir() if p.name != path.name)
+        for data_file in written:
+            os.replace(data_file, path.parent / data_file.name)
+        os.replace(tmp / path.name, path)
+    except OSError as err:
+        raise ScdlError(f"could not be written ({err.strerror}).", path, "check disk space and permissions.") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_image(img: sitk.Image, path: "os.PathLike[str] | str") -> Path:
+    """Write any image (e.g. a CT or an uncertainty map) by extension, atomically. Returns the path."""
+    path = Path(path)
+    ext = _check_target(path, IMAGE_WRITE_EXTENSIONS, "image")
+    compress = ext != ".nii"
+    if ext in DETACHED_HEADER_EXTENSIONS:
+        _write_detached(img, path, compress)
+    else:
+        with atomic_path(path) as tmp:
+            _sitk_write(img, tmp, compress)
+    return path
+
+
+def as_label_image(label_img: sitk.Image) -> sitk.Image:
+    """The label map as the smallest unsigned integer type holding its values (3D, integer, >= 0 required)."""
+    if not isinstance(label_img, sitk.Image):
+        raise TypeError(f"write_label_map needs a SimpleITK.Image, not {type(label_img).__name__}")
+    if label_img.GetDimension() != 3 or label_img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError("a label map must be a 3D scalar image")
+    if label_img.GetPixelID() not in _INTEGER_TYPES:
+        raise ValueError(f"a label map must have an integer pixel type, not {label_img.GetPixelIDTypeAsString()}")
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(label_img)
+    if stats.GetMinimum() < 0:
+        raise ValueError(f"a label map must not contain negative values (found {stats.GetMinimum():g})")
+    for pixel_id, top in _UNSIGNED:
+        if stats.GetMaximum() <= top:
+            return label_img if label_img.GetPixelID() == pixel_id else sitk.Cast(label_img, pixel_id)
+    raise ValueError(f"label values up to {stats.GetMaximum():g} do not fit a label map")
+
+
+def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None) -> Path:
+    """Write a label map on its own grid, by extension, atomically. Returns the path.
+
+    Args:
+        label_img: 3D integer label map (0 = background), e.g. on the input CT's grid.
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` or ``.seg.nrrd``.
+        table: for ``.seg.nrrd``: segment names, colours and SNOMED CT terminology (ignored by other formats).
+    """
+    path = Path(path)
+    ext = _check_target(path, LABEL_WRITE_EXTENSIONS, "label map")
+    label_img = as_label_image(label_img)
+    if ext == ".seg.nrrd":
+        from scdl.io.segnrrd import write_seg_nrrd
+
+        return write_seg_nrrd(label_img, path, table)
+    return write_image(label_img, path)

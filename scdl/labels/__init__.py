@@ -1,0 +1,1 @@
+"""Label tables (value, name, colour, SNOMED CT codes) and mapping of foreign label maps by name."""

@@ -1,0 +1,5 @@
+"""Segmentation metrics in millimetres on the native grid: per-class Dice, HD95 and ASD (MONAI's functions).
+
+``scores.py`` scores two label arrays; ``evaluate.py`` reads files, matches labels by value or by name,
+checks grids and writes the report (table, CSV, JSON).
+"""

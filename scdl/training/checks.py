@@ -1,0 +1,297 @@
+"""Check a cohort before training: every problem of every case at once, each with its file.
+
+Per case: missing or unreadable image / label map, label map on another grid than its CT, label values that
+are not in the label table, an empty label map (or one with no class of the model), a CT that does not look
+like CT (warning). Over the cohort: a case both labeled and unlabeled (same image content), a case in
+training and validation, fewer cases than a batch needs, no validation case (then the labeled training cases
+are used, and the report says so), model classes that no labeled case contains.
+
+With ``prepare=True`` every case that passes is preprocessed into the cache right after it was read (so a
+CT is read once); a cached case is not read again (its check facts are kept in the cache entry).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from scdl.errors import ScdlError
+from scdl.training.cache import CachedCase, PreprocessCache
+from scdl.training.cohort import Cohort, Case
+from scdl.training.hashing import HashIndex
+from scdl.training.problems import CohortProblem, CohortReport
+
+
+def label_values(arr: np.ndarray) -> tuple[list[int], dict[int, int]]:
+    """Distinct values of an integer label array and their voxel counts (bincount when the range allows)."""
+    flat = arr.reshape(-1)
+    if flat.size and np.issubdtype(flat.dtype, np.integer) and flat.min() >= 0 and flat.max() < 65536:
+        counts = np.bincount(flat.astype(np.int64, copy=False))
+        values = np.flatnonzero(counts)
+        return [int(v) for v in values], {int(v): int(counts[v]) for v in values}
+    values, counts = np.unique(flat, return_counts=True)
+    return [int(v) for v in values], {int(v): int(c) for v, c in zip(values, counts)}
+
+
+class _Tables:
+    """Loads each label table once; a table that cannot be loaded becomes a problem of the case."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, Any] = {}
+
+    def get(self, ref: str) -> Any:
+        if ref not in self._tables:
+            from scdl.labels.table import LabelTable
+
+            self._tables[ref] = LabelTable.load(ref)
+        return self._tables[ref]
+
+
+def _map_values(values: list[int], source: Any, target: Any) -> tuple[list[int], list[int]]:
+    """Target classes present and source values unknown, for the set of ``values`` of a label map."""
+    if source is None:
+        known = {int(e.value) for e in target.entries} | {0}
+        unknown = [v for v in values if v not in known]
+        return sorted({v for v in values if v in known and v != 0}), unknown
+    from scdl.labels.mapping import map_label_array
+
+    mapped, unknown = map_label_array(np.asarray(values, dtype=np.int64), source, target)
+    return sorted({int(v) for v in np.asarray(mapped).reshape(-1) if int(v) != 0}), sorted(int(u) for u in unknown)
+
+
+def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", labeled_batch: int = 2,
+                 unlabeled_batch: int = 2, cache: Optional[PreprocessCache] = None, prepare: bool = False,
+                 resample_labels: bool = False, hash_index: Optional[HashIndex] = None,
+                 progress: Any = None) -> tuple[CohortReport, dict[str, CachedCase]]:
+    """Check every case of ``cohort`` against the model's label table ``target``.
+
+    Args:
+        framework: ``supervised`` needs no unlabeled case; ``cps`` / ``cps-scdl`` need ``unlabeled_batch``.
+        cache: preprocessing cache consulted (a cached case is not read again) and, with ``prepare``, filled.
+        resample_labels: a label map on another grid is resampled onto its CT (nearest) with a warning
+            instead of being an error.
+        progress: scdl.progress.Progress for a "check" phase.
+    Returns:
+        (report, prepared) where ``prepared`` maps ``case.row`` to its CachedCase (only with a cache).
+    """
+    report = CohortReport(problems=list(cohort.problems))
+    prepared: dict[str, CachedCase] = {}
+    tables = _Tables()
+    hashes = hash_index or HashIndex(None)
+    active = [c for c in cohort.cases if c.split in ("train", "val")]
+    image_roles: dict[str, list[tuple[Case, str]]] = {}
+    class_presence: set[int] = set()
+    phase = progress.phase("check", total=len(active)) if progress is not None else None
+    try:
+        for case in active:
+            facts = _check_case(case, target, tables, hashes, cache, prepare, resample_labels, report, prepared)
+            if facts.get("image_hash"):
+                role = "val" if case.split == "val" else ("labeled" if case.labeled else "unlabeled")
+                image_roles.setdefault(facts["image_hash"], []).append((case, role))
+            if case.labeled and case.split == "train":
+                class_presence.update(facts.get("present", []))
+            report.cases.append({"row": case.row, "name": case.name, **case.to_dict(), **facts})
+            if phase is not None:
+                phase.advance()
+    finally:
+        if phase is not None:
+            phase.close()
+        hashes.save()
+    _check_overlaps(image_roles, report)
+    _check_counts(cohort, target, framework, labeled_batch, unlabeled_batch, class_presence, report)
+    return report, prepared
+
+
+def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cache: Optional[PreprocessCache],
+                prepare: bool, resample_labels: bool, report: CohortReport,
+                prepared: dict[str, CachedCase]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    problems: list[CohortProblem] = []
+
+    def problem(severity: str, code: str, message: str, path: os.PathLike | str, fix: str) -> None:
+        problems.append(CohortProblem(severity, code, message, str(path), case.row, fix))
+
+    if case.split == "val" and not case.labeled:
+        problem("error", "unlabeled_val", "a validation case needs a label map.", case.image,
+                "fill in its 'label' column or set its split to train.")
+    for path, what in ((case.image, "image"), (case.label, "label map")):
+        if path is not None and not Path(path).exists():
+            problem("error", "missing", f"the {what} does not exist.", path, "fix the path in the manifest (paths are "
+                    "relative to the manifest's folder).")
+    source = None
+    if case.labeled and case.labels:
+        try:
+            source = tables.get(case.labels)
+        except ScdlError as err:
+            problem("error", "bad_label_table", f"the label table cannot be used ({err.message}).",
+                    err.path or case.labels, err.fix or "give a bundled table name or a colour-table CSV.")
+    if problems:
+        report.problems.extend(problems)
+        return facts
+    try:
+        facts["image_hash"] = hashes.hash(case.image)
+        facts["label_hash"] = hashes.hash(case.label) if case.label is not None else None
+    except OSError as err:
+        problem("error", "unreadable", f"the file cannot be read ({err.strerror or err}).", err.filename or case.image,
+                "check the file's permissions.")
+        report.problems.extend(problems)
+        return facts
+
+    keys = None
+    if cache is not None:
+        keys = [cache.key(facts["image_hash"], facts["label_hash"], source, resampled=r) for r in (False, True)]
+        for key in keys if resample_labels else keys[:1]:
+            hit = cache.get(key)
+            if hit is not None:
+                prepared[case.row] = hit
+                stored = hit.meta.get("facts", {})
+                facts.update(present=hit.present if case.labeled else [], cached=True, shape=hit.shape)
+                for w in stored.get("warnings", []):
+                    report.problems.append(CohortProblem(**{**w, "case": case.row}))
+                return facts
+
+    image, label, warnings = _read_case(case, source, target, resample_labels, problems, facts)
+    report.problems.extend(problems)
+    report.problems.extend(warnings)
+    if image is None or any(p.severity == "error" for p in problems):
+        return facts
+    if cache is not None and prepare:
+        key = keys[1 if facts.get("resampled") else 0]
+        try:
+            prepared[case.row] = cache.put(key, image, label, source,
+                                           facts={"warnings": [w.to_dict() for w in warnings],
+                                                  "image": str(case.image), "label": str(case.label or "")})
+            facts["shape"] = prepared[case.row].shape
+        except ScdlError as err:
+            report.problems.append(CohortProblem("error", "preprocessing", err.message, err.path or str(case.image),
+                                                 case.row, err.fix or ""))
+    return facts
+
+
+def _read_case(case: Case, source: Any, target: Any, resample_labels: bool, problems: list[CohortProblem],
+               facts: dict[str, Any]) -> tuple[Any, Any, list[CohortProblem]]:
+    """Read image and label map, check grid and values. Returns (image, label, warnings)."""
+    from scdl.io.image import read_ct, read_label_map
+
+    warnings: list[CohortProblem] = []
+
+    def warn(text: str) -> None:
+        warnings.append(CohortProblem("warning", "not_ct", text, str(case.image), case.row,
+                                      "check that this file is a CT in Hounsfield units."))
+
+    def fail(code: str, message: str, path: Any, fix: str) -> None:
+        problems.append(CohortProblem("error", code, message, str(path), case.row, fix))
+
+    try:
+        image = read_ct(case.image, warn=warn)
+    except ScdlError as err:
+        fail("unreadable", err.message, err.path or case.image, err.fix or "replace the file with a readable CT.")
+        return None, None, warnings
+    except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this file
+        fail("unreadable", f"the image cannot be read ({err}).", case.image, "replace the file with a readable CT.")
+        return None, None, warnings
+    facts["size"] = list(image.GetSize())
+    facts["spacing"] = [float(s) for s in image.GetSpacing()]
+    if case.label is None:
+        return image, None, warnings
+    try:
+        label = read_label_map(case.label)
+    except ScdlError as err:
+        fail("unreadable", err.message, err.path or case.label, err.fix or "replace the label map.")
+        return image, None, warnings
+    except Exception as err:  # noqa: BLE001
+        fail("unreadable", f"the label map cannot be read ({err}).", case.label, "replace the label map.")
+        return image, None, warnings
+
+    from scdl.io.geometry import describe_grid, same_grid
+
+    if not same_grid(image, label):
+        if resample_labels:
+            original = describe_grid(label)
+            try:
+                label = read_label_map(case.label, reference=image, resample=True)
+            except ScdlError as err:
+                fail("geometry_mismatch", err.message, err.path or case.label, err.fix or "")
+                return image, None, warnings
+            facts["resampled"] = True
+            warnings.append(CohortProblem(
+                "warning", "resampled_label", f"the label map ({original}) was on another grid than the CT; "
+                "it was resampled onto the CT (nearest neighbour).", str(case.label), case.row,
+                "check the overlay once; store label maps on their CT's grid to silence this."))
+        else:
+            fail("geometry_mismatch", f"the label map's grid differs from its CT: label {describe_grid(label)}; CT "
+                 f"{describe_grid(image)}.", case.label,
+                 "resample the label map onto the CT (nearest neighbour), or pass --set data.resample_labels=true.")
+            return image, None, warnings
+
+    import SimpleITK as sitk
+
+    values, counts = label_values(sitk.GetArrayViewFromImage(label))
+    present, unknown = _map_values(values, source, target)
+    facts["present"] = present
+    if unknown:
+        table_name = case.labels or getattr(target, "name", "the model's label table")
+        shown = ", ".join(str(v) for v in unknown[:12]) + (" ..." if len(unknown) > 12 else "")
+        fail("unknown_labels", f"label values {shown} are not in the label table {table_name}.", case.label,
+             "give this label map's own table in the manifest's 'labels' column (e.g. totalsegmentator_v2), "
+             "or correct the values.")
+    elif not [v for v in values if v != 0]:
+        fail("empty_label", "the label map is empty (every voxel is 0).", case.label,
+             "label at least one organ, or leave the 'label' column empty to use the CT as unlabeled.")
+    elif not present:
+        fail("empty_label", "none of this label map's classes is a class of the model.", case.label,
+             "check the 'labels' column (the label map's own table) and --labels (the model's classes).")
+    return image, label, warnings
+
+
+def _check_overlaps(image_roles: dict[str, list[tuple[Case, str]]], report: CohortReport) -> None:
+    for entries in image_roles.values():
+        roles = {role for _, role in entries}
+        if "labeled" in roles and "unlabeled" in roles or ("val" in roles and len(roles) > 1):
+            others = ", ".join(f"{c.row} ({role})" for c, role in entries)
+            code = "labeled_and_unlabeled" if {"labeled", "unlabeled"} <= roles else "train_val_overlap"
+            what = ("both labeled and unlabeled" if code == "labeled_and_unlabeled"
+                    else "in training and in validation")
+            for case, role in entries:
+                report.problems.append(CohortProblem(
+                    "error", code, f"the same CT is {what}: {others}.", str(case.image), case.row,
+                    "keep one row per CT (labeled if you have its labels), and keep validation CTs out of training."))
+        elif len(entries) > 1:
+            case = entries[1][0]
+            report.problems.append(CohortProblem(
+                "warning", "duplicate", f"the same CT is listed {len(entries)} times "
+                f"({', '.join(c.row for c, _ in entries)}); it is sampled that much more often.", str(case.image),
+                case.row, "remove the repeated rows."))
+
+
+def _check_counts(cohort: Cohort, target: Any, framework: str, labeled_batch: int, unlabeled_batch: int,
+                  class_presence: set[int], report: CohortReport) -> None:
+    n_lab, n_unl, n_val = len(cohort.labeled_train), len(cohort.unlabeled_train), len(cohort.val)
+    src = cohort.source
+    if n_lab < labeled_batch:
+        report.problems.append(CohortProblem(
+            "error", "too_few_cases", f"{n_lab} labeled training case{'s' if n_lab != 1 else ''}, but a batch needs "
+            f"{labeled_batch} labeled patches from different cases.", src, "",
+            f"add labeled cases, or lower the batch with --set labeled_batch={max(n_lab, 1)}."))
+    if framework != "supervised" and n_unl < unlabeled_batch:
+        report.problems.append(CohortProblem(
+            "error", "too_few_cases", f"{n_unl} unlabeled training case{'s' if n_unl != 1 else ''}, but framework "
+            f"{framework} takes {unlabeled_batch} unlabeled patches per step.", src, "",
+            "add unlabeled CTs (empty 'label' column or --unlabeled DIR), lower --set unlabeled_batch, "
+            "or use --framework supervised."))
+    if n_val == 0:
+        report.validation_source = "train-labeled" if n_lab else "none"
+        report.problems.append(CohortProblem(
+            "warning", "no_validation", f"no validation case: validation Dice is computed on the {n_lab} labeled "
+            "training cases instead (optimistic), and the best checkpoint is chosen on them.", src, "",
+            "mark at least one labeled case with split=val (or give --val DIR)."))
+    if n_lab:
+        missing = [e.name for e in target.entries if int(e.value) != 0 and int(e.value) not in class_presence]
+        if missing:
+            report.problems.append(CohortProblem(
+                "warning", "class_without_labels", f"no labeled training case contains {', '.join(missing)}: "
+                "the model cannot learn these classes.", src, "",
+                "add labeled cases that contain them, or train fewer classes with --labels TABLE."))

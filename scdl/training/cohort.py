@@ -1,0 +1,238 @@
+"""Training cohorts: a manifest (CSV or JSON) or two folders, turned into a list of :class:`Case`.
+
+Manifest columns (CSV header or JSON object keys):
+
+- ``image``: CT file or DICOM folder, relative to the manifest's folder (absolute paths work too);
+- ``label``: label map on the image's grid; empty = an unlabeled case;
+- ``split`` (optional): ``train`` (default), ``val`` or ``test`` (``test`` rows are not used for training);
+- ``labels`` (optional): the label table of this case's label map (a bundled name such as
+  ``totalsegmentator_v2`` or a colour-table CSV); its classes are mapped to the model's classes by name.
+  Empty: the label values already use the model's numbering.
+
+Other columns (e.g. ``reference``, written by ``scdl phantom``) are kept in :attr:`Case.extra` and ignored.
+A JSON manifest is a list of such objects or ``{"cases": [...]}``.
+
+Folders: ``--labeled DIR`` holds ``images/`` and ``labels/`` with the same file names (an nnU-Net channel
+suffix ``_0000`` on the image is allowed); ``--unlabeled DIR`` holds images (files or DICOM folders).
+Problems in the rows themselves (no image given, bad split) are collected in :attr:`Cohort.problems`
+rather than raised, so that :func:`scdl.training.checks.check_cohort` can report every problem at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from scdl.errors import ScdlError
+from scdl.training.problems import CohortProblem
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: File name endings of CT images and label maps that the readers take (DICOM folders are folders).
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass
+class Case:
+    """One row of a cohort.
+
+    Attributes:
+        image: CT file or DICOM folder (absolute).
+        label: label map (absolute) or None for an unlabeled case.
+        split: ``train`` | ``val`` | ``test``.
+        labels: label table of the label map (bundled name or absolute CSV path), None = model numbering.
+        row: where the case was declared (``manifest.csv:3`` or the folder) for messages.
+    """
+
+    image: Path
+    label: Optional[Path] = None
+    split: str = "train"
+    labels: Optional[str] = None
+    row: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labeled(self) -> bool:
+        return self.label is not None
+
+    @property
+    def name(self) -> str:
+        return image_stem(self.image)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": str(self.image), "label": None if self.label is None else str(self.label),
+                "split": self.split, "labels": self.labels, "row": self.row}
+
+
+@dataclass
+class Cohort:
+    """The cases of a training run and where they were declared."""
+
+    cases: list[Case]
+    source: str
+    problems: list[CohortProblem] = field(default_factory=list)
+
+    def select(self, *, split: str, labeled: Optional[bool] = None) -> list[Case]:
+        return [c for c in self.cases if c.split == split and (labeled is None or c.labeled == labeled)]
+
+    @property
+    def labeled_train(self) -> list[Case]:
+        return self.select(split="train", labeled=True)
+
+    @property
+    def unlabeled_train(self) -> list[Case]:
+        return self.select(split="train", labeled=False)
+
+    @property
+    def val(self) -> list[Case]:
+        return self.select(split="val", labeled=True)
+
+    def summary(self) -> dict[str, int]:
+        return {"labeled": len(self.labeled_train), "unlabeled": len(self.unlabeled_train), "val": len(self.val),
+                "test": len(self.select(split="test"))}
+
+
+def image_stem(path: os.PathLike | str) -> str:
+    """``case_001.nii.gz`` -> ``case_001``; a DICOM folder keeps its name."""
+    name = Path(path).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(os.path.expanduser(text.strip()))
+    return path if path.is_absolute() else (base / path)
+
+
+def _table_ref(base: Path, text: Optional[str]) -> Optional[str]:
+    """A bundled table name stays a name; anything that looks like a file is resolved against ``base``."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    if text.lower().endswith(".csv") or os.sep in text or "/" in text:
+        return str(_resolve(base, text))
+    return text
+
+
+def _rows_from_csv(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
+                raise ScdlError("the manifest has no 'image' column.", path,
+                                "write a header line 'image,label,split,labels' (label empty for unlabeled cases).")
+            return [{(k or "").strip(): (v if v is None else v.strip()) for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ScdlError(f"the manifest cannot be read ({err}).", path, "check that it is a UTF-8 CSV file.") from None
+
+
+def _rows_from_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ScdlError(f"the manifest is not valid JSON ({err}).", path, "fix the JSON syntax.") from None
+    if isinstance(data, dict):
+        data = data.get("cases")
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ScdlError("the JSON manifest must be a list of cases or {\"cases\": [...]}.", path,
+                        'write e.g. [{"image": "images/a.nii.gz", "label": "labels/a.nii.gz"}].')
+    return data
+
+
+def load_manifest(path: os.PathLike | str) -> Cohort:
+    """Read a CSV or JSON manifest; paths are relative to the manifest's folder."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ScdlError("the cohort manifest does not exist." if not path.exists() else "the manifest is a folder.",
+                        path, "give a CSV or JSON manifest (or --labeled DIR / --unlabeled DIR).")
+    rows = _rows_from_json(path) if path.suffix.lower() == ".json" else _rows_from_csv(path)
+    base = path.resolve().parent
+    cases: list[Case] = []
+    problems: list[CohortProblem] = []
+    first_line = 2 if path.suffix.lower() != ".json" else 1
+    for index, row in enumerate(rows):
+        where = f"{path.name}:{index + first_line}" if first_line == 2 else f"{path.name}[{index}]"
+        image = str(row.get("image") or "").strip()
+        label = str(row.get("label") or "").strip()
+        split = str(row.get("split") or "train").strip().lower()
+        if not image:
+            problems.append(CohortProblem("error", "no_image", "this row names no image.", str(path), where,
+                                          "fill in the 'image' column or delete the row."))
+            continue
+        if split not in SPLITS:
+            problems.append(CohortProblem("error", "bad_split", f"split {split!r} is not one of {', '.join(SPLITS)}.",
+                                          str(path), where, "use train, val or test."))
+            continue
+        extra = {k: v for k, v in row.items() if k not in ("image", "label", "split", "labels")}
+        cases.append(Case(image=_resolve(base, image), label=_resolve(base, label) if label else None, split=split,
+                          labels=_table_ref(base, row.get("labels")), row=where, extra=extra))
+    if not rows:
+        problems.append(CohortProblem("error", "empty_manifest", "the manifest lists no case.", str(path), "",
+                                      "add one row per CT (image,label,split)."))
+    return Cohort(cases=cases, source=str(path), problems=problems)
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files (by extension) and DICOM sub-folders of ``folder``, sorted by name."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
+            found.append(entry)
+        elif entry.is_dir() and any(f.is_file() for f in entry.iterdir()):
+            found.append(entry)
+    return found
+
+
+def _strip_channel(stem: str) -> str:
+    return stem[:-5] if stem.endswith("_0000") else stem
+
+
+def load_folders(labeled: Optional[os.PathLike | str] = None, unlabeled: Optional[os.PathLike | str] = None,
+                 val: Optional[os.PathLike | str] = None, labels: Optional[str] = None) -> Cohort:
+    """Build a cohort from folders: ``labeled``/``val`` hold ``images/`` + ``labels/``; ``unlabeled`` holds images.
+
+    Args:
+        labels: label table of the label maps (bundled name or CSV path), None = the model's numbering.
+    """
+    cases: list[Case] = []
+    problems: list[CohortProblem] = []
+    table = _table_ref(Path.cwd(), labels)
+    for folder, split in ((labeled, "train"), (val, "val")):
+        if folder is None:
+            continue
+        folder = Path(folder).expanduser().resolve()
+        images_dir, labels_dir = folder / "images", folder / "labels"
+        if not images_dir.is_dir() or not labels_dir.is_dir():
+            raise ScdlError("a labeled folder must hold 'images/' and 'labels/' sub-folders.", folder,
+                            "put each CT in images/ and its label map, with the same file name, in labels/.")
+        label_files = {image_stem(p): p for p in _list_images(labels_dir)}
+        for image in _list_images(images_dir):
+            stem = _strip_channel(image_stem(image))
+            label = label_files.pop(stem, None)
+            if label is None:
+                problems.append(CohortProblem("error", "missing_label", f"no label map named {stem}.* in labels/.",
+                                              str(image), str(folder),
+                                              "add the label map with the same name, or move the CT to the unlabeled folder."))
+                continue
+            cases.append(Case(image=image, label=label, split=split, labels=table, row=str(folder)))
+        for stem, label in label_files.items():
+            problems.append(CohortProblem("error", "orphan_label", f"no image named {stem}.* in images/.",
+                                          str(label), str(folder), "add the CT or remove the label map."))
+    if unlabeled is not None:
+        folder = Path(unlabeled).expanduser().resolve()
+        if not folder.is_dir():
+            raise ScdlError("the unlabeled folder does not exist.", folder, "give a folder of CT images.")
+        for image in _list_images(folder):
+            cases.append(Case(image=image, label=None, split="train", row=str(folder)))
+    if labeled is None and unlabeled is None and val is None:
+        raise ScdlError("no cohort given.", fix="give --cohort MANIFEST or --labeled DIR [--unlabeled DIR].")
+    source = " + ".join(str(Path(f).expanduser().resolve()) for f in (labeled, unlabeled, val) if f is not None)
+    return Cohort(cases=cases, source=source, problems=problems)

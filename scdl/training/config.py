@@ -1,0 +1,226 @@
+"""Training configuration: every hyperparameter in one JSON-serialisable tree, the paper's values as defaults.
+
+Layers, last wins: defaults (the paper, METHOD.md §2) -> preset (``paper`` | ``cpu``) -> config file (JSON)
+-> command-line flags -> ``--set key=value`` overrides (dotted keys, values parsed as JSON when they parse).
+The resolved tree is saved as ``RUN_DIR/config.json`` and is what ``--resume`` reloads.
+
+The loss weights of the training step live under ``"step"`` and ``"scdl"``: they are passed to
+``scdl.training.step.StepConfig`` / ``SCDLConfig`` whose defaults are the paper's values; only the keys a
+user sets are stored before resolution, the resolved file holds every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from scdl.errors import ScdlError
+
+#: Training frameworks: flags of the one training step (METHOD.md §2: the baselines share SCDL's code path).
+#: Same names as scdl.training.step.FRAMEWORKS (kept here so that ``--help`` does not import torch).
+FRAMEWORKS: tuple[str, ...] = ("supervised", "cps", "cps-scdl", "mean-teacher", "mean-teacher-scdl")
+PRESETS: tuple[str, ...] = ("paper", "cpu")
+
+#: The paper's setting (METHOD.md §2, §5). Values the paper does not state are marked "ours".
+DEFAULTS: dict[str, Any] = {
+    "preset": "paper",
+    "framework": "cps-scdl",
+    "iterations": 17000,
+    "seed": 1337,                       # the seed in the authors' Synapse checkpoint name
+    "labeled_batch": 2,
+    "unlabeled_batch": 2,
+    "patch_size": [96, 96, 96],         # (x, y, z) voxels of the model grid
+    "optimizer": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False},
+    "amp": True,                        # CUDA only; ignored on CPU
+    "network": {"name": "vnet", "in_channels": 1, "n_filters": 16, "norm": "batch"},
+    "labels": "synapse",                # the classes the model learns (bundled table name or CSV path)
+    "preprocessing": {                  # the model card's preprocessing block (scdl.processing), (x, y, z) order
+        "mode": "spacing",
+        "spacing_mm": [1.5, 1.5, 1.5],  # ours: the Synapse recipe is not published (METHOD.md §7)
+        "orientation": "LPS",
+        "window": [-125.0, 275.0],      # METHOD.md §5
+        "scale": [0.0, 1.0],
+    },
+    "sampling": {
+        "class_prob": 0.0,              # paper: random crops; >0 picks a present class uniformly, then a voxel of it
+        "max_locations_per_class": 20000,   # ours: voxel positions kept per class for centre sampling
+    },
+    "augment": {                        # paper: none ("we add flips/intensity jitter as options")
+        "flip": False, "flip_prob": 0.5,
+        "affine": False, "affine_prob": 0.2, "rotate_deg": 15.0, "scale": 0.1,
+        "intensity": False, "intensity_prob": 0.5, "intensity_scale": 0.1, "intensity_shift": 0.1,
+        "noise": False, "noise_prob": 0.2, "noise_std": 0.02,
+    },
+    "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
+             "resample_labels": False},   # True: a label map on another grid is resampled onto its CT (nearest)
+    "validation": {"every": 500, "overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
+    "checkpoint_every": 500,
+    "log_every": 10,
+    "distributed": {"sync_batchnorm": "auto"},   # auto: SyncBatchNorm with NCCL (GPUs), per-rank BN with gloo
+    "cohort": None,                      # set by scdl train: where the cases came from (for --resume)
+    "init": None,                        # set by scdl train --init: the package fine-tuned from
+    "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
+    "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
+}
+
+#: A run that finishes on a 2-core CPU in about an hour and learns the large organs (measured: docs/training.md).
+CPU_PRESET: dict[str, Any] = {
+    "iterations": 1500,
+    "patch_size": [48, 48, 48],
+    "network": {"n_filters": 8},
+    "preprocessing": {"mode": "spacing", "spacing_mm": [4.0, 4.0, 4.0]},
+    "sampling": {"class_prob": 0.5},
+    "augment": {"flip": True, "intensity": True, "noise": True},
+    "data": {"num_workers": 1},
+    "validation": {"every": 250, "sw_batch_size": 1},
+    "checkpoint_every": 100,
+}
+
+PRESET_VALUES: dict[str, dict[str, Any]] = {"paper": {}, "cpu": CPU_PRESET}
+
+#: Groups whose keys their owner checks (the step's dataclasses, the Preprocessor's card schema).
+OPEN_GROUPS: tuple[str, ...] = ("step", "scdl", "preprocessing", "cohort", "init")
+
+
+def deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into a copy of ``base``: nested dicts are merged, every other value replaced."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """``"0.5"`` -> 0.5, ``"[64,64,64]"`` -> list, ``"true"`` -> True, ``"null"`` -> None, else the string."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings with dotted keys (``optimizer.lr=0.005``, ``scdl.lam=0.2``)."""
+    out = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ScdlError(f"--set expects KEY=VALUE, got {item!r}.", fix="write e.g. --set optimizer.lr=0.005")
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                if part in node:
+                    raise ScdlError(f"--set {key}: {part!r} is not a group of settings.",
+                                    fix="see RUN_DIR/config.json or docs/training.md for the setting names.")
+                if not _open_group(out, parts):
+                    raise ScdlError(f"--set {key}: unknown setting {part!r}.",
+                                    fix="see docs/training.md for the setting names.")
+                node[part] = {}
+            node = node[part]
+        leaf = parts[-1]
+        if leaf not in node and not _open_group(out, parts):
+            raise ScdlError(f"--set {key}: unknown setting {leaf!r}.",
+                            fix="see docs/training.md (or a run's config.json) for the setting names.")
+        node[leaf] = parse_value(value)
+    return out
+
+
+def _open_group(config: Mapping[str, Any], parts: list[str]) -> bool:
+    """Groups whose keys are checked later by their owner (the step's dataclasses)."""
+    return parts[0] in OPEN_GROUPS
+
+
+def _check_known(config: Mapping[str, Any], reference: Mapping[str, Any], where: str, source: str) -> None:
+    for key, value in config.items():
+        if key not in reference:
+            raise ScdlError(f"unknown setting {where}{key!r}.", source,
+                            "remove it or fix its name (see docs/training.md for the setting names).")
+        if key in OPEN_GROUPS and not where:
+            continue
+        if isinstance(value, Mapping) and isinstance(reference[key], Mapping):
+            _check_known(value, reference[key], f"{where}{key}.", source)
+
+
+def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
+    """Read a JSON config file (partial trees are fine); unknown keys are refused with their name."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScdlError("the config file does not exist.", path, "check the path given to --config.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ScdlError(f"the config file is not valid JSON ({err}).", path, "fix the JSON syntax.") from None
+    if not isinstance(data, dict):
+        raise ScdlError("the config file must hold a JSON object.", path, 'write e.g. {"iterations": 2000}.')
+    _check_known(data, DEFAULTS, "", str(path))
+    return data
+
+
+def resolve_config(preset: str = "paper", file: Optional[os.PathLike | str] = None,
+                   values: Optional[Mapping[str, Any]] = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Build the training configuration: defaults -> preset -> file -> ``values`` (flags) -> ``overrides``."""
+    if preset not in PRESET_VALUES:
+        raise ScdlError(f"unknown preset {preset!r}.", fix=f"use one of {', '.join(PRESETS)}.")
+    config = deep_update(DEFAULTS, PRESET_VALUES[preset])
+    config["preset"] = preset
+    if file is not None:
+        config = deep_update(config, load_config_file(file))
+    if values:
+        config = deep_update(config, {k: v for k, v in values.items() if v is not None})
+    config = apply_overrides(config, overrides)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Refuse values that cannot work, naming the setting and the fix."""
+    def bad(key: str, why: str, fix: str) -> ScdlError:
+        return ScdlError(f"setting {key}: {why}", fix=fix)
+
+    _check_known(config, DEFAULTS, "", "config")
+    if config["framework"] not in FRAMEWORKS:
+        raise bad("framework", f"{config['framework']!r} is not a framework.", f"use one of {', '.join(FRAMEWORKS)}.")
+    if not isinstance(config["iterations"], int) or config["iterations"] < 1:
+        raise bad("iterations", f"{config['iterations']!r} is not a positive integer.", "use e.g. --iterations 2000.")
+    patch = config["patch_size"]
+    if (not isinstance(patch, (list, tuple)) or len(patch) != 3
+            or any(not isinstance(p, int) or p < 16 or p % 16 for p in patch)):
+        raise bad("patch_size", f"{patch!r} must be three multiples of 16 (the VNet down-samples 16x).",
+                  "use e.g. --set patch_size=[64,64,64].")
+    for key in ("labeled_batch", "unlabeled_batch"):
+        if not isinstance(config[key], int) or config[key] < 0:
+            raise bad(key, f"{config[key]!r} is not a non-negative integer.", f"use e.g. --set {key}=2.")
+    if config["labeled_batch"] < 1:
+        raise bad("labeled_batch", "at least one labeled patch per step is needed.", "use --set labeled_batch=2.")
+    if config["framework"] != "supervised" and config["unlabeled_batch"] < 1:
+        raise bad("unlabeled_batch", f"framework {config['framework']} learns from unlabeled patches.",
+                  "use --set unlabeled_batch=2, or --framework supervised.")
+    prob = config["sampling"]["class_prob"]
+    if not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise bad("sampling.class_prob", f"{prob!r} is not a probability.", "use a value in [0, 1].")
+    opt = config["optimizer"]
+    if not opt["lr"] > 0:
+        raise bad("optimizer.lr", "the learning rate must be positive.", "use e.g. --set optimizer.lr=0.01.")
+    for key in ("every",):
+        if not isinstance(config["validation"][key], int) or config["validation"][key] < 0:
+            raise bad(f"validation.{key}", "must be an integer >= 0 (0: validate only at the end).",
+                      "use e.g. --set validation.every=500.")
+    for key in ("checkpoint_every", "log_every"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise bad(key, "must be a positive integer.", f"use e.g. --set {key}=100.")
+    workers = config["data"]["num_workers"]
+    if not isinstance(workers, int) or workers < 0:
+        raise bad("data.num_workers", f"{workers!r} is not an integer >= 0.", "use 0 (load in the main process) or more.")
+
+
+def save_config(config: Mapping[str, Any], path: os.PathLike | str) -> None:
+    """Write the resolved config atomically as pretty JSON."""
+    from scdl.io.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,59 @@
+"""Class-aware patch sampling: small organs are picked as often as big ones.
+
+With probability ``class_prob`` a patch is centred on a voxel of a class drawn uniformly among the classes
+present in the case (so the adrenal gland is as likely as the liver); otherwise the patch is a uniform random
+crop (the paper's sampling). Centres near the border are shifted so the patch stays inside the volume;
+volumes smaller than the patch are padded (image with ``pad_value``, labels with background).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from scdl.training.cache import CachedCase
+
+
+def crop(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], pad_value: float = 0.0) -> np.ndarray:
+    """Copy ``volume[start : start + patch]`` (D, H, W), padding where the box leaves the volume."""
+    slices, pads = [], []
+    for s, p, n in zip(start, patch, volume.shape):
+        lo, hi = max(s, 0), min(s + p, n)
+        slices.append(slice(lo, hi))
+        pads.append((lo - s, s + p - hi))
+    out = np.asarray(volume[tuple(slices)])
+    if any(a or b for a, b in pads):
+        out = np.pad(out, pads, mode="constant", constant_values=pad_value)
+    return np.array(out, copy=True)
+
+
+def choose_start(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float) -> tuple[tuple[int, ...], Optional[int]]:
+    """Corner of the patch in ``case`` and the class it was centred on (None: a random crop).
+
+    Args:
+        patch: (D, H, W) patch size.
+    """
+    shape = case.shape
+    present = case.present if case.labeled else []
+    use_class = bool(present) and class_prob > 0 and rng.random() < class_prob
+    if use_class:
+        cls = int(present[rng.integers(len(present))])
+        locations = case.locations(cls)
+        centre = np.unravel_index(int(locations[rng.integers(len(locations))]), shape)
+        start = []
+        for c, p, n in zip(centre, patch, shape):
+            s = int(c) - p // 2
+            start.append(min(max(s, 0), max(n - p, 0)) if n >= p else s)
+        return tuple(start), cls
+    start = tuple(int(rng.integers(0, n - p + 1)) if n >= p else -((p - n) // 2) for n, p in zip(shape, patch))
+    return start, None
+
+
+def sample_patch(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float,
+                 pad_value: float = 0.0) -> tuple[np.ndarray, Optional[np.ndarray], Optional[int]]:
+    """One patch: image float32 (D, H, W), label (D, H, W) or None, and the class it was centred on."""
+    start, cls = choose_start(case, patch, rng, class_prob)
+    image = crop(case.image, start, patch, pad_value)
+    label = crop(case.label, start, patch, 0) if case.labeled else None
+    return image, label, cls

@@ -1,0 +1,525 @@
+"""The training loop: one loop for every framework (the framework is a flag of the training step).
+
+``train(...)`` runs a whole ``scdl train``: resolve the classes and the preprocessing (from ``--init``'s card
+when given), check the cohort and preprocess it into the cache, build the step (supervised / CPS / CPS+SCDL),
+SGD with the poly schedule, then iterate: next batch from the loader workers, forward + backward (AMP on
+CUDA), optimiser and schedule step; every ``log_every`` iterations a JSON ``iteration`` event (every loss
+term, lr, it/s, ETA, fraction of time spent waiting for data) and a CSV row; every ``validation.every``
+iterations sliding-window Dice per class on the validation cases and the best networks kept in ``best.pt``;
+every ``checkpoint_every`` iterations (and on SIGINT/SIGTERM) an atomic checkpoint for an exact resume. The
+end result is a model package in ``RUN_DIR/model`` built from the best validated networks.
+
+Run folder: ``config.json`` (resolved settings), ``labels.csv`` (the classes), ``cohort_report.json``,
+``checkpoint.pt``, ``best.pt``, ``log.csv``, ``validation.csv``, ``curves.png``, ``model/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from scdl.errors import Cancelled, ScdlError
+from scdl.training import checkpoint as ckpt
+from scdl.training.cohort import Cohort
+from scdl.training.config import save_config, validate_config
+from scdl.training.problems import CohortReport
+from scdl.training.runlog import RunLog
+
+CONFIG_NAME = "config.json"
+LABELS_NAME = "labels.csv"
+REPORT_NAME = "cohort_report.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` ended with."""
+
+    run_dir: Path
+    iteration: int
+    stopped: bool                       # True: stopped early (signal or ``stop_at``), checkpoint saved
+    model_dir: Optional[Path] = None    # the package (None when stopped early)
+    best: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    report: Optional[CohortReport] = None
+
+
+class _NullProgress:
+    """Stand-in for scdl.progress.Progress when the caller gives none."""
+
+    mode = "none"
+    cancelled = False
+
+    def event(self, *a: Any, **k: Any) -> None: ...
+    def emit(self, *a: Any, **k: Any) -> None: ...
+    def message(self, *a: Any, **k: Any) -> None: ...
+    def warning(self, *a: Any, **k: Any) -> None: ...
+    def check_cancelled(self) -> None: ...
+    def phase(self, name: str, total: int = 1):
+        from scdl.progress import Progress
+
+        return Progress("none").phase(name, total)
+
+
+def model_id_for(run_dir: Path) -> str:
+    """A valid model id from the run folder's name (lower-case letters, digits, '.', '_', '-')."""
+    text = re.sub(r"[^a-z0-9._-]+", "-", run_dir.resolve().name.lower()).strip("-._") or "run"
+    return ("run-" + text)[:80]
+
+
+def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
+    """The card's preprocessing section for this run (training patch = sliding window)."""
+    from scdl.processing.config import PreprocessConfig
+
+    block = dict(config["preprocessing"])
+    block["patch_size"] = [int(p) for p in config["patch_size"]]
+    try:
+        return PreprocessConfig.from_card(block).to_card()
+    except ValueError as err:
+        raise ScdlError(f"setting {err}", fix="correct the preprocessing settings (docs/training.md).") from None
+
+
+class Trainer:
+    """One training run in ``run_dir`` (see module docstring). Use :func:`train` for the whole flow."""
+
+    def __init__(self, config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
+                 init: Optional[str] = None, progress: Any = None, resume: bool = False):
+        self.config = config
+        self.cohort = cohort
+        self.run_dir = Path(run_dir)
+        self.device_request = device
+        self.init_ref = init
+        self.progress = progress if progress is not None else _NullProgress()
+        self.resume = resume
+        self.report: Optional[CohortReport] = None
+        self._prepared = False
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _setup_device(self) -> None:
+        from scdl.inference.device import resolve_device
+        from scdl.training.distributed import env_from_torchrun, init_distributed
+
+        device = resolve_device(self.device_request, warn=self.progress.warning)
+        _rank, world, local = env_from_torchrun()
+        if world > 1 and device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.dist = init_distributed(device.type)
+        if not self.dist.is_main:
+            from scdl.progress import Progress
+
+            self.progress = Progress("none")
+
+    def _setup_labels_and_init(self) -> None:
+        from scdl.labels.table import LabelTable
+
+        labels_file = self.run_dir / LABELS_NAME
+        self.init = None
+        if self.resume:
+            self.target = LabelTable.load(labels_file)
+            return
+        if self.init_ref:
+            from scdl.training.finetune import load_init_model
+
+            self.init = load_init_model(self.init_ref)
+            arch = self.init.architecture
+            self.config["network"].update(n_filters=int(arch["n_filters"]), norm=str(arch["norm"]),
+                                          in_channels=int(arch["in_channels"]))
+            pre = self.init.preprocessing
+            pre.pop("patch_size", None)
+            self.config["preprocessing"] = pre
+            self.config["init"] = {"model": self.init.source, "id": self.init.card.get("id")}
+        labels = self.config["labels"]
+        if labels in (None, "", "init"):
+            if self.init is None:
+                raise ScdlError("labels 'init' needs --init MODEL.", fix="give --labels TABLE or --init MODEL.")
+            self.target = self.init.labels
+        else:
+            self.target = LabelTable.load(labels)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            from scdl.io.atomic import atomic_write_text
+
+            atomic_write_text(labels_file, self.target.to_csv_text())
+
+    def prepare(self, check_only: bool = False) -> CohortReport:
+        """Check the cohort (and, unless ``check_only``, preprocess it into the cache). Raises on errors."""
+        from scdl.training.cache import CachedCase, PreprocessCache
+        from scdl.training.checks import check_cohort
+        from scdl.training.distributed import barrier, broadcast_object
+        from scdl.training.hashing import HashIndex
+
+        if not hasattr(self, "device"):
+            self._setup_device()
+            self._setup_labels_and_init()
+        validate_config(self.config)
+        self.preprocessing = _preprocessing_block(self.config)
+        data = self.config["data"]
+        cache = PreprocessCache(data.get("cache_dir"), self.preprocessing, self.target,
+                                self.config["sampling"]["max_locations_per_class"])
+        self.cache = cache
+        payload = None
+        if self.dist.is_main:
+            report, prepared = check_cohort(
+                self.cohort, self.target, framework=self.config["framework"],
+                labeled_batch=self.config["labeled_batch"], unlabeled_batch=self.config["unlabeled_batch"],
+                cache=cache, prepare=not check_only, resample_labels=bool(data.get("resample_labels")),
+                hash_index=HashIndex(cache.root / "hashes.json"), progress=self.progress)
+            payload = (report, {row: str(c.folder) for row, c in prepared.items()})
+        barrier(self.dist)
+        report, folders = broadcast_object(self.dist, payload)
+        self.report = report
+        self.prepared = {row: CachedCase(folder) for row, folder in folders.items()}
+        if check_only:
+            return report
+        for problem in report.warnings:
+            self.progress.warning(problem.line()[len("warning: "):])
+        if self.dist.is_main:
+            from scdl.io.atomic import atomic_write_text
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / REPORT_NAME, json.dumps(
+                {"problems": [p.to_dict() for p in report.problems], "validation_source": report.validation_source,
+                 "cases": report.cases, "summary": self.cohort.summary()}, indent=1, default=str))
+        report.raise_if_errors(self.cohort.source)
+        self._prepared = True
+        return report
+
+    def _cases(self) -> tuple[list, list, list]:
+        pick = lambda cases: [self.prepared[c.row] for c in cases if c.row in self.prepared]  # noqa: E731
+        labeled, unlabeled, val = pick(self.cohort.labeled_train), pick(self.cohort.unlabeled_train), pick(self.cohort.val)
+        if not val:
+            val = list(labeled)
+        return labeled, unlabeled, val
+
+    def _build(self) -> None:
+        from scdl.training.distributed import use_sync_batchnorm
+        from scdl.training.rng import seed_everything
+        from scdl.training.step import TrainingStep
+
+        cfg = self.config
+        seed_everything(int(cfg["seed"]))
+        net = cfg["network"]
+        self.arch = {"name": "vnet", "in_channels": int(net.get("in_channels", 1)), "n_classes": int(self.target.num_classes),
+                     "n_filters": int(net["n_filters"]), "norm": str(net["norm"])}
+        step = TrainingStep.build(self.arch, framework=cfg["framework"], step=cfg["step"], scdl=cfg["scdl"])
+        self.init_report = None
+        if self.init is not None:
+            from scdl.training.finetune import initialise_from
+
+            self.init_report = initialise_from(self.init, list(step.networks), self.target)
+            if self.init_report["networks_fresh"]:
+                self.progress.warning(f"the init model has {self.init_report['networks_loaded']} network(s); "
+                                      f"{self.init_report['networks_fresh']} more start from a fresh initialisation.")
+            self.progress.event("init", **self.init_report)
+        # the resolved step settings (every key, paper defaults included) go into config.json
+        cfg["step"] = step.config.to_dict()
+        from dataclasses import asdict
+
+        cfg["scdl"] = asdict(step.scdl_config)
+        step.to(self.device)
+        if use_sync_batchnorm(cfg["distributed"]["sync_batchnorm"], self.dist, self.device):
+            step = torch.nn.SyncBatchNorm.convert_sync_batchnorm(step)
+        self.step = step
+        self.model: torch.nn.Module = step
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                             find_unused_parameters=step.scdl is not None or step.teacher is not None)
+        opt = cfg["optimizer"]
+        self.optimizer = torch.optim.SGD(list(step.trainable_parameters()), lr=float(opt["lr"]),
+                                         momentum=float(opt["momentum"]), weight_decay=float(opt["weight_decay"]),
+                                         nesterov=bool(opt.get("nesterov", False)))
+        self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=int(cfg["iterations"]),
+                                                               power=float(opt["poly_power"]))
+        self.use_amp = bool(cfg["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def _checkpoint_state(self, iteration: int, elapsed: float) -> dict[str, Any]:
+        from scdl.training.distributed import gather_objects
+        from scdl.training.rng import capture_rng
+
+        rngs = gather_objects(self.dist, capture_rng())
+        return {"iteration": int(iteration), "iterations": int(self.config["iterations"]),
+                "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.best),
+                "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size}
+
+    def _save_checkpoint(self, iteration: int, elapsed: float) -> None:
+        state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT_NAME, state)
+            self.log.flush()
+            self.progress.event("checkpoint", iteration=int(iteration), path=str(self.run_dir / ckpt.CHECKPOINT_NAME))
+
+    def _restore(self) -> tuple[int, float]:
+        from scdl.training.rng import restore_rng
+
+        state = ckpt.load_checkpoint(self.run_dir / ckpt.CHECKPOINT_NAME, map_location="cpu")
+        if state.get("framework") != self.config["framework"]:
+            raise ScdlError(f"the checkpoint was trained with framework {state.get('framework')}, the config says "
+                            f"{self.config['framework']}.", self.run_dir / ckpt.CHECKPOINT_NAME,
+                            "resume without changing the framework.")
+        self.step.load_state_dict(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if int(state.get("iterations", self.config["iterations"])) != int(self.config["iterations"]):
+            # a longer (or shorter) run: the poly schedule now ends at the new iteration count
+            self.scheduler.total_iters = int(self.config["iterations"])
+            self.progress.warning(f"the run now ends at {self.config['iterations']} iterations instead of "
+                                  f"{state.get('iterations')}: the learning-rate schedule is stretched from here on "
+                                  "(not identical to an uninterrupted run of that length).")
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            self.progress.warning(f"the checkpoint was written by {len(rngs)} process(es), this run has "
+                                  f"{self.dist.world_size}: random states restart from process 0's.")
+        restore_rng(rngs[self.dist.rank if self.dist.rank < len(rngs) else 0])
+        self.best = dict(state.get("best") or {})
+        return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, stop_at: Optional[int] = None) -> TrainResult:
+        """Train until the configured iteration count (or ``stop_at``, or a stop signal)."""
+        from scdl.training.data import StepBatches, make_loader
+        from scdl.training.distributed import any_across, barrier, mean_across
+
+        if not self._prepared:
+            self.prepare()
+        cfg = self.config
+        self._build()
+        self.best: dict[str, Any] = {}
+        class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+        self.class_names = class_names
+        self.log = RunLog(self.run_dir, class_names)
+        start, elapsed0 = 0, 0.0
+        if self.resume:
+            start, elapsed0 = self._restore()
+            self.log.resume(start)
+            self.progress.message(f"resuming {self.run_dir} at iteration {start} of {cfg['iterations']}")
+        elif self.dist.is_main:
+            save_config(cfg, self.run_dir / CONFIG_NAME)
+        total = int(cfg["iterations"])
+        end = total if stop_at is None else min(int(stop_at), total)
+        labeled, unlabeled, val_cases = self._cases()
+        patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
+        pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
+        unlabeled_batch = 0 if cfg["framework"] == "supervised" else int(cfg["unlabeled_batch"])
+        dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
+                              cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
+                              rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value)
+        workers = int(cfg["data"]["num_workers"])
+        loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
+                             pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
+        batches = iter(loader)
+        self.progress.event("start", iteration=start, iterations=total, framework=cfg["framework"],
+                            device=str(self.device), world_size=self.dist.world_size, run_dir=str(self.run_dir),
+                            labeled=len(labeled), unlabeled=len(unlabeled), validation=len(val_cases),
+                            validation_source=self.report.validation_source if self.report else "val")
+        bar = self._bar(start, total)
+        iteration = start
+        t_start = time.monotonic()
+        window_t, window_wait, window_n = time.monotonic(), 0.0, 0
+        sums: dict[str, float] = {}
+        stopped = False
+        try:
+            while iteration < end:
+                t0 = time.monotonic()
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if self.progress.cancelled:
+                        stopped = True
+                        break
+                    raise
+                wait = time.monotonic() - t0
+                if int(batch["step"]) != iteration:
+                    raise RuntimeError(f"data stream out of step: got {batch['step']}, expected {iteration}")
+                terms, lr = self._train_step(batch, iteration / total)
+                iteration += 1
+                window_wait += wait
+                window_n += 1
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if iteration % cfg["log_every"] == 0 or iteration == end:
+                    now = time.monotonic()
+                    means = mean_across(self.dist, {k: v / window_n for k, v in sums.items()}, self.device)
+                    it_s = window_n / max(now - window_t, 1e-9)
+                    eta = (total - iteration) / it_s
+                    elapsed = elapsed0 + now - t_start
+                    row = {"iteration": iteration, "elapsed_s": round(elapsed, 3), "lr": lr, "it_per_s": it_s,
+                           "data_wait": window_wait / max(now - window_t, 1e-9), **means}
+                    self.log.add(row)
+                    self.progress.event("iteration", iteration=iteration, iterations=total, loss=means, lr=lr,
+                                        it_per_s=round(it_s, 4), eta_s=round(eta, 1),
+                                        data_wait=round(row["data_wait"], 4))
+                    sums, window_t, window_wait, window_n = {}, now, 0.0, 0
+                every = int(cfg["validation"]["every"])
+                if (every and iteration % every == 0) or iteration == total:
+                    self._validate(iteration, val_cases, patch)
+                if iteration % cfg["checkpoint_every"] == 0 and iteration < end:
+                    self._save_checkpoint(iteration, elapsed0 + time.monotonic() - t_start)
+                self._bar_update(bar, iteration, total, t_start, start)
+                if any_across(self.dist, bool(self.progress.cancelled), self.device):
+                    stopped = True
+                    break
+        except Cancelled:
+            stopped = True
+        finally:
+            if bar is not None:
+                bar.close()
+            del batches
+        elapsed = elapsed0 + time.monotonic() - t_start
+        self._save_checkpoint(iteration, elapsed)
+        result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
+                             elapsed_s=elapsed, report=self.report)
+        if result.stopped:
+            self.progress.message(f"stopped at iteration {iteration}; checkpoint saved. Resume with: "
+                                  f"scdl train --resume {self.run_dir}")
+            return result
+        if self.dist.is_main:
+            result.model_dir = self._package(iteration, elapsed)
+        barrier(self.dist)
+        return result
+
+    def _train_step(self, batch: dict[str, Any], t: float) -> tuple[dict[str, float], float]:
+        dev = self.device
+        lx = batch["labeled_image"].to(dev, non_blocking=True)
+        ly = batch["labeled_label"].to(dev, non_blocking=True)
+        ux = batch["unlabeled_image"].to(dev, non_blocking=True)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.model.train()
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
+            terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=float(t))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values = {k: float(v.detach().float().item()) for k, v in terms.items()}
+        if not math.isfinite(values["total"]):
+            raise ScdlError(f"the loss became {values['total']} (diverged).", self.run_dir,
+                            "lower the learning rate (--set optimizer.lr=0.005) or check the labels; "
+                            "resume from the last checkpoint with --resume.")
+        return values, lr
+
+    def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int]) -> None:
+        from scdl.training.distributed import barrier
+        from scdl.training.validation import validate
+
+        if self.dist.is_main and cases:
+            v = self.config["validation"]
+            result = validate(list(self.step.networks), cases, patch, int(self.target.num_classes), self.device,
+                              overlap=float(v["overlap"]), sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]),
+                              amp=self.use_amp, progress=None if self.dist.enabled else self.progress)
+            row = self.log.add_validation(iteration, result)
+            improved = math.isfinite(result["mean_dice"]) and result["mean_dice"] > self.best.get("mean_dice", -1.0)
+            if improved:
+                self.best = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
+                             "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
+                ckpt.save_checkpoint(self.run_dir / ckpt.BEST_NAME,
+                                     {"iteration": int(iteration), "best": dict(self.best),
+                                      "networks": self.step.network_state_dicts()})
+            self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
+                                dice={k[5:]: v for k, v in row.items() if k.startswith("dice_")},
+                                best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
+                                source=self.report.validation_source if self.report else "val")
+            self.log.flush()
+        barrier(self.dist)
+
+    def _bar(self, start: int, total: int):
+        if self.progress.mode == "tqdm" and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, initial=start, desc="train", file=getattr(self.progress, "err", sys.stderr),
+                        dynamic_ncols=True, leave=False)
+        return None
+
+    def _bar_update(self, bar: Any, iteration: int, total: int, t_start: float, start: int) -> None:
+        if bar is not None:
+            bar.update(1)
+        elif self.progress.mode == "json" and self.dist.is_main:
+            done_here = iteration - start
+            rate = done_here / max(time.monotonic() - t_start, 1e-9)
+            self.progress.emit({"phase": "train", "done": iteration, "total": total,
+                                "eta_s": round((total - iteration) / rate, 1) if rate > 0 else None})
+
+    # -- the model package -------------------------------------------------------------------------
+    def _package(self, iteration: int, elapsed: float) -> Path:
+        from scdl.models.card import new_card
+        from scdl.models.package import save_package
+
+        best_file = self.run_dir / ckpt.BEST_NAME
+        if best_file.is_file() and self.best:
+            best = ckpt.load_checkpoint(best_file)
+            states, chosen = best["networks"], int(best["iteration"])
+        else:
+            states, chosen = self.step.network_state_dicts(), iteration
+        cfg = self.config
+        summary = self.cohort.summary()
+        warnings = []
+        if self.report is not None and self.report.validation_source != "val":
+            warnings.append("validation Dice was measured on the training cases (no validation case): optimistic.")
+        metrics = None
+        if self.best:
+            metrics = {"mean_dice": self.best["mean_dice"], "dice": self.best["dice"], "iteration": self.best["iteration"],
+                       "grid": "model resolution (preprocessed grid)",
+                       "cases": self.report.validation_source if self.report else "val"}
+        card = new_card(
+            id=model_id_for(self.run_dir), title=f"SCDL {cfg['framework']} model trained in {self.run_dir.name}",
+            architecture=self.arch, preprocessing=self.preprocessing, ensemble=len(states),
+            description=(f"Trained with scdl train ({cfg['framework']}, {iteration} iterations, preset {cfg.get('preset')}); "
+                         f"weights of iteration {chosen}."),
+            provenance={"data": f"{self.cohort.source} ({summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
+                                f"{summary['val']} validation cases)",
+                        "data_licence": "that of the training data (not recorded by scdl train)",
+                        "framework": cfg["framework"], "iterations": int(iteration), "selected_iteration": chosen,
+                        "training_time_s": round(float(elapsed), 1), "validation_metrics": metrics,
+                        "source": (self.config.get("init") or {}).get("model"),
+                        "seed": int(cfg["seed"]), "world_size": self.dist.world_size},
+            licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
+        out = save_package(self.run_dir / MODEL_DIR, card, states, self.target)
+        self.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=self.best.get("mean_dice"))
+        return out
+
+
+def load_run_config(run_dir: os.PathLike | str) -> dict[str, Any]:
+    """The resolved config of an existing run (for ``--resume``)."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ScdlError("this folder holds no training run (config.json is missing).", Path(run_dir),
+                        "give the RUN_DIR of an earlier scdl train (the --out folder).")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ScdlError(f"the run's config.json cannot be read ({err}).", path, "restore the file or start a new run.") from None
+    return config
+
+
+def train(config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
+          init: Optional[str] = None, progress: Any = None, resume: bool = False,
+          stop_at: Optional[int] = None) -> TrainResult:
+    """Check, prepare and train; see :class:`Trainer`. Returns when done, stopped or at ``stop_at``."""
+    from scdl.training.distributed import shutdown
+
+    trainer = Trainer(config, cohort, run_dir, device=device, init=init, progress=progress, resume=resume)
+    try:
+        trainer.prepare()
+        return trainer.run(stop_at=stop_at)
+    finally:
+        if hasattr(trainer, "dist"):
+            shutdown(trainer.dist)

@@ -1,0 +1,1 @@
+"""Pictures: overlay previews of segmentations (overlay.py) and training curves."""
