@@ -107,15 +107,16 @@ class SegmentJob(ChildJob):
         super().__init__(segment_command(input_path, output_path, model, device, uncertainty_path, extra),
                          what="The segmentation", backend=backend, kill_grace_s=kill_grace_s)
 
-    def confidence(self) -> dict[str, float]:
-        """Per-organ confidence reported by the child (``--uncertainty``), name -> value; empty if none."""
+    def confidence(self) -> dict[str, Optional[float]]:
+        """Per-organ confidence reported by the child (``--uncertainty``), name -> value (None: organ not
+        found); empty if the child reported none."""
         return extract_confidence(self.tracker)
 
     def warnings(self) -> list[str]:
         return list(self.tracker.warnings)
 
 
-def extract_confidence(tracker: ProgressTracker) -> dict[str, float]:
+def extract_confidence(tracker: ProgressTracker) -> dict[str, Optional[float]]:
     """Find the per-organ confidence among the child's events (an event named ``confidence`` or any event /
     final line with a ``confidence`` mapping of organ name -> number)."""
     candidates = []
@@ -127,7 +128,7 @@ def extract_confidence(tracker: ProgressTracker) -> dict[str, float]:
         for key in ("confidence", "values", "organs"):
             mapping = data.get(key)
             if isinstance(mapping, dict) and mapping and all(isinstance(v, (int, float)) or v is None for v in mapping.values()):
-                return {str(k): float(v) for k, v in mapping.items() if v is not None}
+                return {str(k): (None if v is None else float(v)) for k, v in mapping.items()}
     return {}
 
 
@@ -146,6 +147,7 @@ class BatchItem:
     source: str
     output: Path
     status: str = "pending"  # pending | running | done | failed | cancelled
+    input_file: Optional[Path] = None  # temporary copy of a scene volume
     message: str = ""
     warnings: list[str] = field(default_factory=list)
 

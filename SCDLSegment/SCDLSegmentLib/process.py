@@ -65,7 +65,7 @@ class ChildProcess:
         cwd: working folder of the child.
         backend: ``"auto"``, ``"slicer"`` or ``"popen"`` (see the module docstring).
         kill_grace_s: seconds between the polite SIGTERM and SIGKILL on :meth:`cancel`.
-        env_updates: variables changed relative to Slicer's startup environment (``"slicer"`` backend only;
+        env_updates: variables changed relative to this process's environment (``"slicer"`` backend only;
             ``env`` is used by ``"popen"``).
     """
 
@@ -164,9 +164,10 @@ class ChildProcess:
         import slicer
 
         self._open_streams = 0  # Slicer reads the (merged) output and reports completion itself
+        # Slicer's own environment, as slicer.util.executePythonModule uses for PythonSlicer.
         self.proc = slicer.util.launchConsoleProcess(
             self.args,
-            useStartupEnvironment=True,
+            useStartupEnvironment=False,
             updateEnvironment=self.env_updates,
             cwd=self.cwd,
             blocking=False,

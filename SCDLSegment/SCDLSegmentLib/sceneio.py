@@ -205,11 +205,13 @@ def place_in_subject_hierarchy(node, reference_node) -> None:
     if sh is None or reference_node is None:
         return
     reference_item = sh.GetItemByDataNode(reference_node)
+    parent = sh.GetItemParent(reference_item) if reference_item else sh.GetSceneItemID()
     item = sh.GetItemByDataNode(node)
-    if not reference_item or not item:
-        return
-    parent = sh.GetItemParent(reference_item)
-    if parent and parent != sh.GetItemParent(item):
+    if not item:
+        # In the application a Qt plugin adds an item for every new node; without it (tests, batch
+        # scripts) the item is created here.
+        sh.CreateItem(parent, node)
+    elif parent != sh.GetItemParent(item):
         sh.SetItemParent(item, parent)
 
 

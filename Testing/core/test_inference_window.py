@@ -16,6 +16,15 @@ from scdl.inference.sliding_window import WindowConfig, predict_volume, window_s
 from scdl.inference.uncertainty import member_uncertainty, organ_confidence
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small test networks run fastest on one thread; on a shared 2-core machine OpenMP spin-waits otherwise
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Identity2(nn.Module):
     """Logits (x, -x): the blended channel 0 must reproduce the input exactly wherever windows land."""
 
@@ -193,3 +202,39 @@ def test_device_choice(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ScdlError, match="unknown device"):
         resolve_device("gpu")
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu():
+    from scdl.inference.device import with_cpu_fallback
+
+    tried, warnings = [], []
+
+    def work(dev):
+        tried.append(dev.type)
+        if dev.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "done on " + dev.type
+
+    assert with_cpu_fallback(work, torch.device("cuda", 0), warnings.append) == "done on cpu"
+    assert tried == ["cuda", "cpu"] and "ran out of memory" in warnings[0] and "--device cpu" in warnings[0]
+
+    def broken(dev):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        with_cpu_fallback(broken, torch.device("cuda", 0), warnings.append)
+    assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("image, roi, overlap", [((70, 50, 45), (32, 32, 32), 0.5), ((96, 97, 200), (96, 96, 96), 0.25),
+                                                 ((40, 33, 16), (16, 32, 16), 0.9), ((33, 64, 50), (32, 48, 16), 0.0)])
+def test_window_grid_and_weights_equal_monai(image, roi, overlap):
+    from monai.data.utils import compute_importance_map, dense_patch_slices
+
+    from scdl.inference.sliding_window import importance_map, scan_interval
+
+    ref = [tuple(s.start for s in w) for w in dense_patch_slices(image, roi, scan_interval(image, roi, overlap))]
+    assert window_starts(image, roi, overlap) == ref
+    for mode in ("gaussian", "constant"):
+        expected = compute_importance_map(roi, mode=mode, sigma_scale=0.125, device="cpu", dtype=torch.float32)
+        assert torch.equal(importance_map(roi, mode, 0.125, torch.device("cpu")), expected)

@@ -184,7 +184,9 @@ def run_info(args: argparse.Namespace) -> int:
             for spec, url in zip(entry["source"]["files"], file_urls(entry["id"])):
                 print(f"  file:          {url}\n                 git blob {spec['git_blob']}")
             print(f"  licence:       {entry.get('licence', 'unstated')}")
-            for warning in list(entry.get("warnings", [])) + list(entry["card"].get("warnings", [])):
+            card_warnings = list(entry["card"].get("warnings", []))
+            short = [w for w in entry.get("warnings", []) if not any(c.startswith(w) for c in card_warnings)]
+            for warning in short + card_warnings:
                 print(f"  WARNING:       {warning}")
             print(f"  install with:  scdl models download {entry['id']}")
         else:
@@ -322,6 +324,10 @@ def run_download(args: argparse.Namespace) -> int:
             progress.check_cancelled()
 
     entry = catalog_entry(args.model)
+    from scdl.models.catalog import installed_path
+
+    if not args.force and entry is not None and entry["kind"] == "checkpoints" and installed_path(args.model):
+        progress.message(f"{args.model} is already installed (use --force to download it again).")
     try:
         path = download_model(args.model, force=args.force, on_file=on_file, on_bytes=on_bytes)
     finally:

@@ -67,9 +67,16 @@ def _print_confidence(confidence: dict, stream) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scdl.errors import ScdlError
     from scdl.inference.runner import segment_file
     from scdl.progress import Progress
 
+    if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
+        raise ScdlError(f"--overlap must be at least 0 and below 1, got {args.overlap:g}.",
+                        fix="use e.g. --overlap 0.5 (half a window) or 0.25 (faster).")
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
+        raise ScdlError(f"--sw-batch-size must be a positive number of windows, got {args.sw_batch_size}.",
+                        fix="use e.g. --sw-batch-size 1 on the CPU, 4 on a GPU.")
     progress = Progress(args.progress)
     progress.install_signal_handlers()
     result = segment_file(

@@ -7,11 +7,12 @@ says so once through ``warn`` (the progress reporter's warning in the CLI). A mi
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from scdl.errors import ScdlError
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+T = TypeVar("T")
 
 
 def _cuda_available() -> bool:
@@ -63,3 +64,24 @@ def is_cuda_oom(err: BaseException) -> bool:
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower() and "cuda" in str(err).lower()
+
+
+def with_cpu_fallback(work: Callable[["torch.device"], T], device, warn: Optional[Callable[[str], None]] = None) -> T:
+    """Run ``work(device)``; if a CUDA device runs out of memory, say so through ``warn`` and run
+    ``work(cpu)`` instead. Other errors propagate unchanged.
+    """
+    import torch
+
+    if device.type != "cuda":
+        return work(device)
+    try:
+        return work(device)
+    except Exception as err:  # noqa: BLE001 - only CUDA out-of-memory is handled here
+        if not is_cuda_oom(err):
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if warn:
+        warn(f"the GPU ({device}) ran out of memory; running on the CPU instead (slower). "
+             "Fix: close other programs that use the GPU, lower --sw-batch-size, or use --device cpu.")
+    return work(torch.device("cpu"))

@@ -23,7 +23,7 @@ import numpy as np
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.inference.config import InferenceSettings
-from scdl.inference.device import is_cuda_oom, resolve_device
+from scdl.inference.device import resolve_device, with_cpu_fallback
 from scdl.progress import Progress
 
 
@@ -81,7 +81,7 @@ def _label_names(table) -> dict[int, str]:
 
 def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: Progress,
                  uncertainty: bool, networks: Optional[Sequence] = None):
-    """Build the networks on ``device`` and run the sliding windows; CUDA out-of-memory -> CPU retry."""
+    """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry."""
     import torch
 
     from scdl.inference.sliding_window import predict_volume
@@ -110,19 +110,10 @@ def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, dev
             if "phase" in phase_box:
                 phase_box["phase"].close()
 
-    if device.type == "cuda":
+    if device.type == "cuda":  # deterministic kernels, no autotuning
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        try:
-            return attempt(device)
-        except Exception as err:  # noqa: BLE001 - only CUDA out-of-memory is handled here
-            if not is_cuda_oom(err):
-                raise
-            torch.cuda.empty_cache()
-            progress.warning(f"the GPU ({device}) ran out of memory; running on the CPU instead (slower). "
-                             "Fix: close other GPU programs, or use --device cpu.")
-            return attempt(torch.device("cpu"))
-    return attempt(device)
+    return with_cpu_fallback(attempt, device, progress.warning)
 
 
 def segment_image(

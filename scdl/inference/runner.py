@@ -86,6 +86,8 @@ def segment_file(
     Returns:
         :class:`SegmentFileResult`.
     """
+    from scdl.inference.config import InferenceSettings
+    from scdl.inference.device import resolve_device
     from scdl.inference.predictor import load_package, segment_image
 
     progress = progress or Progress("none")
@@ -103,7 +105,9 @@ def segment_file(
     if not input_path.exists():
         raise ScdlError("the input CT does not exist.", input_path, "check the path (a file or a DICOM folder).")
 
+    resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
     package = load_package(model)
+    InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)  # same for settings
 
     t0 = time.perf_counter()
     with progress.phase("read", 1) as phase:

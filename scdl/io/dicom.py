@@ -138,7 +138,7 @@ def select_series(
     all_series = list_series(folder)
     if not all_series:
         raise ScdlError(
-            "contains no DICOM files.",
+            "contains no readable DICOM files.",
             folder,
             "choose the folder that holds the CT slices (DICOM), or give a NIfTI/NRRD/MHA file.",
         )

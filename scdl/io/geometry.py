@@ -15,15 +15,18 @@ def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
 
     Args:
         a, b: images.
-        tol: tolerance; spacing and origin are compared with ``|x - y| <= tol * max(1, |y|)`` (mm),
-            direction cosines with ``|x - y| <= tol``. The default absorbs NIfTI's float32 storage.
+        tol: spacing is compared relatively (``|x - y| <= tol * |y|``), direction cosines absolutely
+            (``<= tol``), the origin absolutely in mm (``<= tol`` plus two float32 steps of its value, so that a
+            grid read back from NIfTI, which stores float32, still matches).
     """
     if a.GetDimension() != b.GetDimension() or tuple(a.GetSize()) != tuple(b.GetSize()):
         return False
-    for x, y in ((a.GetSpacing(), b.GetSpacing()), (a.GetOrigin(), b.GetOrigin())):
-        x, y = np.asarray(x, float), np.asarray(y, float)
-        if np.any(np.abs(x - y) > tol * np.maximum(1.0, np.abs(y))):
-            return False
+    sa, sb = np.asarray(a.GetSpacing(), float), np.asarray(b.GetSpacing(), float)
+    if np.any(np.abs(sa - sb) > tol * np.abs(sb)):
+        return False
+    oa, ob = np.asarray(a.GetOrigin(), float), np.asarray(b.GetOrigin(), float)
+    if np.any(np.abs(oa - ob) > tol + 2.0**-22 * np.abs(ob)):
+        return False
     return bool(np.all(np.abs(np.asarray(a.GetDirection()) - np.asarray(b.GetDirection())) <= tol))
 
 

@@ -49,8 +49,8 @@ def read_image(path: "os.PathLike[str] | str", *, series_uid: Optional[str] = No
         path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM folder, or one DICOM file
             (with or without ``.dcm``; its whole series is read from the folder).
         series_uid: for DICOM, the Series Instance UID to read (default: the CT series with the most slices).
-        warn: called with one line for notes the user should see (which DICOM series was chosen,
-            irregular slice spacing).
+        warn: called with one line for notes the user should see (which DICOM series was chosen when a
+            folder holds several).
 
     Returns:
         The image (pixel type as stored, e.g. int16 HU); validated: 3D, scalar, non-empty, finite.
@@ -58,14 +58,22 @@ def read_image(path: "os.PathLike[str] | str", *, series_uid: Optional[str] = No
     path = Path(path)
     if not path.exists():
         raise ScdlError("does not exist.", path, "check the path (and that the drive or share is mounted).")
-    if path.is_dir():
-        series = dicom.select_series(path, series_uid, report=warn)
-        img = dicom.read_series(series, report=warn)
-    elif extension(path) == ".dcm" or (extension(path) not in READ_EXTENSIONS and is_dicom_file(path)):
-        if series_uid is not None:
+    if path.is_dir() or extension(path) == ".dcm" or (
+        extension(path) not in READ_EXTENSIONS and is_dicom_file(path)
+    ):
+        if path.is_dir():
+            series = dicom.select_series(path, series_uid, report=warn)
+        elif series_uid is not None:
             series = dicom.select_series(path.parent, series_uid, report=warn)
         else:
             series = dicom.folder_series_for_file(path)
+        if not series.is_image:
+            raise ScdlError(
+                f"{'holds' if path.is_dir() else 'is'} a DICOM {series.modality} object ({series.label()}), "
+                f"not an image.",
+                path,
+                "give the CT image series (its folder or one of its files).",
+            )
         img = dicom.read_series(series, report=warn)
     elif extension(path) in READ_EXTENSIONS:
         img = _read_file(path)

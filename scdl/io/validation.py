@@ -71,8 +71,21 @@ def check_volume(img: sitk.Image, path: "os.PathLike[str] | str", what: str = "i
             )
 
 
-def check_ct_values(img: sitk.Image, path: "os.PathLike[str] | str", warn: Optional[Callable[[str], None]] = None) -> None:
-    """Reject a constant volume; warn (via ``warn``) when the values do not look like CT in HU."""
+def check_ct_values(
+    img: sitk.Image,
+    path: "os.PathLike[str] | str",
+    warn: Optional[Callable[[str], None]] = None,
+    *,
+    air_below: float = HU_AIR_BELOW,
+    high_percentile: float = HU_HIGH_PERCENTILE,
+    high_above: float = HU_HIGH_ABOVE,
+    sample_voxels: int = HU_SAMPLE_VOXELS,
+) -> None:
+    """Reject a constant volume; warn (via ``warn``) when the values do not look like CT in HU.
+
+    The warning fires when no voxel is below ``air_below`` (no air), or when the ``high_percentile``-th
+    percentile of a strided sample of about ``sample_voxels`` voxels is above ``high_above``.
+    """
     arr = sitk.GetArrayViewFromImage(img)
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
@@ -83,14 +96,14 @@ def check_ct_values(img: sitk.Image, path: "os.PathLike[str] | str", warn: Optio
         )
     if warn is None:
         return
-    step = max(1, int(round((arr.size / HU_SAMPLE_VOXELS) ** (1 / 3))))
+    step = max(1, int(round((arr.size / sample_voxels) ** (1 / 3))))
     sample = np.asarray(arr[::step, ::step, ::step], dtype=np.float32)
-    high = float(np.percentile(sample, HU_HIGH_PERCENTILE))
+    high = float(np.percentile(sample, high_percentile))
     problems = []
-    if lo > HU_AIR_BELOW:
-        problems.append(f"no voxel is below {HU_AIR_BELOW:g} HU (air is about -1000 HU)")
-    if high > HU_HIGH_ABOVE:
-        problems.append(f"{100 - HU_HIGH_PERCENTILE:g} % of the voxels are above {high:.0f} (bone is below ~2000 HU)")
+    if lo > air_below:
+        problems.append(f"no voxel is below {air_below:g} HU (air is about -1000 HU)")
+    if high > high_above:
+        problems.append(f"{100 - high_percentile:g} % of the voxels are above {high:.0f} (bone is below ~2000 HU)")
     if problems:
         warn(
             f"{os.fspath(path)}: values range from {lo:g} to {hi:g}: {'; '.join(problems)}. This does not look like "
@@ -112,6 +125,7 @@ class NiftiLayout:
     data_bytes: int
     datatype: int
     endian: str
+    shape: tuple[int, ...] = ()
 
     @property
     def expected_bytes(self) -> int:
@@ -139,7 +153,8 @@ def nifti_layout(header: bytes) -> Optional[NiftiLayout]:
     count = 1
     for n in dims[1 : ndim + 1]:
         count *= max(int(n), 0)
-    return NiftiLayout(int(vox_offset), count * bitpix // 8, int(datatype), endian)
+    shape = tuple(int(n) for n in dims[1 : ndim + 1])
+    return NiftiLayout(int(vox_offset), count * bitpix // 8, int(datatype), endian, shape)
 
 
 def _open_nifti(path: str) -> BinaryIO:
@@ -194,6 +209,12 @@ def check_nifti_file(path: "os.PathLike[str] | str") -> None:
             "is not a valid NIfTI file (no NIfTI header).",
             path,
             "check that the file is a NIfTI volume and was copied completely.",
+        )
+    if 0 in layout.shape:
+        raise ScdlError(
+            f"is empty: its header declares {'x'.join(map(str, layout.shape))} voxels.",
+            path,
+            "give a volume that contains voxels (the export probably failed).",
         )
     compressed = path.lower().endswith(".gz")
     if layout.datatype in _NIFTI_FLOATS or (

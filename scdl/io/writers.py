@@ -33,7 +33,7 @@ def _check_target(path: Path, allowed: tuple[str, ...], what: str) -> str:
     ext = extension(path)
     if ext not in allowed:
         raise ScdlError(
-            f"cannot write a {what} as {ext or 'a file without extension'}.",
+            f"cannot write {what} as {ext or 'a file without extension'}.",
             path,
             f"use one of {', '.join(allowed)}.",
         )
@@ -75,7 +75,7 @@ def _write_detached(img: sitk.Image, path: Path, compress: bool) -> None:
 def write_image(img: sitk.Image, path: "os.PathLike[str] | str") -> Path:
     """Write any image (e.g. a CT or an uncertainty map) by extension, atomically. Returns the path."""
     path = Path(path)
-    ext = _check_target(path, IMAGE_WRITE_EXTENSIONS, "image")
+    ext = _check_target(path, IMAGE_WRITE_EXTENSIONS, "an image")
     compress = ext != ".nii"
     if ext in DETACHED_HEADER_EXTENSIONS:
         _write_detached(img, path, compress)
@@ -112,7 +112,7 @@ def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table
         table: for ``.seg.nrrd``: segment names, colours and SNOMED CT terminology (ignored by other formats).
     """
     path = Path(path)
-    ext = _check_target(path, LABEL_WRITE_EXTENSIONS, "label map")
+    ext = _check_target(path, LABEL_WRITE_EXTENSIONS, "a label map")
     label_img = as_label_image(label_img)
     if ext == ".seg.nrrd":
         from scdl.io.segnrrd import write_seg_nrrd

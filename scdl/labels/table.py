@@ -100,7 +100,7 @@ class LabelTable:
     def __post_init__(self) -> None:
         self.entries = sorted(self.entries, key=lambda e: e.value)
         self._check(source=None)
-        self._by_key = {normalize_name(e.name): e for e in self.entries}
+        self._build_index()
 
     # -- construction --------------------------------------------------------------------------
     @staticmethod
@@ -156,8 +156,15 @@ class LabelTable:
         table.entries = sorted(entries, key=lambda e: e.value)
         table.name = Path(where).stem if source is not None else ""
         table._check(source=where)
-        table._by_key = {normalize_name(e.name): e for e in table.entries}
+        table._build_index()
         return table
+
+    def _build_index(self) -> None:
+        """Normalised name -> entry; alternatives of names like "prostate/uterus" too (exact names win)."""
+        self._by_key = {normalize_name(e.name): e for e in self.entries}
+        for entry in self.entries:
+            for key in name_alternatives(entry.name):
+                self._by_key.setdefault(key, entry)
 
     def _check(self, source: Optional[str]) -> None:
         where = source or "<label table>"

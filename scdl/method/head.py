@@ -108,11 +108,11 @@ class SCDLHead(nn.Module):
             terms["kl"] = symmetric_kl(asg.p_p2e, asg.p_e2p, cfg.kl_clamp, cfg.kl_reduction)
             total = total + cfg.kl_weight * terms["kl"]
         if cfg.use_sac and (x_cls is not None or y_dist is not None):
-            if x_cls is None:
-                x_cls, y_cls = class_tokens(x[:n_labeled], y_dist, cfg.min_class_mass)
-            elif y_cls is None:
+            if x_cls is not None and y_cls is None:
                 raise ValueError("x_cls needs its class ids y_cls.")
-            with torch.no_grad():
+            with torch.no_grad():  # anchors are stop-gradient: only the proxy means learn from SAC
+                if x_cls is None:
+                    x_cls, y_cls = class_tokens(x[:n_labeled], y_dist, cfg.min_class_mass)
                 z_cls = self.embed(x_cls)
             terms["sac"] = sac_loss(z_cls, y_cls.long(), self.proxy_means_unit())
             total = total + cfg.sac_weight * terms["sac"]

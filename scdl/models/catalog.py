@@ -163,6 +163,8 @@ def list_models() -> list[dict[str, Any]]:
             "warnings": list(entry.get("warnings", [])),
             "default": entry["id"] == default,
         }
+        if item["n_classes"] is None and entry.get("labels"):
+            item["n_classes"] = _classes_of_table(entry["labels"])
         path = installed_path(entry["id"])
         _fill_installed(item, path, "downloadable" if entry["kind"] == "checkpoints" else "not installed")
         items.append(item)
@@ -176,6 +178,15 @@ def list_models() -> list[dict[str, Any]]:
         _fill_installed(item, cached_path(model_id), "not installed")
         items.append(item)
     return items
+
+
+def _classes_of_table(name: str) -> Optional[int]:
+    from scdl.labels.table import LabelTable
+
+    try:
+        return LabelTable.load(name).num_classes
+    except ScdlError:
+        return None
 
 
 def _fill_installed(item: dict[str, Any], path: Optional[Path], missing_status: str) -> None:

@@ -168,7 +168,8 @@ def package_files(card: dict[str, Any], state_dicts: list[dict], labels) -> dict
     for index, state in enumerate(state_dicts):
         for key, value in state.items():
             tensors[f"net{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
-    weights = save_safetensors(tensors, metadata={"format": "pt", "scdl_ensemble": str(len(state_dicts))})
+    # one metadata key only: safetensors stores metadata in a hash map, so several keys make the bytes vary
+    weights = save_safetensors(tensors, metadata={"format": "pt"})
     return {
         CARD_FILE: (json.dumps(card, indent=2) + "\n").encode("utf-8"),
         card["labels"]: labels.to_csv_text().encode("utf-8"),

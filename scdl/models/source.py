@@ -47,14 +47,21 @@ class PackageSource:
             except (zipfile.BadZipFile, OSError) as err:
                 raise ScdlError(f"not a readable model package ({err}).", self.path,
                                 "give an SCDL model package: a folder or a .scdlmodel file.") from None
-            names = [i.filename for i in infos]
-            if len(infos) > _MAX_MEMBERS or any(_unsafe(n) for n in names) or len(set(names)) != len(names):
-                raise ScdlError("the archive holds unexpected paths (sub-folders, absolute or '..' names).",
-                                self.path, "use a .scdlmodel written by SCDL.")
-            self._sizes = {i.filename: i.file_size for i in infos}
-            if MANIFEST_FILE not in self._sizes:
-                raise ScdlError(f"not a model package: the archive has no {MANIFEST_FILE}.", self.path,
-                                "use a .scdlmodel written by SCDL.")
+            try:
+                names = [i.filename for i in infos]
+                if MANIFEST_FILE not in names:
+                    fix = "use a .scdlmodel written by SCDL."
+                    if self.path.suffix.lower() in (".pth", ".pt", ".ckpt"):
+                        fix = ("this looks like a PyTorch state dict: import it with `scdl models import FILE --id ID "
+                               "--labels TABLE --spacing X Y Z` (or --as CATALOG_ID for the authors' checkpoints).")
+                    raise ScdlError(f"not a model package: the archive has no {MANIFEST_FILE}.", self.path, fix)
+                if len(infos) > _MAX_MEMBERS or any(_unsafe(n) for n in names) or len(set(names)) != len(names):
+                    raise ScdlError("the archive holds unexpected paths (sub-folders, absolute or '..' names).",
+                                    self.path, "use a .scdlmodel written by SCDL.")
+                self._sizes = {i.filename: i.file_size for i in infos}
+            except ScdlError:
+                self.close()
+                raise
         else:
             raise ScdlError("the model package does not exist.", self.path, "check the path.")
 

@@ -5,9 +5,9 @@ is the centre of the body cross-section at about the L1 level. So the liver lies
 right), the spleen at positive x and positive y (left, posterior), the kidneys posterior beside the spine,
 the aorta left-anterior of the vertebral body and the inferior vena cava to its right.
 
-Sizes follow typical adult anatomy and the volumes measured on patient A (docs/phantom.md lists the
-template volumes next to the measured ones): liver about 1.3 L, kidneys about 150 mL, adrenal glands about
-4 mL, which gives the liver/adrenal voxel ratio of about 300 that the method targets.
+Sizes follow typical adult anatomy and the volumes measured on patient A. Over 30 subjects of seed 0 at
+2.5 mm (docs/phantom.md has the table) the median liver is 1.05 L, the kidneys about 115 mL and the adrenal
+glands about 3.6 mL: the largest/smallest organ voxel ratio is 208..542 (median 333).
 
 Each structure has a *code* (an index into the intensity table of a case). Codes 1..13 are the Synapse
 organs and equal their label values; codes >= 20 are unlabelled tissues (label 0).
@@ -92,7 +92,7 @@ def _kidney(side: int, code: int, z: float) -> Structure:
     cx = 68.0 * side
     return Structure(
         name=SYNAPSE_ORGANS[code], code=code,
-        parts=(E((cx, 58.0, z), (26.0, 23.0, 52.0), (0.0, 12.0 * side, -25.0 * side)),),
+        parts=(E((cx, 58.0, z), (26.0, 23.0, 50.0), (0.0, 12.0 * side, -25.0 * side)),),
         subtract=(E((cx - 24.0 * side, 46.0, z), (10.0, 9.0, 20.0)),),
         halo_mm=5.0,
     )
@@ -119,7 +119,7 @@ ORGANS: tuple[Structure, ...] = (
                         (-10.0, -52.0, 0.0), (-25.0, -40.0, 2.0)),
                        (26.0, 24.0, 20.0, 16.0, 12.0, 9.0)),)),
     Structure("spleen", 1,
-              parts=(E((84.0, 45.0, 28.0), (24.0, 58.0, 48.0), (15.0, 0.0, 35.0)),), halo_mm=2.0),
+              parts=(E((86.0, 30.0, 45.0), (24.0, 50.0, 46.0), (15.0, 0.0, 40.0)),), halo_mm=2.0),
     Structure("gallbladder", 4,
               parts=(E((-42.0, -48.0, 0.0), (16.0, 17.0, 38.0), (35.0, 0.0, 0.0)),)),
     Structure("psoas_right", MUSCLE,
@@ -128,15 +128,15 @@ ORGANS: tuple[Structure, ...] = (
     Structure("psoas_left", MUSCLE,
               parts=(T(((22.0, 48.0, 30.0), (35.0, 42.0, -40.0), (48.0, 35.0, -110.0)), (6.0, 16.0, 22.0)),),
               scale=0.5),
-    _kidney(-1, 2, -20.0),
-    _kidney(+1, 3, -5.0),
+    _kidney(-1, 2, -28.0),
+    _kidney(+1, 3, -15.0),
     Structure("pancreas", 11,
               parts=(T(((-28.0, -22.0, -12.0), (-5.0, -28.0, 2.0), (20.0, -20.0, 10.0), (45.0, 0.0, 20.0),
                         (65.0, 22.0, 30.0)),
                        (16.0, 11.0, 10.0, 9.0, 8.0)),),
               halo_mm=3.0),
-    _adrenal(-1, 12, 40.0),
-    _adrenal(+1, 13, 30.0),
+    _adrenal(-1, 12, 32.0),
+    _adrenal(+1, 13, 22.0),
     Structure("portal_and_splenic_veins", 10,
               parts=(T(((70.0, 34.0, 32.0), (45.0, 12.0, 20.0), (20.0, -6.0, 10.0), (-5.0, -14.0, 4.0),
                         (-25.0, -5.0, 20.0), (-42.0, 5.0, 36.0)),
@@ -178,10 +178,13 @@ HEART_SHAPE = E((10.0, -30.0, 135.0), (65.0, 55.0, 60.0), (0.0, 0.0, 20.0))
 
 @dataclass(frozen=True)
 class Body:
-    """Body outline and layers of the template (mm). Subjects scale and thicken these (see generator)."""
+    """Body layers of the template (mm). The cavity inside the muscle wall holds the organs; the subject's
+    muscle wall and subcutaneous fat are added outside it (so fat makes the body larger, not the cavity
+    smaller), and the subject's body-axis factors scale cavity and organs together (see generator)."""
 
-    half_width: float = 150.0      # left-right semi-axis of the outline
-    half_depth: float = 118.0      # antero-posterior semi-axis
+    cavity_half_width: float = 122.0   # left-right semi-axis of the cavity inside the muscle wall
+    cavity_half_depth: float = 96.0    # antero-posterior semi-axis of that cavity
+    cavity_center_y: float = 6.0       # the cavity reaches further back than forward (kidneys, spine)
     power: float = 2.2             # superellipse exponent (2 = ellipse; larger = boxier)
     # Diaphragm: two domes z = apex - drop * ((x - x0) / 75)^2 - drop_y * ((y - 10) / 100)^2, floor central.
     right_dome: tuple[float, float] = (-65.0, 92.0)   # (x0, apex z)

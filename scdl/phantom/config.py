@@ -38,7 +38,7 @@ class PhantomConfig:
         bowel_scale_mm: size of the bowel loops (correlation length of the field that places them).
     Shape variability:
         global_scale_sd, global_shift_sd_mm: whole-body size and position.
-        body_axes_sd: independent scale of the body outline's width and depth.
+        body_axes_sd: independent scale of the abdominal cavity (and the organs in it) in width and depth.
         subcutaneous_fat_mm, wall_muscle_mm: ranges of the layer thicknesses (anterior fat; lateral x0.8,
             posterior x0.4).
         organ_shift_sd_mm, organ_scale_sd, organ_rotation_sd_deg: per-organ jitter (scaled per organ).

@@ -165,24 +165,29 @@ def generate_case(config: PhantomConfig, seed: int, index: int) -> PhantomCase:
     painter = _Painter(config)
     codes = painter.codes
     wz, wy, wx = painter.world
-    nz, ny, nx = painter.shape
 
-    # Template ("global") coordinates: undo the subject's global shift and scale (separable, 1D per axis).
+    # Template coordinates: undo the subject's global shift and scale, and the body-axis factors in x and y,
+    # so that the cavity and the organs scale together (separable: 1D per axis).
     sg = subject["global_scale"]
+    fa, fb = subject["body_axes"]
     tx, ty, tz = subject["global_shift_mm"]
-    gx, gy, gz = (wx - tx) / sg, (wy - ty) / sg, (wz - tz) / sg
+    sx_, sy_ = sg * fa, sg * fb
+    gx, gy, gz = (wx - tx) / sx_, (wy - ty) / sy_, (wz - tz) / sg
     X2, Y2 = gx[None, :], gy[:, None]                                    # (1, W), (H, 1)
 
     # --- body outline and layers (2D cross-section, extruded along z) -----------------------------
+    # Layer thicknesses are physical mm: divide by the template scale of each axis.
     body = A.Body()
-    a = body.half_width * subject["body_axes"][0]
-    b = body.half_depth * subject["body_axes"][1]
     fat, muscle = subject["fat_mm"], subject["muscle_mm"]
     lateral, back = 0.8 * fat, 0.4 * fat
-    inner_a, inner_b, inner_cy = a - lateral, b - (fat + back) / 2.0, (fat - back) / 2.0
-    body2d = superellipse(X2, Y2, a, b, body.power)
-    inner2d = superellipse(X2, Y2, inner_a, inner_b, body.power, inner_cy)
-    cavity2d = superellipse(X2, Y2, inner_a - muscle, inner_b - muscle, body.power, inner_cy)
+    ca, cb, cy = body.cavity_half_width, body.cavity_half_depth, body.cavity_center_y
+    inner_a, inner_b = ca + muscle / sx_, cb + muscle / sy_
+    outer_a = inner_a + lateral / sx_
+    outer_b = inner_b + (fat + back) / 2.0 / sy_
+    outer_cy = cy - (fat - back) / 2.0 / sy_                             # thicker fat anteriorly (-y)
+    body2d = superellipse(X2, Y2, outer_a, outer_b, body.power, outer_cy)
+    inner2d = superellipse(X2, Y2, inner_a, inner_b, body.power, cy)
+    cavity2d = superellipse(X2, Y2, ca, cb, body.power, cy)
     codes[:, body2d] = A.FAT
     wall2d = inner2d & ~cavity2d
     codes[:, wall2d] = A.MUSCLE
@@ -251,7 +256,7 @@ def generate_case(config: PhantomConfig, seed: int, index: int) -> PhantomCase:
             codes[bowel & (f_gas > gas_threshold)] = A.BOWEL_GAS
 
     # --- organs -----------------------------------------------------------------------------------
-    clips = {"abdomen": abdomen, "cavity": cavity3, "body": np.broadcast_to(inner2d, painter.shape)}
+    clips = {"abdomen": abdomen, "cavity": cavity3, "body": np.broadcast_to(body2d, painter.shape)}
 
     def paint(struct: A.Structure, params: dict[str, Any] | None) -> None:
         rigid = params is None

@@ -20,13 +20,15 @@ class Augmenter:
     """Random augmentation of one patch.
 
     Args:
-        config: the ``augment`` block of the training config.
+        config: the ``augment`` block of the training config (missing keys take the defaults).
     Call: ``augmenter(image, label, seed)`` with image float32 (D, H, W), label int (D, H, W) or None ->
     (image float32 (D, H, W), label int64 (D, H, W) or None).
     """
 
     def __init__(self, config: Mapping[str, Any]):
-        self.config = dict(config)
+        from scdl.training.config import DEFAULTS
+
+        self.config = {**DEFAULTS["augment"], **dict(config)}     # unset probabilities/ranges: the defaults
         self._compose = None
         self.enabled = any(bool(self.config.get(k)) for k in ("flip", "affine", "intensity", "noise"))
 

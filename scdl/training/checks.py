@@ -234,8 +234,9 @@ def _read_case(case: Case, source: Any, target: Any, resample_labels: bool, prob
     facts["present"] = present
     if unknown:
         table_name = case.labels or getattr(target, "name", "the model's label table")
-        shown = ", ".join(str(v) for v in unknown[:12]) + (" ..." if len(unknown) > 12 else "")
-        fail("unknown_labels", f"label values {shown} are not in the label table {table_name}.", case.label,
+        shown = ", ".join(str(v) for v in unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
+        fail("unknown_labels", f"{len(unknown)} label value{'s' if len(unknown) > 1 else ''} not in the label table "
+             f"{table_name}: {shown}.", case.label,
              "give this label map's own table in the manifest's 'labels' column (e.g. totalsegmentator_v2), "
              "or correct the values.")
     elif not [v for v in values if v != 0]:

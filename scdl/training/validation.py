@@ -64,7 +64,7 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
         for case in cases:
             if progress is not None:
                 progress.check_cancelled()
-            x = torch.from_numpy(np.ascontiguousarray(case.image))[None, None].to(device)
+            x = torch.from_numpy(np.array(case.image, dtype=np.float32))[None, None].to(device)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = sliding_window_inference(x, tuple(int(p) for p in patch), int(sw_batch_size), ensemble,
                                                   overlap=float(overlap), mode=mode)

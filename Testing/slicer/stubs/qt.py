@@ -139,3 +139,11 @@ def reset() -> None:
     QTimer.pending.clear()
     QDesktopServices.opened.clear()
     QFileDialog.answers.clear()
+
+
+class Qt:
+    """Enum values of ``Qt::ItemDataRole`` used by the modules."""
+
+    DisplayRole = 0
+    ToolTipRole = 3
+    UserRole = 256

@@ -1,10 +1,12 @@
 """Test-only stand-in for ``slicer.parameterNodeWrapper`` (Slicer >= 5.4), enough for typed module state.
 
 ``@parameterNodeWrapper`` turns a class with annotated attributes into a wrapper around a real
-``vtkMRMLScriptedModuleNode``: ``str``/``int``/``float``/``bool`` are stored as parameters (strings),
-MRML node types as node references, defaults come from the class body. ``connectGui`` returns a tag and
-binds nothing (there is no Qt here); tests drive the widgets' handlers directly.
-Unsupported annotations raise ``TypeError`` at decoration time, as the real decorator does.
+``vtkMRMLScriptedModuleNode`` as the real decorator does: ``str``/``int``/``float``/``bool`` are stored as
+parameters (strings), MRML node types as node references, defaults come from the class body (else "", 0,
+0.0, False, None) and are written into the node on construction; ``AddObserver``/``RemoveObserver``/
+``Modified``/``StartModify``/``EndModify`` and ``getValue``/``setValue`` forward to the node.
+``connectGui`` returns a tag and binds nothing (there is no Qt here); tests drive the handlers directly.
+Unsupported annotations raise ``TypeError`` at decoration time.
 """
 
 import typing as _typing
@@ -14,10 +16,10 @@ import slicer as _slicer
 __all__ = ["parameterNodeWrapper"]
 
 _SCALARS = {
-    str: (str, str),
-    int: (str, int),
-    float: (repr, float),
-    bool: (lambda v: "true" if v else "false", lambda s: s == "true"),
+    str: (str, str, ""),
+    int: (str, int, 0),
+    float: (repr, float, 0.0),
+    bool: (lambda v: "true" if v else "false", lambda s: s == "true", False),
 }
 
 
@@ -25,22 +27,18 @@ def _is_node_type(tp) -> bool:
     return isinstance(tp, type) and issubclass(tp, _slicer.vtkMRMLNode)
 
 
-def _make_property(name, tp, default):
+def _make_property(name, tp):
     if tp in _SCALARS:
-        to_str, from_str = _SCALARS[tp]
+        to_str, from_str, _default = _SCALARS[tp]
 
         def getter(self):
-            node = self.parameterNode
-            if not node.GetParameter(name):
-                return default
-            return from_str(node.GetParameter(name))
+            return from_str(self.parameterNode.GetParameter(name))
 
         def setter(self, value):
+            if tp is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
             if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-                if tp is float and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                else:
-                    raise TypeError(f"parameter {name!r} expects {tp.__name__}, got {type(value).__name__}")
+                raise TypeError(f"parameter {name!r} expects {tp.__name__}, got {type(value).__name__}")
             self.parameterNode.SetParameter(name, to_str(value))
 
         return property(getter, setter)
@@ -60,29 +58,42 @@ def _make_property(name, tp, default):
     raise TypeError(f"parameterNodeWrapper stand-in: unsupported type {tp!r} for {name!r}")
 
 
-def parameterNodeWrapper(cls):
-    hints = _typing.get_type_hints(cls)
-    defaults = {name: cls.__dict__.get(name) for name in hints}
-    namespace = {"__doc__": cls.__doc__, "__module__": cls.__module__, "allParameters": dict(hints)}
+def parameterNodeWrapper(classtype=None):
+    def wrap(cls):
+        hints = _typing.get_type_hints(cls)
+        defaults = {}
+        for name, tp in hints.items():
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
+            else:
+                defaults[name] = _SCALARS[tp][2] if tp in _SCALARS else None
 
-    def __init__(self, parameterNode):
-        if parameterNode is None or not parameterNode.IsA("vtkMRMLScriptedModuleNode"):
-            raise TypeError("a parameter node wrapper needs a vtkMRMLScriptedModuleNode")
-        self.parameterNode = parameterNode
+        def __init__(self, parameterNode):
+            if parameterNode is None or not parameterNode.IsA("vtkMRMLScriptedModuleNode"):
+                raise TypeError("a parameter node wrapper needs a vtkMRMLScriptedModuleNode")
+            self.parameterNode = parameterNode
+            for pname, ptype in hints.items():
+                if ptype in _SCALARS and pname not in _parameter_names(parameterNode):
+                    setattr(self, pname, defaults[pname])
+
         for pname, ptype in hints.items():
-            if ptype in _SCALARS and not parameterNode.GetParameter(pname) and defaults[pname] is not None:
-                getattr(type(self), pname).fset(self, defaults[pname])
+            setattr(cls, pname, _make_property(pname, ptype))
+        cls.__init__ = __init__
+        cls.allParameters = dict(hints)
+        cls.connectGui = lambda self, gui: object()
+        cls.disconnectGui = lambda self, tag: None
+        cls.getValue = lambda self, name: getattr(self, name)
+        cls.setValue = lambda self, name, value: setattr(self, name, value)
+        cls.default = lambda self, name: defaults[name]
+        cls.AddObserver = lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(event, callback, priority)
+        cls.RemoveObserver = lambda self, tag: self.parameterNode.RemoveObserver(tag)
+        cls.Modified = lambda self: self.parameterNode.Modified()
+        cls.StartModify = lambda self: self.parameterNode.StartModify()
+        cls.EndModify = lambda self, wasModified: self.parameterNode.EndModify(wasModified)
+        return cls
 
-    def connectGui(self, gui):
-        return object()
+    return wrap if classtype is None else wrap(classtype)
 
-    def disconnectGui(self, tag):
-        return None
 
-    def isCached(self, name):
-        return False
-
-    namespace.update(__init__=__init__, connectGui=connectGui, disconnectGui=disconnectGui, isCached=isCached)
-    for pname, ptype in hints.items():
-        namespace[pname] = _make_property(pname, ptype, defaults[pname])
-    return type(cls.__name__, (), namespace)
+def _parameter_names(node) -> set:
+    return set(node.GetParameterNames())

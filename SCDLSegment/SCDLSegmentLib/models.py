@@ -1,0 +1,172 @@
+"""Model catalog access for the Slicer modules: list, describe (card), cache folder, label tables.
+
+Listing and reading cards runs in Slicer's process through ``scdl.models`` (JSON and CSV only: no torch,
+no checksums); everything that verifies or downloads weights runs in a child (``scdl models import`` /
+``download``, see ``jobs.ModelsJob``). No Qt here.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from SCDLSegmentLib.sceneio import LabelInfo, label_infos_from_table
+
+try:
+    from slicer.i18n import tr as _
+except ImportError:  # pragma: no cover
+    def _(text: str) -> str:
+        return text
+
+
+def list_models() -> list[dict[str, Any]]:
+    """``scdl.models.catalog.list_models()``: bundled, downloadable, trained and imported models."""
+    from scdl.models.catalog import list_models as core_list_models
+
+    return core_list_models()
+
+
+def default_model_id() -> str:
+    from scdl.models.catalog import default_model_id as core_default
+
+    return core_default()
+
+
+def choose_initial_model(models: list[dict[str, Any]], preferred: Optional[str] = None) -> Optional[str]:
+    """The model to preselect: ``preferred`` if listed, else the installed default, else the first installed."""
+    ids = [m["id"] for m in models]
+    if preferred and preferred in ids:
+        return preferred
+    for model in models:
+        if model.get("default") and model.get("installed"):
+            return model["id"]
+    for model in models:
+        if model.get("installed"):
+            return model["id"]
+    return ids[0] if ids else None
+
+
+def model_label(model: dict[str, Any]) -> str:
+    """Combo-box text: title, plus the state when it cannot be used right away."""
+    text = str(model.get("title") or model["id"])
+    status = str(model.get("status", ""))
+    if not model.get("installed"):
+        text += "  [" + (_("download needed") if status == "downloadable" else _("not installed")) + "]"
+    elif status.startswith("invalid"):
+        text += "  [" + _("invalid") + "]"
+    return text
+
+
+def load_card(model: dict[str, Any]) -> dict[str, Any]:
+    """The full card of an installed model (read without checksums); for a catalog model that is not
+    installed, the catalog entry's card template; else ``{}``."""
+    if model.get("installed") and model.get("path"):
+        from scdl.errors import ScdlError
+        from scdl.models.package import ModelPackage
+
+        try:
+            return dict(ModelPackage.load(model["path"], verify=False).card)
+        except ScdlError:
+            return {}
+    from scdl.models.catalog import catalog_entry
+
+    entry = catalog_entry(model["id"]) or {}
+    return dict(entry.get("card") or {})
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def card_rows(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> list[tuple[str, str]]:
+    """The model card as (heading, text) rows: classes, training data, metrics, licence, intended use ..."""
+    card = load_card(model) if card is None else card
+    prov = card.get("provenance") or {}
+    arch = card.get("architecture") or {}
+    names = model.get("label_names") or []
+    rows = [
+        (_("Model"), f"{model.get('title') or model['id']} ({model['id']}" + (f", v{card['version']}" if card.get("version") else "") + ")"),
+        (_("Status"), str(model.get("status", ""))),
+        (_("Description"), str(card.get("description") or model.get("description") or "")),
+        (_("Classes"), (f"{len(names)}: " + ", ".join(names)) if names else (
+            f"{arch['n_classes'] - 1} + background" if arch.get("n_classes") else str(model.get("labels") or ""))),
+        (_("Network"), ", ".join(f"{k} {v}" for k, v in arch.items() if k != "in_channels") +
+         (f"; ensemble of {card['ensemble']}" if card.get("ensemble") else "")),
+        (_("Training data"), str(prov.get("data") or "")),
+        (_("Data licence"), str(prov.get("data_licence") or "")),
+        (_("Training"), ", ".join(x for x in (
+            str(prov["framework"]) if prov.get("framework") else "",
+            f"{prov['iterations']} iterations" if prov.get("iterations") else "") if x)),
+        (_("Validation metrics"), _fmt(prov.get("validation_metrics")) if prov.get("validation_metrics") else ""),
+        (_("Licence"), str(card.get("licence") or model.get("licence") or "")),
+        (_("Intended use"), str(card.get("intended_use") or "")),
+        (_("Warnings"), "; ".join(str(w) for w in (card.get("warnings") or model.get("warnings") or []))),
+    ]
+    return [(heading, text) for heading, text in rows if text]
+
+
+def card_tooltip(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> str:
+    """Plain-text card for a tooltip."""
+    return "\n".join(f"{heading}: {text}" for heading, text in card_rows(model, card))
+
+
+def card_html(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> str:
+    """HTML card for the collapsible card view."""
+    rows = "".join(f"<tr><td valign='top'><b>{html.escape(h)}</b></td><td>{html.escape(t)}</td></tr>"
+                   for h, t in card_rows(model, card))
+    return f"<table cellspacing='2'>{rows}</table>"
+
+
+def label_infos(model_id_or_path: Optional[str]) -> Optional[list[LabelInfo]]:
+    """The label table of a model (``--model`` value; None: the default) as ``LabelInfo``s, or None if the
+    package cannot be read here (the child will then report the problem)."""
+    from scdl.errors import ScdlError
+    from scdl.models.catalog import resolve_model
+    from scdl.models.package import ModelPackage
+
+    try:
+        path = resolve_model(model_id_or_path or default_model_id())
+        return label_infos_from_table(ModelPackage.load(path, verify=False).labels)
+    except ScdlError:
+        return None
+
+
+def cache_folder() -> Path:
+    """The user's model cache folder (created if missing, so it can be opened)."""
+    from scdl.resources import model_cache_dir
+
+    folder = model_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def clear_cache(folder: Optional[Path] = None) -> tuple[list[str], list[str]]:
+    """Delete the model packages in the cache: folders holding a ``manifest`` file, ``*.scdlmodel`` files and
+    unfinished downloads (``.downloads``). Anything else is left alone. Returns (removed, kept) names."""
+    from scdl.models.manifest import MANIFEST_FILE
+
+    folder = cache_folder() if folder is None else Path(folder)
+    removed, kept = [], []
+    if not folder.is_dir():
+        return removed, kept
+    for entry in sorted(folder.iterdir()):
+        is_package = entry.is_dir() and (entry / MANIFEST_FILE).is_file()
+        is_archive = entry.is_file() and entry.name.endswith(".scdlmodel")
+        is_partial = entry.name == ".downloads" or ".partial-" in entry.name
+        if is_package or is_archive or is_partial:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+        else:
+            kept.append(entry.name)
+    return removed, kept

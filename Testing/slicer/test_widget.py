@@ -1,0 +1,260 @@
+"""Tier 3: widget handlers with a stand-in ``ui`` (built from the real .ui file) and the real Logic.
+
+Message boxes (``slicer.util.errorDisplay`` / ``confirmOkCancelDisplay`` need the application) are
+recorded instead; child processes, scene and files are real.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+
+from fakeui import make_fake_ui
+from harness import MODULE_DIR
+from SCDLSegment import POLL_INTERVAL_MS, SCDLSegmentLogic, SCDLSegmentWidget
+from SCDLSegmentLib import dependencies as deps
+
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "SCDLSegment.ui"
+
+
+class Dialogs:
+    """Records ``slicer.util`` message boxes; ``confirm`` is the answer to confirmations."""
+
+    def __init__(self):
+        self.errors, self.confirmations, self.confirm = [], [], True
+
+    def error(self, text, windowTitle=None, **kwargs):
+        self.errors.append(text)
+
+    def ask(self, text, windowTitle=None, **kwargs):
+        self.confirmations.append(text)
+        return self.confirm
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    recorder = Dialogs()
+    monkeypatch.setattr(slicer.util, "errorDisplay", recorder.error)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", recorder.ask)
+    return recorder
+
+
+@pytest.fixture
+def widget(slicer_app, scdl_home, fake_qt, dialogs):
+    w = SCDLSegmentWidget()
+    w.connectUi(make_fake_ui(UI_FILE), SCDLSegmentLogic())
+    yield w
+    w.cleanup()
+
+
+def _install(package: Path, scdl_home: Path) -> Path:
+    """Put a package into the (test) model cache, as `scdl models import` would."""
+    target = scdl_home / "models" / package.name
+    shutil.copytree(package, target)
+    return target
+
+
+def _pump(widget, until, timeout=240.0):
+    """Fire the widget's poll timer (as Qt would every POLL_INTERVAL_MS) until ``until()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        if widget._timer.isActive():
+            widget._timer.fire()
+        time.sleep(POLL_INTERVAL_MS / 1000.0 / 4)
+
+
+def _segmentation_nodes():
+    return [slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+            for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+
+
+def test_every_control_is_connected_to_its_handler(widget):
+    ui = widget.ui
+    expected = {
+        "applyButton": ("clicked(bool)", widget.onApplyButton),
+        "modelSelector": ("currentIndexChanged(int)", widget.onModelSelected),
+        "refreshModelsButton": ("clicked()", widget.refreshModels),
+        "modelCardGroupBox": ("toggled(bool)", widget.onModelCardToggled),
+        "deviceSelector": ("currentIndexChanged(int)", widget.onDeviceSelected),
+        "detectGpusButton": ("clicked()", widget.onDetectGpus),
+        "batchApplyButton": ("clicked(bool)", widget.onBatchApplyButton),
+        "batchSourceSelector": ("currentIndexChanged(int)", widget.onBatchSourceChanged),
+        "openCacheButton": ("clicked()", widget.onOpenCacheFolder),
+        "clearCacheButton": ("clicked()", widget.onClearCache),
+        "importModelButton": ("clicked()", widget.onImportModel),
+        "downloadModelButton": ("clicked()", widget.onDownloadModel),
+        "installDependenciesButton": ("clicked()", widget.onInstallDependencies),
+    }
+    for name, connection in expected.items():
+        assert getattr(ui, name).connections == [connection], name
+    assert widget._timer.interval == POLL_INTERVAL_MS and not widget._timer.isActive()
+    assert [item[1] for item in ui.deviceSelector.items] == ["auto", "cpu"]
+    # no model installed and no volume in the scene: Apply is disabled
+    assert ui.applyButton.enabled is False and ui.applyButton.text == "Apply"
+
+
+def test_model_selector_lists_catalog_and_cached_models_with_their_cards(widget, coarse_model, scdl_home):
+    _install(coarse_model, scdl_home)
+    widget.refreshModels()
+    ui = widget.ui
+    ids = [item[1] for item in ui.modelSelector.items]
+    assert ids[:2] == ["scdl-abdominal-ct", "scdl-authors-amos-cps"] and "coarse-test-model" in ids
+    assert "[not installed]" in ui.modelSelector.items[0][0] and "[download needed]" in ui.modelSelector.items[1][0]
+    # the only installed model is preselected; its card is in the tooltip and the card view
+    assert widget._parameterNode.modelId == "coarse-test-model"
+    assert "Classes: 13: spleen, right kidney, left kidney" in ui.modelSelector.toolTip
+    assert "Licence: Apache-2.0" in ui.modelSelector.toolTip
+    assert "<b>Training data</b></td><td>none (random weights)" in ui.modelCardBrowser.html
+    assert ui.downloadModelButton.enabled is False
+    # the authors' checkpoints: card from the catalog template, downloadable
+    widget.onModelSelected(ids.index("scdl-authors-amos-cps"))
+    assert widget._parameterNode.modelId == "scdl-authors-amos-cps"
+    assert "AMOS 2022 CT" in ui.modelCardBrowser.html and "unstated" in ui.modelCardBrowser.html
+    assert ui.downloadModelButton.enabled is True
+    assert str(scdl_home / "models") in ui.cacheFolderLabel.text
+
+
+def test_device_choice_and_gpu_check_without_cuda(widget):
+    ui = widget.ui
+    widget.onDeviceSelected(1)
+    assert widget._parameterNode.device == "cpu" and ui.deviceInfoLabel.text == ""
+    widget.onDetectGpus()  # torch here is a CPU build
+    assert [item[1] for item in ui.deviceSelector.items] == ["auto", "cpu"]
+    assert ui.deviceInfoLabel.text == "PyTorch sees no GPU: segmentation runs on the CPU."
+    widget._selectDevice("cuda:1")  # e.g. from a saved scene
+    widget.onDeviceSelected(2)
+    assert widget._parameterNode.device == "cuda:1"
+    assert ui.deviceInfoLabel.text.startswith("GPU 1 is not available to PyTorch")
+
+
+def test_apply_with_a_tampered_model_shows_one_readable_error(widget, patient_a_volume, coarse_model, scdl_home, dialogs):
+    package = _install(coarse_model, scdl_home)
+    weights = package / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    widget.refreshModels()
+    widget.initializeParameterNode()
+    assert widget._parameterNode.inputVolume is patient_a_volume
+    assert widget.ui.applyButton.enabled is True
+
+    widget.onApplyButton()
+    assert widget.ui.applyButton.text == "Cancel" and widget._timer.isActive()
+    _pump(widget, lambda: widget._task is None)
+    assert len(dialogs.errors) == 1
+    message = dialogs.errors[0]
+    assert str(weights) in message and "Fix:" in message and "\n" not in message
+    assert widget.ui.statusLabel.text == "Failed." and widget.ui.applyButton.text == "Apply"
+    assert _segmentation_nodes() == []
+
+
+def test_apply_then_cancel_stops_the_child_and_adds_nothing(widget, patient_a_volume, tiny_model, scdl_home, dialogs):
+    _install(tiny_model, scdl_home)  # 6 mm: 27 windows, long enough to cancel in the middle
+    widget.refreshModels()
+    widget.initializeParameterNode()
+    widget.onApplyButton()
+    run = widget._task[1]
+    _pump(widget, lambda: run.job.tracker.phase == "infer")
+    widget.onApplyButton()  # the Apply button is Cancel now
+    assert widget.ui.statusLabel.text == "Cancelling..."
+    _pump(widget, lambda: widget._task is None, timeout=60)
+    assert run.job.returncode == 130  # scdl stopped at the next window and exited "cancelled"
+    assert any("cancelled: nothing was written." in line for line in widget.ui.logTextEdit.lines)
+    assert widget.ui.statusLabel.text == "Cancelled: nothing was added to the scene."
+    assert dialogs.errors == [] and _segmentation_nodes() == []
+    assert not run.work_dir.exists()
+
+
+def test_one_confirmation_lists_all_missing_packages(widget, patient_a_volume, monkeypatch, dialogs):
+    plan = deps.InstallPlan(torch=">=2.1", packages=["monai>=1.3", "slicerio>=1.1"], torch_found="1.13.1")
+    monkeypatch.setattr(widget.logic, "dependencyPlan", lambda: plan)
+    installed = []
+    monkeypatch.setattr(widget.logic, "installDependencies", lambda p: installed.append(p))
+    widget._parameterNode.modelId = "any-model"
+    widget.updateDependencyStatus()
+    assert widget.ui.dependenciesLabel.text == "Missing: torch>=2.1, monai>=1.3, slicerio>=1.1"
+    dialogs.confirm = False
+    widget.onApplyButton()
+    assert len(dialogs.confirmations) == 1 and installed == [] and widget._task is None
+    text = dialogs.confirmations[0]
+    assert "torch>=2.1 (found 1.13.1), installed by the PyTorch extension" in text
+    assert "  - monai>=1.3\n  - slicerio>=1.1" in text
+    dialogs.confirm = True
+    monkeypatch.setattr(widget.logic, "installDependencies", lambda p: (_ for _ in ()).throw(RuntimeError("no internet")))
+    widget.onApplyButton()
+    assert dialogs.errors == ["Installing the Python packages failed: no internet"] and widget._task is None
+
+
+def test_open_and_clear_the_model_cache(widget, coarse_model, scdl_home, fake_qt, dialogs):
+    cached = _install(coarse_model, scdl_home)
+    (scdl_home / "models" / "notes.txt").write_text("mine")
+    widget.refreshModels()
+    widget.onOpenCacheFolder()
+    assert fake_qt.QDesktopServices.opened == ["file://" + str(scdl_home / "models")]
+    dialogs.confirm = False
+    widget.onClearCache()
+    assert cached.exists()
+    dialogs.confirm = True
+    widget.onClearCache()
+    assert not cached.exists() and (scdl_home / "models" / "notes.txt").exists()
+    assert widget.ui.modelsStatusLabel.text == "Removed 1 item(s); left 1 other file(s) alone."
+    assert "coarse-test-model" not in [item[1] for item in widget.ui.modelSelector.items]
+
+
+def test_import_a_model_file_then_it_is_listed(widget, coarse_model, scdl_home, fake_qt, dialogs):
+    fake_qt.QFileDialog.answers.append(str(coarse_model / "manifest.json"))
+    widget.onImportModel()
+    assert widget._task[0] == "models" and widget._task[1].command[-2:] == ["import", str(coarse_model)]
+    _pump(widget, lambda: widget._task is None, timeout=120)
+    assert dialogs.errors == []
+    assert (scdl_home / "models" / "coarse-test-model" / "manifest.json").is_file()
+    assert "coarse-test-model" in [item[1] for item in widget.ui.modelSelector.items]
+    assert widget.ui.modelsStatusLabel.text == "Done."
+
+
+def test_download_asks_consent_and_reports_being_offline(widget, monkeypatch, dialogs):
+    monkeypatch.setenv("SCDL_DOWNLOAD_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    ids = [item[1] for item in widget.ui.modelSelector.items]
+    widget.onModelSelected(ids.index("scdl-authors-amos-cps"))
+    dialogs.confirm = False
+    widget.onDownloadModel()
+    assert widget._task is None and "Licence: unstated" in dialogs.confirmations[0]
+    dialogs.confirm = True
+    widget.onDownloadModel()
+    assert widget._task[1].command[-4:] == ["download", "scdl-authors-amos-cps", "--progress", "json"]
+    _pump(widget, lambda: widget._task is None, timeout=60)
+    assert len(dialogs.errors) == 1 and "is this computer offline?" in dialogs.errors[0]
+    assert widget.ui.modelsStatusLabel.text == "Failed."
+
+
+def test_batch_over_a_folder_writes_one_file_per_ct_and_warns_for_non_ct(widget, coarse_model, scdl_home, patient_a_ct,
+                                                                         tmp_path, dialogs):
+    _install(coarse_model, scdl_home)
+    widget.refreshModels()
+    source = tmp_path / "cts"
+    source.mkdir()
+    shutil.copy(patient_a_ct, source / "patient_a.nii.gz")
+    shutil.copy(patient_a_ct, source / "patient_a_seg.nii.gz")  # named like a label map: skipped
+    import SimpleITK as sitk
+
+    photo = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (20, 32, 32), dtype=np.uint8))
+    photo.SetSpacing((6.0, 6.0, 6.0))
+    sitk.WriteImage(photo, str(source / "photo.nrrd"))
+    out = tmp_path / "out"
+    widget.ui.batchSourceSelector.currentIndex = 1
+    widget.ui.batchInputDirectoryButton.directory = str(source)
+    widget.ui.batchOutputDirectoryButton.directory = str(out)
+    widget.onBatchApplyButton()
+    batch = widget._task[1]
+    assert [item.label for item in batch.items] == ["patient_a.nii.gz", "photo.nrrd"]
+    _pump(widget, lambda: widget._task is None)
+    assert [item.status for item in batch.items] == ["done", "done"]
+    assert (out / "patient_a.seg.nrrd").is_file() and (out / "photo.seg.nrrd").is_file()
+    assert batch.items[0].warnings == [] and any("HU" in w or "CT" in w for w in batch.items[1].warnings)
+    assert widget.ui.batchProgressBar.value == 100
+    assert widget.ui.batchStatusLabel.text == "2 segmented, 0 failed, 0 cancelled (of 2)"
+    assert dialogs.errors == []
