@@ -32,7 +32,7 @@ from slicer.util import VTKObservationMixin
 
 from SCDLSegmentLib import SUBMODULES
 from SCDLSegmentLib import dependencies as deps
-from SCDLSegmentLib import devices, jobs, models, sceneio, scenejob
+from SCDLSegmentLib import commands, devices, jobs, models, sceneio, scenejob
 
 PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image '
          'Segmentation", arXiv 2603.05202, 2026')
@@ -175,6 +175,8 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None and self._task[0] == "segment":
+            self._task[1].cancel()  # its result would land in the next scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -213,9 +215,14 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if busy:
             self.ui.applyButton.enabled = self._task[0] == "segment"  # it is the Cancel button now
+            return
+        model = self._currentModel()
+        installed = model is None or bool(model.get("installed"))  # None: a package path set by a script
+        self.ui.applyButton.enabled = bool(node and node.inputVolume and node.modelId and installed)
+        self.ui.applyButton.text = _("Apply")
+        if node and node.modelId and not installed:
+            self.ui.applyButton.toolTip = _("The selected model is not installed: download or import it first (Models section).")
         else:
-            self.ui.applyButton.enabled = bool(node and node.inputVolume and node.modelId)
-            self.ui.applyButton.text = _("Apply")
             self.ui.applyButton.toolTip = _("Segment the input volume (runs in a separate process; click again to cancel).")
 
     # -- models and devices -------------------------------------------------------------------------
@@ -360,9 +367,10 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as err:  # noqa: BLE001 - e.g. the volume cannot be written
             self._error(_("Could not start the segmentation: {error}").format(error=err))
             return
-        if run.input_warning:
-            self._appendLog("warning: " + run.input_warning)
-            self.ui.warningsLabel.text = run.input_warning
+        inputWarnings = self.logic.checkInput(node.inputVolume)
+        for warning in inputWarnings:
+            self._appendLog("warning: " + warning)
+        self.ui.warningsLabel.text = "\n".join(inputWarnings)
         self._startTask("segment", run)
         self.ui.applyButton.text = _("Cancel")
         self.ui.applyButton.toolTip = _("Stop the segmentation (nothing is added to the scene).")
@@ -431,7 +439,9 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done in {seconds:.1f} s: {count} segments in '{name}'.").format(
             seconds=result.seconds, count=result.segmentation_node.GetSegmentation().GetNumberOfSegments(),
             name=result.segmentation_node.GetName())
-        self.ui.warningsLabel.text = "\n".join(result.warnings)
+        notFound = result.report.missing if result.report else []
+        self.ui.warningsLabel.text = "\n".join(
+            result.warnings + ([_("Not found: {organs}.").format(organs=", ".join(notFound))] if notFound else []))
         self._showConfidence(result.confidence)
 
     def _showConfidence(self, confidence) -> None:
@@ -564,6 +574,7 @@ class SCDLSegmentLogic(ScriptedLoadableModuleLogic):
     def __init__(self, backend: str = "auto") -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.backend = backend
+        commands.ensure_core_importable()
 
     def getParameterNode(self):
         return SCDLSegmentParameterNode(super().getParameterNode())

@@ -91,7 +91,7 @@ class ProgressTracker:
     Args:
         phase_weights: relative duration of each phase, in the order the child runs them (the order of the
             dict). The percentage is the weighted share of finished phases plus the running phase's
-            ``done / total``.
+            ``done / total`` (never decreasing). An empty dict: the percentage is the running phase's own.
         clock: time source (seconds), replaceable in tests.
     """
 
@@ -156,7 +156,10 @@ class ProgressTracker:
         self.phase, self.phase_done, self.phase_total = phase, done, total
         eta = data.get("eta_s")
         self.phase_eta_s = float(eta) if isinstance(eta, (int, float)) else None
-        self.percent = max(self.percent, self._weighted_percent(phase, done / total))
+        if not self.phase_weights:  # no known phase plan (downloads, imports): the running phase's share
+            self.percent = 100.0 * done / total
+        else:
+            self.percent = max(self.percent, self._weighted_percent(phase, done / total))
 
     def _weighted_percent(self, phase: str, fraction: float) -> float:
         weight_sum = sum(self.phase_weights.values())

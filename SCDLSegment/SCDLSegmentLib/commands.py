@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from SCDLSegmentLib.process import python_executable
+
+
+def ensure_core_importable() -> bool:
+    """Make ``import scdl`` work in a source checkout used in developer mode (``SCDLSegment/`` and ``scdl/``
+    side by side: the checkout root is appended to ``sys.path``). The installed extension has ``scdl``
+    beside the modules already. Returns True if ``scdl`` can be imported."""
+    if importlib.util.find_spec("scdl") is not None:
+        return True
+    checkout = Path(__file__).resolve().parent.parent.parent
+    if (checkout / "scdl" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+        importlib.invalidate_caches()
+    return importlib.util.find_spec("scdl") is not None
 
 
 def scdl_package_parent() -> Path:

@@ -27,6 +27,12 @@ TORCH_REQUIREMENT = ">=2.1"
 #: Never installed by pip from here: torch (PyTorch extension), SimpleITK and numpy (bundled with Slicer).
 SKIP_PACKAGES = ("torch", "SimpleITK", "numpy")
 
+try:
+    from slicer.i18n import tr as _
+except ImportError:  # pragma: no cover - outside Slicer and the test harness
+    def _(text: str) -> str:
+        return text
+
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*?)\s*$")
 
 
@@ -104,13 +110,14 @@ class InstallPlan:
 
     def describe(self) -> str:
         """The text of the one confirmation dialog."""
-        lines = ["SCDL needs these Python packages, which are not installed yet:", ""]
+        lines = [_("SCDL needs these Python packages, which are not installed yet:"), ""]
         if self.torch is not None:
-            found = f" (found {self.torch_found})" if self.torch_found else ""
-            lines.append(f"  - torch{self.torch}{found}, installed by the PyTorch extension (PyTorchUtils)")
+            found = _(" (found {version})").format(version=self.torch_found) if self.torch_found else ""
+            lines.append("  - " + _("torch{requirement}{found}, installed by the PyTorch extension (PyTorchUtils)").format(
+                requirement=self.torch, found=found))
         lines += [f"  - {requirement}" for requirement in self.packages]
-        lines += ["", "They are downloaded from the internet (torch can take several minutes) into Slicer's Python.",
-                  "Install them now?"]
+        lines += ["", _("They are downloaded from the internet (torch can take several minutes) into Slicer's Python."),
+                  _("Install them now?")]
         return "\n".join(lines)
 
 
@@ -139,13 +146,13 @@ def install(todo: InstallPlan, pytorch_utils_logic: Optional[Callable[[], object
             try:
                 import PyTorchUtils
             except ImportError as err:
-                raise DependencyError(
+                raise DependencyError(_(
                     "The PyTorch extension is not installed. Install 'PyTorch' from the Extensions Manager, "
-                    "restart Slicer, and try again.") from err
+                    "restart Slicer, and try again.")) from err
             pytorch_utils_logic = PyTorchUtils.PyTorchUtilsLogic
         torch = pytorch_utils_logic().installTorch(askConfirmation=False, torchVersionRequirement=todo.torch)
         if torch is None:
-            raise DependencyError("PyTorch was not installed. Open the PyTorch Utils module to install it, then retry.")
+            raise DependencyError(_("PyTorch was not installed. Open the PyTorch Utils module to install it, then retry."))
     if todo.packages:
         _pip_install(todo.packages)
 

@@ -77,16 +77,16 @@ class SceneSegmentation:
         self.node_name = node_name or _("{volume} segmentation").format(volume=input_volume.GetName())
         self.input_warning = sceneio.ct_plausibility(input_volume)
         self.work_dir = Path(tempfile.mkdtemp(prefix="SCDLSegment-", dir=work_root()))
+        self.output_path = self.work_dir / "segmentation.seg.nrrd"
+        self.uncertainty_path = self.work_dir / "uncertainty.nrrd" if uncertainty else None
+        self.result: Optional[SegmentationResult] = None
         try:
             self.input_path = sceneio.write_volume(input_volume, self.work_dir / "input.nrrd")
+            self.job = SegmentJob(self.input_path, self.output_path, model, device, self.uncertainty_path,
+                                  backend=backend, kill_grace_s=kill_grace_s)
         except Exception:
             self.discard()
             raise
-        self.output_path = self.work_dir / "segmentation.seg.nrrd"
-        self.uncertainty_path = self.work_dir / "uncertainty.nrrd" if uncertainty else None
-        self.job = SegmentJob(self.input_path, self.output_path, model, device, self.uncertainty_path,
-                              backend=backend, kill_grace_s=kill_grace_s)
-        self.result: Optional[SegmentationResult] = None
 
     # -- driving --------------------------------------------------------------------------------
     def start(self) -> "SceneSegmentation":

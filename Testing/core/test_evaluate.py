@@ -69,7 +69,8 @@ def test_identical_maps_score_perfectly():
     assert (s.dice, s.hd95, s.asd) == (1.0, 0.0, 0.0)
 
 
-def test_agrees_with_monai_on_the_full_volume():
+@pytest.mark.parametrize("backend", ["scdl", "monai"])
+def test_agrees_with_monai_on_the_full_volume(backend):
     from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
     from monai.networks.utils import one_hot
 
@@ -85,7 +86,7 @@ def test_agrees_with_monai_on_the_full_volume():
     pred, gt = blobs(), blobs()
     pred[:2, :, :4] = 2  # a class touching the image border
     spacing = (2.5, 0.8, 1.1)
-    ours = class_scores(pred, gt, spacing, {1: "a", 2: "b", 3: "c"})
+    ours = class_scores(pred, gt, spacing, {1: "a", 2: "b", 3: "c"}, backend=backend)
     p = one_hot(torch.from_numpy(pred)[None, None].long(), 4)
     g = one_hot(torch.from_numpy(gt)[None, None].long(), 4)
     with warnings.catch_warnings():
@@ -150,12 +151,13 @@ def test_cli_scores_a_shifted_organ_on_patient_a(patient_a_seg, tmp_path, capsys
 def test_cli_grid_mismatch_needs_resample(patient_b_dicom, patient_b_seg, tmp_path, capsys):
     from scdl.io.image import read_image
 
-    dicom = read_image(patient_b_dicom)
+    # the prediction lives on (a 160x160 block of) the DICOM grid; the NIfTI ground truth has direction
+    # diag(1, -1, 1): another grid, although its voxel centres are the same points
+    dicom = sitk.RegionOfInterest(read_image(patient_b_dicom), [160, 160, 20], [200, 180, 0])
     seg = sitk.ReadImage(str(patient_b_seg))
     on_dicom = sitk.Resample(seg, dicom, sitk.Transform(), sitk.sitkNearestNeighbor, 0, seg.GetPixelID())
     pred_path = tmp_path / "pred_on_dicom.nrrd"
     sitk.WriteImage(on_dicom, str(pred_path))
-    # the NIfTI's direction is diag(1, -1, 1): another grid than the DICOM series
     assert main(["evaluate", str(pred_path), str(patient_b_seg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(patient_b_seg) in err[0] and "--resample" in err[0]
@@ -163,7 +165,7 @@ def test_cli_grid_mismatch_needs_resample(patient_b_dicom, patient_b_seg, tmp_pa
     assert main(["evaluate", str(pred_path), str(patient_b_seg), "--resample", "--json", str(out_json)]) == 0
     report = json.loads(out_json.read_text())
     scored = [c for c in report["classes"] if c["status"] != "absent"]
-    assert len(scored) >= 10
+    assert len(scored) >= 3
     for c in scored:  # the same voxels after an exact axis flip
         assert c["dice"] == 1.0 and c["hd95_mm"] == 0.0 and c["asd_mm"] == 0.0
 

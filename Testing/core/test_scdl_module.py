@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 
 from scdl.errors import ScdlError
 from scdl.method import (
@@ -268,3 +267,13 @@ def test_config_errors_name_the_setting():
     assert SCDLConfig.from_dict({"lam": 0.2}).lam == 0.2
     assert SCDLConfig().grid_for((96, 96, 96)) == (12, 12, 12)
     assert SCDLConfig(token_grid=(4, 4, 4)).grid_for((96, 96, 96)) == (4, 4, 4)
+
+
+def test_losses_run_in_float32_under_autocast(ref):
+    head = released_head(ref, p2e_axis="tokens")
+    full = head(ref["x"], ref["y_dist"], eps=ref["eps"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):     # the MLP runs in bfloat16, the sums do not
+        mixed = head(ref["x"], ref["y_dist"], eps=ref["eps"])
+    for key in ("p2e", "e2p", "kl", "sac", "total"):
+        assert mixed[key].dtype == torch.float32
+        assert val(mixed[key]) == pytest.approx(val(full[key]), rel=2e-2)

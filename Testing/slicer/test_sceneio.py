@@ -55,6 +55,9 @@ def test_ct_plausibility(slicer_app, patient_a_volume):
     assert "'photo' does not look like a CT" in warning and "0..252" in warning
     mr = slicer.util.addVolumeFromArray(np.linspace(0, 1800, 64, dtype=np.float32).reshape(4, 4, 4), name="mr")
     assert "0..1800" in sceneio.ct_plausibility(mr)
+    from SCDLSegment import SCDLSegmentLogic
+
+    assert SCDLSegmentLogic().checkInput(photo) == [warning] and SCDLSegmentLogic().checkInput(patient_a_volume) == []
 
 
 def test_loaded_result_gets_table_colours_terminology_geometry_and_study(slicer_app, patient_a_volume, patient_a_ct, tmp_path):
@@ -108,6 +111,42 @@ def test_apply_label_table_repairs_colour_name_and_terminology(slicer_app):
     assert report.colors_set == ["liver"] and report.terminology_set == ["liver"]  # context names were missing
     assert segment.GetTerminology() == liver.terminology_string()
     np.testing.assert_allclose(segment.GetColor(), liver.color_float, atol=1e-6)
+
+
+def test_label_table_codes_are_in_slicer_terminology_contexts(slicer_app):
+    """Every coded label of the bundled Synapse/AMOS tables is found by Slicer's terminology logic in the
+    context its TerminologyEntry names (excerpts of Slicer's own contexts, see data/README.md)."""
+    logic = slicer_app.terminologies
+    assert "Segmentation category and type - DICOM master list" in slicer_app.loaded_terminology_names()
+
+    def codes(count, nth):
+        found = []
+        for index in range(count):
+            item = slicer.vtkSlicerTerminologyType()
+            assert nth(index, item)
+            found.append((item.GetCodingSchemeDesignator(), item.GetCodeValue()))
+        return found
+
+    checked = 0
+    for table_name in ("synapse", "amos"):
+        for label in sceneio.label_infos_from_table(LabelTable.load(table_name)):
+            entry = slicer.vtkSlicerTerminologyEntry()
+            assert logic.DeserializeTerminologyEntry(label.terminology, entry), label.name
+            context, category, type_ = entry.GetTerminologyContextName(), entry.GetCategoryObject(), entry.GetTypeObject()
+            types = codes(logic.GetNumberOfTypesInTerminologyCategory(context, category),
+                          lambda i, t: logic.GetNthTypeInTerminologyCategory(context, category, i, t))
+            wanted = (type_.GetCodingSchemeDesignator(), type_.GetCodeValue())
+            assert wanted in types, f"{table_name}: {label.name} {wanted} not in {context}"
+            modifier = entry.GetTypeModifierObject()
+            if modifier.GetCodeValue():
+                index = types.index(wanted)
+                known = slicer.vtkSlicerTerminologyType()
+                logic.GetNthTypeInTerminologyCategory(context, category, index, known)
+                modifiers = codes(logic.GetNumberOfTypeModifiersInTerminologyType(context, category, known),
+                                  lambda i, t: logic.GetNthTypeModifierInTerminologyType(context, category, known, i, t))
+                assert (modifier.GetCodingSchemeDesignator(), modifier.GetCodeValue()) in modifiers, label.name
+            checked += 1
+    assert checked == 13 + 15
 
 
 def test_terminology_codes_ignore_meanings_and_context():

@@ -97,9 +97,10 @@ def test_every_control_is_connected_to_its_handler(widget):
     assert ui.applyButton.enabled is False and ui.applyButton.text == "Apply"
 
 
-def test_model_selector_lists_catalog_and_cached_models_with_their_cards(widget, coarse_model, scdl_home):
+def test_model_selector_lists_catalog_and_cached_models_with_their_cards(widget, coarse_model, scdl_home, patient_a_volume):
     _install(coarse_model, scdl_home)
     widget.refreshModels()
+    widget.initializeParameterNode()
     ui = widget.ui
     ids = [item[1] for item in ui.modelSelector.items]
     assert ids[:2] == ["scdl-abdominal-ct", "scdl-authors-amos-cps"] and "coarse-test-model" in ids
@@ -110,11 +111,13 @@ def test_model_selector_lists_catalog_and_cached_models_with_their_cards(widget,
     assert "Licence: Apache-2.0" in ui.modelSelector.toolTip
     assert "<b>Training data</b></td><td>none (random weights)" in ui.modelCardBrowser.html
     assert ui.downloadModelButton.enabled is False
-    # the authors' checkpoints: card from the catalog template, downloadable
+    assert ui.applyButton.enabled is True
+    # the authors' checkpoints: card from the catalog template, downloadable; Apply waits for the download
     widget.onModelSelected(ids.index("scdl-authors-amos-cps"))
     assert widget._parameterNode.modelId == "scdl-authors-amos-cps"
     assert "AMOS 2022 CT" in ui.modelCardBrowser.html and "unstated" in ui.modelCardBrowser.html
     assert ui.downloadModelButton.enabled is True
+    assert ui.applyButton.enabled is False and "not installed" in ui.applyButton.toolTip
     assert str(scdl_home / "models") in ui.cacheFolderLabel.text
 
 

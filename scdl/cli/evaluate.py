@@ -6,9 +6,10 @@ import argparse
 
 DESCRIPTION = """\
 Score a predicted label map against a ground truth on the native grid: per-class Dice, 95th-percentile
-Hausdorff distance (HD95) and average symmetric surface distance (ASD), both in millimetres, computed
-with MONAI's metric functions. Labels are matched by value, or by name when both label tables are given
-(e.g. a Synapse prediction against a TotalSegmentator ground truth).
+Hausdorff distance (HD95) and average symmetric surface distance (ASD), both in millimetres, as MONAI's
+compute_dice / compute_hausdorff_distance / compute_average_surface_distance define them (same values).
+Labels are matched by value, or by name when both label tables are given (e.g. a Synapse prediction
+against a TotalSegmentator ground truth).
 
 Empty classes: absent from both maps -> not scored (NaN, left out of the means); present in only one ->
 Dice 0 (counted in the mean Dice) and distances inf (left out of the distance means; null in JSON).

@@ -89,17 +89,26 @@ class SCDLHead(nn.Module):
         if y_dist is not None and (y_dist.shape[0] > x.shape[0] or y_dist.shape[1:] != (x.shape[1], self.n_classes)):
             raise ValueError(f"y_dist {tuple(y_dist.shape)} does not fit tokens {tuple(x.shape)} and "
                              f"{self.n_classes} classes (expected (B_l <= B, L, C)).")
+        z = self.embed(x) if (cfg.use_cdba or cfg.use_kl) else None   # the MLP may run under autocast
+        # The losses sum over many tokens: compute them in float32 at least, outside autocast.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._losses(_float32_at_least(x), z, y_dist, eps, x_cls, y_cls, n_labeled)
+
+    def _losses(self, x: Tensor, z: Optional[Tensor], y_dist: Optional[Tensor], eps: Optional[Tensor],
+                x_cls: Optional[Tensor], y_cls: Optional[Tensor], n_labeled: int) -> dict[str, Tensor]:
+        """The loss terms (see :meth:`forward`); x (B, L, F) and z (B, L, D) in float32 or float64."""
+        cfg = self.config
         terms: dict[str, Tensor] = {}
         total = x.new_zeros(())
-        if cfg.use_cdba or cfg.use_kl:
-            z = self.embed(x)
+        if z is not None:
+            z = _float32_at_least(z)
             asg = self.assign(z)
         if cfg.use_cdba:
             samples = sample_proxies(self.proxies, cfg.num_samples, eps)
             # mean_s <z, u_s> = <z, mean_s u_s>: S times fewer products than the (B, L, C, S) tensor.
             sim = torch.einsum("bld,cd->blc", z, samples.mean(dim=1))
             w_unlabeled = asg.bi[n_labeled:].detach()
-            w = w_unlabeled if y_dist is None else torch.cat([y_dist.to(sim.dtype), w_unlabeled], dim=0)
+            w = w_unlabeled if y_dist is None else torch.cat([y_dist.to(sim.dtype), w_unlabeled.to(sim.dtype)], dim=0)
             terms["p2e"] = p2e_loss(sim, w)
             terms["e2p"] = e2p_loss(sim, w)
             terms["proxy"] = terms["p2e"] + cfg.e2p_weight * terms["e2p"]
@@ -112,9 +121,14 @@ class SCDLHead(nn.Module):
                 raise ValueError("x_cls needs its class ids y_cls.")
             with torch.no_grad():  # anchors are stop-gradient: only the proxy means learn from SAC
                 if x_cls is None:
-                    x_cls, y_cls = class_tokens(x[:n_labeled], y_dist, cfg.min_class_mass)
-                z_cls = self.embed(x_cls)
+                    x_cls, y_cls = class_tokens(x[:n_labeled], y_dist.to(x.dtype), cfg.min_class_mass)
+                z_cls = self.embed(_float32_at_least(x_cls))
             terms["sac"] = sac_loss(z_cls, y_cls.long(), self.proxy_means_unit())
             total = total + cfg.sac_weight * terms["sac"]
         terms["total"] = cfg.lam * total
         return terms
+
+
+def _float32_at_least(t: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32; float32 and float64 unchanged (the loss runs in the dtype given)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "patch_size": [96, 96, 96],         # (x, y, z) voxels of the model grid
     "optimizer": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False},
     "amp": True,                        # CUDA only; ignored on CPU
+    "threads": 0,                       # torch CPU threads (0: torch's default); 1 is faster on a busy shared CPU
     "network": {"name": "vnet", "in_channels": 1, "n_filters": 16, "norm": "batch"},
     "labels": "synapse",                # the classes the model learns (bundled table name or CSV path)
     "preprocessing": {                  # the model card's preprocessing block (scdl.processing), (x, y, z) order
@@ -214,6 +215,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for key in ("checkpoint_every", "log_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise bad(key, "must be a positive integer.", f"use e.g. --set {key}=100.")
+    if not isinstance(config["threads"], int) or config["threads"] < 0:
+        raise bad("threads", f"{config['threads']!r} is not an integer >= 0.", "use 0 (torch's default) or 1, 2, ...")
     workers = config["data"]["num_workers"]
     if not isinstance(workers, int) or workers < 0:
         raise bad("data.num_workers", f"{workers!r} is not an integer >= 0.", "use 0 (load in the main process) or more.")

@@ -248,7 +248,8 @@ class TrainingStep(nn.Module):
         if self.scdl is not None:
             grid = self.scdl_config.grid_for(tuple(x.shape[2:]))
             tokens = pool_tokens(features, grid)
-            y_dist = class_proportions(labeled_y, self.n_classes, grid, dtype=tokens.dtype)
+            y_dist = class_proportions(labeled_y, self.n_classes, grid,
+                                       dtype=torch.promote_types(tokens.dtype, torch.float32))
             scdl_terms = self.scdl(tokens, y_dist, eps=eps)
             terms["scdl"] = scdl_terms.pop("total")
             terms.update(scdl_terms)

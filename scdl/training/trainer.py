@@ -295,11 +295,20 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop_at: Optional[int] = None) -> TrainResult:
         """Train until the configured iteration count (or ``stop_at``, or a stop signal)."""
+        if not self._prepared:
+            self.prepare()
+        threads = torch.get_num_threads()
+        if int(self.config.get("threads") or 0) > 0:
+            torch.set_num_threads(int(self.config["threads"]))
+        try:
+            return self._run(stop_at)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, stop_at: Optional[int]) -> TrainResult:
         from scdl.training.data import StepBatches, make_loader
         from scdl.training.distributed import any_across, barrier, mean_across
 
-        if not self._prepared:
-            self.prepare()
         cfg = self.config
         self._build()
         self.best: dict[str, Any] = {}
