@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from scdl.errors import Cancelled, ScdlError
+from scdl.errors import ScdlError
 from scdl.inference.config import InferenceSettings
 from scdl.inference.device import resolve_device, with_cpu_fallback
 from scdl.progress import Progress
@@ -80,7 +80,7 @@ def _label_names(table) -> dict[int, str]:
 
 
 def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: Progress,
-                 uncertainty: bool, networks: Optional[Sequence] = None):
+                 uncertainty: bool, max_prob: bool, networks: Optional[Sequence] = None):
     """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry."""
     import torch
 
@@ -104,7 +104,7 @@ def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, dev
                 progress.check_cancelled()
 
         try:
-            return predict_volume(arr, nets, config, dev, max_prob=True, uncertainty=uncertainty,
+            return predict_volume(arr, nets, config, dev, max_prob=max_prob, uncertainty=uncertainty,
                                   on_batch=on_batch), dev
         finally:
             if "phase" in phase_box:
@@ -167,7 +167,8 @@ def segment_image(
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outputs, used = _run_windows(arr, pkg, settings, pre.patch_size, dev, progress, uncertainty, networks)
+    outputs, used = _run_windows(arr, pkg, settings, pre.patch_size, dev, progress, uncertainty, confidence,
+                                 networks)
     del arr
     timings["infer"] = time.perf_counter() - t0
 
@@ -199,4 +200,4 @@ def segment_image(
                               table=pkg.labels, device=str(used), n_windows=outputs.n_windows)
 
 
-__all__ = ["SegmentationResult", "segment_image", "load_package", "Cancelled", "ScdlError"]
+__all__ = ["SegmentationResult", "segment_image", "load_package"]

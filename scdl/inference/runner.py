@@ -108,6 +108,8 @@ def segment_file(
     resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
     package = load_package(model)
     InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)  # same for settings
+    for note in package.card.get("warnings") or []:
+        progress.warning(f"model {package.card.get('id', package.path)}: {note}")
 
     t0 = time.perf_counter()
     with progress.phase("read", 1) as phase:

@@ -30,8 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "framework": "cps-scdl",
     "iterations": 17000,
     "seed": 1337,                       # the seed in the authors' Synapse checkpoint name
-    "labeled_batch": 2,
+    "labeled_batch": 2,                 # per process and micro-batch
     "unlabeled_batch": 2,
+    "accumulate": 1,                    # micro-batches per optimiser step (gradient accumulation)
     "patch_size": [96, 96, 96],         # (x, y, z) voxels of the model grid
     "optimizer": {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False},
     "amp": True,                        # CUDA only; ignored on CPU
@@ -194,6 +195,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
             or any(not isinstance(p, int) or p < 16 or p % 16 for p in patch)):
         raise bad("patch_size", f"{patch!r} must be three multiples of 16 (the VNet down-samples 16x).",
                   "use e.g. --set patch_size=[64,64,64].")
+    if not isinstance(config["accumulate"], int) or config["accumulate"] < 1:
+        raise bad("accumulate", f"{config['accumulate']!r} is not a positive integer.", "use 1 (no accumulation) or more.")
     for key in ("labeled_batch", "unlabeled_batch"):
         if not isinstance(config[key], int) or config[key] < 0:
             raise bad(key, f"{config[key]!r} is not a non-negative integer.", f"use e.g. --set {key}=2.")

@@ -1,9 +1,12 @@
-"""The training data stream: item ``i`` of :class:`StepBatches` is the whole batch of training step ``i``.
+"""The training data stream: item ``n`` of :class:`StepBatches` is one (micro-)batch of a training step.
 
 Every patch is a pure function of (seed, step, sample index): which case, where to crop, how to augment.
 So the stream is the same with 0 or 4 loader workers, a resumed run continues it exactly from the saved
 step (the sampler state is one integer), and ``W`` distributed processes with per-process batch ``b`` draw
 exactly the patches of one process with batch ``W·b`` (process ``r`` takes samples ``r·b .. r·b + b - 1``).
+With gradient accumulation over ``A`` micro-batches, item ``n`` is micro-batch ``n % A`` of step ``n // A``
+and takes the samples of "virtual process" ``r·A + n % A``: one process accumulating ``A`` micro-batches of
+``b`` sees exactly what ``A`` distributed processes with batch ``b`` see.
 
 Cases of a step are drawn without replacement when the cohort has enough of them (one permutation per
 step), so the labeled patches of a batch come from different CTs as in the authors' two-stream sampler.
@@ -46,7 +49,7 @@ def _case_order(n_cases: int, n_samples: int, seed: int, step: int, stream: int)
 
 
 class StepBatches(Dataset):
-    """Map-style dataset: ``batches[i]`` -> the patches of step ``i`` for this process.
+    """Map-style dataset: ``batches[n]`` -> the patches of micro-batch ``n % A`` of step ``n // A`` for this process.
 
     Args:
         labeled / unlabeled: cached training cases (unlabeled may be empty for supervised training).
@@ -55,6 +58,7 @@ class StepBatches(Dataset):
         class_prob: probability of a class-centred patch (see scdl.training.sampling).
         augment: the ``augment`` config block.
         seed: run seed. rank / world_size: this process among the distributed ones.
+        accumulate: micro-batches per step A (gradient accumulation; 1 = none).
         unlabeled_from_labeled: for semi-supervised runs without unlabeled CTs, unlabeled patches are cut from
             the labeled cases (labels ignored). Off by default (the cohort check asks for unlabeled cases).
     Item: ``{"labeled_image": float32 (Bl, 1, D, H, W), "labeled_label": int64 (Bl, D, H, W),
@@ -65,7 +69,7 @@ class StepBatches(Dataset):
     def __init__(self, labeled: Sequence[CachedCase], unlabeled: Sequence[CachedCase], patch: Sequence[int],
                  labeled_batch: int, unlabeled_batch: int, class_prob: float, augment: Mapping[str, Any],
                  seed: int, rank: int = 0, world_size: int = 1, pad_value: float = 0.0,
-                 unlabeled_from_labeled: bool = False):
+                 unlabeled_from_labeled: bool = False, accumulate: int = 1):
         self.labeled = list(labeled)
         self.unlabeled = list(unlabeled) if unlabeled or not unlabeled_from_labeled else list(labeled)
         self.patch = tuple(int(p) for p in patch)
@@ -73,6 +77,7 @@ class StepBatches(Dataset):
         self.class_prob = float(class_prob)
         self.augmenter = Augmenter(augment)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.accumulate = max(int(accumulate), 1)
         self.pad_value = float(pad_value)
         if not self.labeled:
             raise ValueError("no labeled training case")
@@ -82,12 +87,14 @@ class StepBatches(Dataset):
     def __len__(self) -> int:  # the stream is endless; DataLoader only needs a length for its own bookkeeping
         return 2**62
 
-    def _stream(self, cases: Sequence[CachedCase], per_rank: int, step: int, stream: int, with_labels: bool):
-        total = per_rank * self.world_size
+    def _stream(self, cases: Sequence[CachedCase], per_rank: int, step: int, micro: int, stream: int,
+                with_labels: bool):
+        total = per_rank * self.world_size * self.accumulate
         order = _case_order(len(cases), total, self.seed, step, stream)
+        chunk = self.rank * self.accumulate + micro
         images, labels, centres = [], [], []
         for k in range(per_rank):
-            j = self.rank * per_rank + k            # global sample index: same patch for any world size
+            j = chunk * per_rank + k                # global sample index: same patch for any world size
             rng = np.random.default_rng([self.seed, step, stream, j])
             case = cases[int(order[j])]
             image, label, cls = sample_patch(case, self.patch, rng, self.class_prob if with_labels else 0.0,
@@ -99,15 +106,15 @@ class StepBatches(Dataset):
             centres.append(-1 if cls is None else cls)
         return images, labels, centres
 
-    def __getitem__(self, step: int) -> dict[str, Any]:
-        step = int(step)
-        images, labels, centres = self._stream(self.labeled, self.labeled_batch, step, _LABELED, True)
-        out = {"step": step,
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        step, micro = divmod(int(index), self.accumulate)
+        images, labels, centres = self._stream(self.labeled, self.labeled_batch, step, micro, _LABELED, True)
+        out = {"step": step, "micro": micro,
                "labeled_image": torch.from_numpy(np.stack(images)),
                "labeled_label": torch.from_numpy(np.stack(labels).astype(np.int64)),
                "centre_classes": torch.tensor(centres, dtype=torch.int64)}
         if self.unlabeled_batch:
-            u_images, _, _ = self._stream(self.unlabeled, self.unlabeled_batch, step, _UNLABELED, False)
+            u_images, _, _ = self._stream(self.unlabeled, self.unlabeled_batch, step, micro, _UNLABELED, False)
             out["unlabeled_image"] = torch.from_numpy(np.stack(u_images))
         else:
             out["unlabeled_image"] = torch.zeros((0, 1, *self.patch), dtype=torch.float32)
@@ -121,7 +128,8 @@ def _worker_init(_worker_id: int) -> None:
 
 def make_loader(dataset: StepBatches, start_step: int, num_workers: int, prefetch_factor: int = 2,
                 pin_memory: bool = False, multiprocessing_context: Optional[str] = None, seed: int = 0) -> DataLoader:
-    """A DataLoader over steps ``start_step, start_step + 1, ...`` (persistent workers when num_workers > 0).
+    """A DataLoader over the (micro-)batches of steps ``start_step, start_step + 1, ...`` (persistent workers
+    when num_workers > 0).
 
     The loader gets its own generator: creating it must not draw from torch's global generator, or a resumed
     run (which creates its loader at the resume point) would drift from an uninterrupted one.
@@ -132,5 +140,6 @@ def make_loader(dataset: StepBatches, start_step: int, num_workers: int, prefetc
                       worker_init_fn=_worker_init)
         if multiprocessing_context:
             kwargs["multiprocessing_context"] = multiprocessing_context
-    return DataLoader(dataset, batch_size=None, sampler=InfiniteSampler(start_step), num_workers=int(num_workers),
+    start = int(start_step) * dataset.accumulate
+    return DataLoader(dataset, batch_size=None, sampler=InfiniteSampler(start), num_workers=int(num_workers),
                       pin_memory=pin_memory, **kwargs)

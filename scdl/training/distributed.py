@@ -75,7 +75,7 @@ def mean_across(env: DistEnv, values: dict[str, float], device: torch.device) ->
     """Mean of scalar values over the processes (the loss a single process with the global batch logs)."""
     if not env.enabled or not values:
         return values
-    keys = sorted(values)
+    keys = list(values)         # same insertion order on every rank (the step returns its terms in a fixed order)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     t /= env.world_size

@@ -117,9 +117,7 @@ class Trainer:
         self.device = device
         self.dist = init_distributed(device.type)
         if not self.dist.is_main:
-            from scdl.progress import Progress
-
-            self.progress = Progress("none")
+            self.progress = _NullProgress()         # rank 0 reports for everyone
 
     def _setup_labels_and_init(self) -> None:
         from scdl.labels.table import LabelTable
@@ -330,7 +328,8 @@ class Trainer:
         unlabeled_batch = 0 if cfg["framework"] == "supervised" else int(cfg["unlabeled_batch"])
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
-                              rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value)
+                              rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
+                              accumulate=int(cfg["accumulate"]))
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
@@ -347,18 +346,13 @@ class Trainer:
         stopped = False
         try:
             while iteration < end:
-                t0 = time.monotonic()
                 try:
-                    batch = next(batches)
+                    terms, lr, wait = self._train_step(batches, iteration, total)
                 except Exception:
-                    if self.progress.cancelled:
+                    if self.progress.cancelled:      # Ctrl-C also reaches the loader workers: stop cleanly
                         stopped = True
                         break
                     raise
-                wait = time.monotonic() - t0
-                if int(batch["step"]) != iteration:
-                    raise RuntimeError(f"data stream out of step: got {batch['step']}, expected {iteration}")
-                terms, lr = self._train_step(batch, iteration / total)
                 iteration += 1
                 window_wait += wait
                 window_n += 1
@@ -393,6 +387,7 @@ class Trainer:
                 bar.close()
             del batches
         elapsed = elapsed0 + time.monotonic() - t_start
+        self._check_replicas(iteration)
         self._save_checkpoint(iteration, elapsed)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
                              elapsed_s=elapsed, report=self.report)
@@ -405,26 +400,59 @@ class Trainer:
         barrier(self.dist)
         return result
 
-    def _train_step(self, batch: dict[str, Any], t: float) -> tuple[dict[str, float], float]:
+    def _check_replicas(self, iteration: int) -> None:
+        """Distributed runs: the parameters must be the same on every process (an event reports the largest
+        gap). Batch-norm running statistics are not compared: without SyncBatchNorm each process keeps its own."""
+        if not self.dist.enabled:
+            return
+        from scdl.training.distributed import gather_objects
+
+        flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.step.parameters()])
+        everyone = gather_objects(self.dist, flat)
+        spread = max(float((other - everyone[0]).abs().max()) for other in everyone)
+        self.progress.event("replicas", iteration=int(iteration), world_size=self.dist.world_size,
+                            max_weight_difference=spread)
+        if spread > 0:
+            self.progress.warning(f"the {self.dist.world_size} processes ended with different weights "
+                                  f"(largest difference {spread:.3g}); the model of process 0 is saved.")
+
+    def _train_step(self, batches: Any, iteration: int, total: int) -> tuple[dict[str, float], float, float]:
+        """One optimiser step over ``accumulate`` micro-batches -> (mean loss terms, lr used, data wait in s)."""
+        import contextlib
+
         dev = self.device
-        lx = batch["labeled_image"].to(dev, non_blocking=True)
-        ly = batch["labeled_label"].to(dev, non_blocking=True)
-        ux = batch["unlabeled_image"].to(dev, non_blocking=True)
+        acc = int(self.config.get("accumulate", 1))
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.model.train()
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
-            terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=float(t))
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["total"]).backward()
+        sums: dict[str, float] = {}
+        wait = 0.0
+        for micro in range(acc):
+            t0 = time.monotonic()
+            batch = next(batches)
+            wait += time.monotonic() - t0
+            if (int(batch["step"]), int(batch.get("micro", 0))) != (iteration, micro):
+                raise RuntimeError(f"data stream out of step: got {batch['step']}/{batch.get('micro')}, "
+                                   f"expected {iteration}/{micro}")
+            lx = batch["labeled_image"].to(dev, non_blocking=True)
+            ly = batch["labeled_label"].to(dev, non_blocking=True)
+            ux = batch["unlabeled_image"].to(dev, non_blocking=True)
+            # DDP: all-reduce the gradients only after the last micro-batch
+            sync = self.dist.enabled and micro < acc - 1
+            with (self.model.no_sync() if sync else contextlib.nullcontext()):
+                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
+                    terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=iteration / total)
+                self.scaler.scale(terms["total"] / acc).backward()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach().float().item()) / acc
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        values = {k: float(v.detach().float().item()) for k, v in terms.items()}
-        if not math.isfinite(values["total"]):
-            raise ScdlError(f"the loss became {values['total']} (diverged).", self.run_dir,
+        if not math.isfinite(sums["total"]):
+            raise ScdlError(f"the loss became {sums['total']} (diverged).", self.run_dir,
                             "lower the learning rate (--set optimizer.lr=0.005) or check the labels; "
                             "resume from the last checkpoint with --resume.")
-        return values, lr
+        return sums, lr, wait
 
     def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int]) -> None:
         from scdl.training.distributed import barrier

@@ -257,7 +257,9 @@ def test_batch_over_a_folder_writes_one_file_per_ct_and_warns_for_non_ct(widget,
     _pump(widget, lambda: widget._task is None)
     assert [item.status for item in batch.items] == ["done", "done"]
     assert (out / "patient_a.seg.nrrd").is_file() and (out / "photo.seg.nrrd").is_file()
-    assert batch.items[0].warnings == [] and any("HU" in w or "CT" in w for w in batch.items[1].warnings)
+    not_ct = [w for item in batch.items for w in item.warnings if "does not look like CT in Hounsfield units" in w]
+    assert len(not_ct) == 1 and not_ct[0].startswith(str(source / "photo.nrrd"))
+    assert all("random weights" in w for w in batch.items[0].warnings)  # the model card's note, passed on
     assert widget.ui.batchProgressBar.value == 100
     assert widget.ui.batchStatusLabel.text == "2 segmented, 0 failed, 0 cancelled (of 2)"
     assert dialogs.errors == []

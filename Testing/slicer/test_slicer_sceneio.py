@@ -10,7 +10,6 @@ from scdl.io.writers import write_label_map
 from scdl.labels.table import LabelTable
 from SCDLSegmentLib import sceneio
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _label_file(tmp_path, ct_path, values_at):

@@ -117,6 +117,11 @@ def test_uncertainty_overlay_and_per_organ_confidence(run):
         assert value is None or 0.0 <= value <= 1.0
 
 
+def test_warnings_reach_the_result(run):
+    warnings = run["result"].warnings
+    assert warnings == ["model coarse-test-model: random weights: for tests only"]  # the card's note; patient A is CT
+
+
 def test_nothing_left_behind(run):
     assert not run["job"].work_dir.exists()
     assert run["volume"].GetStorageNode().GetFileName().endswith("example_ct.nii.gz")

@@ -1,0 +1,129 @@
+# The core package `scdl` and the shared Resources/, installed beside the scripted modules
+# (qt-scripted-modules/scdl, qt-scripted-modules/Resources) so that `import scdl` and
+# `PythonSlicer -m scdl` work inside Slicer. Every file is listed explicitly: Testing/core/test_packaging.py
+# compares these lists with the files on disk.
+
+set(SCDL_CORE_PYTHON_SCRIPTS
+  scdl/__init__.py
+  scdl/__main__.py
+  scdl/cli/__init__.py
+  scdl/cli/evaluate.py
+  scdl/cli/main.py
+  scdl/cli/models.py
+  scdl/cli/phantom.py
+  scdl/cli/segment.py
+  scdl/cli/train.py
+  scdl/errors.py
+  scdl/inference/__init__.py
+  scdl/inference/config.py
+  scdl/inference/device.py
+  scdl/inference/ensemble.py
+  scdl/inference/predictor.py
+  scdl/inference/runner.py
+  scdl/inference/sliding_window.py
+  scdl/inference/uncertainty.py
+  scdl/io/__init__.py
+  scdl/io/atomic.py
+  scdl/io/dicom.py
+  scdl/io/formats.py
+  scdl/io/geometry.py
+  scdl/io/image.py
+  scdl/io/segnrrd.py
+  scdl/io/validation.py
+  scdl/io/writers.py
+  scdl/labels/__init__.py
+  scdl/labels/codes.py
+  scdl/labels/mapping.py
+  scdl/labels/names.py
+  scdl/labels/table.py
+  scdl/losses/__init__.py
+  scdl/losses/_validate.py
+  scdl/losses/cps.py
+  scdl/losses/ga_ce.py
+  scdl/losses/ga_dice.py
+  scdl/losses/supervised.py
+  scdl/method/__init__.py
+  scdl/method/assignments.py
+  scdl/method/cdba.py
+  scdl/method/config.py
+  scdl/method/embedding.py
+  scdl/method/head.py
+  scdl/method/proxies.py
+  scdl/method/sac.py
+  scdl/method/tokens.py
+  scdl/metrics/__init__.py
+  scdl/metrics/evaluate.py
+  scdl/metrics/scores.py
+  scdl/models/__init__.py
+  scdl/models/cache.py
+  scdl/models/card.py
+  scdl/models/catalog.py
+  scdl/models/download.py
+  scdl/models/fetch.py
+  scdl/models/manifest.py
+  scdl/models/package.py
+  scdl/models/source.py
+  scdl/models/statedict.py
+  scdl/networks/__init__.py
+  scdl/networks/blocks.py
+  scdl/networks/init.py
+  scdl/networks/vnet.py
+  scdl/phantom/__init__.py
+  scdl/phantom/anatomy.py
+  scdl/phantom/cohort.py
+  scdl/phantom/config.py
+  scdl/phantom/fields.py
+  scdl/phantom/generator.py
+  scdl/phantom/hu_table.py
+  scdl/phantom/measure.py
+  scdl/phantom/shapes.py
+  scdl/processing/__init__.py
+  scdl/processing/config.py
+  scdl/processing/grid.py
+  scdl/processing/intensity.py
+  scdl/processing/orientation.py
+  scdl/processing/padding.py
+  scdl/processing/pipeline.py
+  scdl/processing/postprocess.py
+  scdl/processing/resample.py
+  scdl/progress.py
+  scdl/resources.py
+  scdl/training/__init__.py
+  scdl/training/augment.py
+  scdl/training/cache.py
+  scdl/training/checkpoint.py
+  scdl/training/checks.py
+  scdl/training/cohort.py
+  scdl/training/config.py
+  scdl/training/data.py
+  scdl/training/distributed.py
+  scdl/training/finetune.py
+  scdl/training/hashing.py
+  scdl/training/problems.py
+  scdl/training/rng.py
+  scdl/training/runlog.py
+  scdl/training/sample_cohort.py
+  scdl/training/sampling.py
+  scdl/training/step.py
+  scdl/training/trainer.py
+  scdl/training/validation.py
+  scdl/viz/__init__.py
+  scdl/viz/curves.py
+  scdl/viz/overlay.py
+  )
+
+set(SCDL_SHARED_RESOURCES
+  Resources/Catalog.json
+  Resources/Labels/amos.csv
+  Resources/Labels/synapse.csv
+  Resources/Labels/totalsegmentator_v2.csv
+  )
+
+ctkMacroCompilePythonScript(
+  TARGET_NAME SCDLCore
+  SCRIPTS "${SCDL_CORE_PYTHON_SCRIPTS}"
+  RESOURCES "${SCDL_SHARED_RESOURCES}"
+  DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}
+  INSTALL_DIR ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}
+  NO_INSTALL_SUBDIR
+  )

@@ -1,0 +1,159 @@
+"""The benchmark's outputs: ``results.json``, ``table.md`` (Dice %, mean ± std over seeds) and ``dice.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from scdl.io.atomic import atomic_path, atomic_write_text
+
+RESULTS_NAME = "results.json"
+TABLE_NAME = "table.md"
+CHART_NAME = "dice.png"
+SMALL_MARK = "†"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, NumPy scalars/arrays -> Python, recursively (strict JSON)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_results(path: Path, results: Mapping[str, Any]) -> Path:
+    atomic_write_text(path, json.dumps(json_safe(results), indent=1) + "\n")
+    return Path(path)
+
+
+def _cell(stat: Mapping[str, Any], bold: bool = False) -> str:
+    mean, std = stat.get("mean"), stat.get("std")
+    if mean is None or not math.isfinite(float(mean)):
+        return "–"
+    text = f"{100.0 * float(mean):.1f}"
+    if std is not None and math.isfinite(float(std)):
+        text += f" ± {100.0 * float(std):.1f}"
+    return f"**{text}**" if bold else text
+
+
+def _best(stats: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the highest finite mean (-1 when none or only one column)."""
+    means = [float(s["mean"]) if s.get("mean") is not None and math.isfinite(float(s["mean"])) else -math.inf
+             for s in stats]
+    if len(means) < 2 or max(means) == -math.inf:
+        return -1
+    return means.index(max(means))
+
+
+def markdown_table(summary: Mapping[str, Any], classes: Sequence[str], small: Sequence[str],
+                   volumes_ml: Mapping[str, float]) -> str:
+    """Rows: the classes, the foreground mean, the smallest-classes mean; columns: configurations.
+    Cells: Dice in % as mean ± std over seeds; the best mean of each row in bold."""
+    configs = list(summary)
+    lines = ["| class (mean volume) | " + " | ".join(configs) + " |",
+             "|---|" + "---:|" * len(configs)]
+    for name in classes:
+        stats = [summary[c]["dice"][name] for c in configs]
+        best = _best(stats)
+        mark = f" {SMALL_MARK}" if name in small else ""
+        label = f"{name}{mark} ({volumes_ml.get(name, math.nan):.1f} mL)"
+        lines.append(f"| {label} | " + " | ".join(_cell(s, i == best) for i, s in enumerate(stats)) + " |")
+    for key, label in (("foreground", f"**foreground mean ({len(classes)} classes)**"),
+                       ("small", f"**smallest {len(small)} classes ({SMALL_MARK})**")):
+        stats = [summary[c][key] for c in configs]
+        best = _best(stats)
+        lines.append(f"| {label} | " + " | ".join(_cell(s, i == best) for i, s in enumerate(stats)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_document(results: Mapping[str, Any]) -> str:
+    """``table.md``: what was run, the table, the configurations' meaning, and the reproducing command."""
+    s = results["settings"]
+    summary = results["summary"]
+    seeds = ", ".join(str(x) for x in s["seeds"])
+    out = [
+        "## SSL benchmark: Dice (%) on the phantom test cases",
+        "",
+        f"Cohort: {s['labeled']} labeled + {s['unlabeled']} unlabeled training phantoms, {s['test']} test phantoms "
+        f"(cohort seed {s['cohort_seed']}), {s['spacing_mm']:g} mm. VNet width {s['width']}, {s['patch']}³ patches, "
+        f"{s['iterations']} iterations, device {s['device']}, training seeds {seeds}. "
+        "Cells: mean ± sample std over the seeds of each run's Dice (averaged over the test cases); best mean in bold.",
+        "",
+        markdown_table(summary, results["classes"], results["small_classes"], results["class_volumes_ml"]),
+        "Configurations:",
+        "",
+    ]
+    for name in summary:
+        out.append(f"- `{name}`: {results['configurations'][name]['description']}")
+    timing = results.get("timing") or {}
+    out += ["", f"Reproduce: `{results['command']}`"]
+    if timing:
+        out.append(f"Wall time {timing.get('total_wall_s', 0.0) / 60:.1f} min for {timing.get('runs', 0)} runs "
+                   f"({timing.get('runs_reused', 0)} reused from an earlier invocation); load average "
+                   f"{timing.get('load_avg_start', 0.0):.1f} at the start.")
+    return "\n".join(out) + "\n"
+
+
+def write_table(path: Path, results: Mapping[str, Any]) -> str:
+    text = table_document(results)
+    atomic_write_text(path, text)
+    return text
+
+
+def write_chart(path: Path, results: Mapping[str, Any]) -> Path:
+    """Grouped bars: one group per class plus the two means, one bar per configuration, error bars = std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    summary = results["summary"]
+    configs = list(summary)
+    classes = list(results["classes"])
+    groups = classes + ["foreground mean", f"smallest {len(results['small_classes'])}"]
+
+    def stat(config: str, group: str) -> tuple[float, float]:
+        if group == "foreground mean":
+            st = summary[config]["foreground"]
+        elif group.startswith("smallest"):
+            st = summary[config]["small"]
+        else:
+            st = summary[config]["dice"][group]
+        mean = st.get("mean")
+        std = st.get("std")
+        mean = float(mean) if mean is not None and math.isfinite(float(mean)) else 0.0
+        std = float(std) if std is not None and math.isfinite(float(std)) else 0.0
+        return mean, std
+
+    x = np.arange(len(groups), dtype=np.float64)
+    x[len(classes):] += 0.6                      # a gap before the two summary groups
+    width = 0.8 / max(len(configs), 1)
+    fig, ax = plt.subplots(figsize=(max(10.0, 0.9 * len(groups) + 2), 5.0), dpi=110)
+    for i, config in enumerate(configs):
+        values = [stat(config, g) for g in groups]
+        ax.bar(x - 0.4 + width * (i + 0.5), [v[0] for v in values], width, yerr=[v[1] for v in values],
+               capsize=2, label=config, error_kw={"elinewidth": 0.8})
+    small = set(results["small_classes"])
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{g} {SMALL_MARK}" if g in small else g for g in groups], rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("Dice (mean ± std over seeds)")
+    s = results["settings"]
+    ax.set_title(f"SSL benchmark: {s['labeled']}+{s['unlabeled']} training / {s['test']} test phantoms, "
+                 f"{s['spacing_mm']:g} mm, width {s['width']}, {s['patch']}³, {s['iterations']} it, "
+                 f"seeds {','.join(str(v) for v in s['seeds'])}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(configs), 3), loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
