@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
              "resample_labels": False},   # True: a label map on another grid is resampled onto its CT (nearest)
-    "validation": {"every": 500, "overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
+    "validation": {"every": 500,        # iterations; 0: only at the end; -1: never (the package holds the last weights)
+                   "overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
     "checkpoint_every": 500,
     "log_every": 10,
     "distributed": {"sync_batchnorm": "auto"},   # auto: SyncBatchNorm with NCCL (GPUs), per-rank BN with gloo
@@ -211,10 +212,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     opt = config["optimizer"]
     if not opt["lr"] > 0:
         raise bad("optimizer.lr", "the learning rate must be positive.", "use e.g. --set optimizer.lr=0.01.")
-    for key in ("every",):
-        if not isinstance(config["validation"][key], int) or config["validation"][key] < 0:
-            raise bad(f"validation.{key}", "must be an integer >= 0 (0: validate only at the end).",
-                      "use e.g. --set validation.every=500.")
+    if not isinstance(config["validation"]["every"], int) or config["validation"]["every"] < -1:
+        raise bad("validation.every", "must be an integer >= -1 (0: validate only at the end, -1: never).",
+                  "use e.g. --set validation.every=500.")
     for key in ("checkpoint_every", "log_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise bad(key, "must be a positive integer.", f"use e.g. --set {key}=100.")

@@ -256,11 +256,11 @@ class Trainer:
                 "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.best),
                 "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size}
 
-    def _save_checkpoint(self, iteration: int, elapsed: float) -> None:
+    def _save_checkpoint(self, iteration: int, elapsed: float, curves: bool = False) -> None:
         state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
         if self.dist.is_main:
             ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT_NAME, state)
-            self.log.flush()
+            self.log.flush(curves=curves)       # the PNG is redrawn at validations and at the end
             self.progress.event("checkpoint", iteration=int(iteration), path=str(self.run_dir / ckpt.CHECKPOINT_NAME))
 
     def _restore(self) -> tuple[int, float]:
@@ -372,7 +372,7 @@ class Trainer:
                                         data_wait=round(row["data_wait"], 4))
                     sums, window_t, window_wait, window_n = {}, now, 0.0, 0
                 every = int(cfg["validation"]["every"])
-                if (every and iteration % every == 0) or iteration == total:
+                if every >= 0 and ((every and iteration % every == 0) or iteration == total):
                     self._validate(iteration, val_cases, patch)
                 if iteration % cfg["checkpoint_every"] == 0 and iteration < end:
                     self._save_checkpoint(iteration, elapsed0 + time.monotonic() - t_start)
@@ -388,7 +388,7 @@ class Trainer:
             del batches
         elapsed = elapsed0 + time.monotonic() - t_start
         self._check_replicas(iteration)
-        self._save_checkpoint(iteration, elapsed)
+        self._save_checkpoint(iteration, elapsed, curves=True)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
                              elapsed_s=elapsed, report=self.report)
         if result.stopped:

@@ -1,0 +1,177 @@
+"""The imbalanced semi-supervised benchmark: every configuration x seed trained and scored on one cohort.
+
+Steps of :func:`run_benchmark`:
+
+1. the phantom cohort of the settings (``OUT/cohort-<key>/``: generated once, reused);
+2. for each seed, for each configuration (seed-major, so a stopped benchmark has whole seeds): a
+   ``python -m scdl train`` child (``OUT/runs/<config>-seed<k>-<key>/``), then ``segment_image`` on every
+   test CT and Dice per class against its reference; the scores go to ``scores.json`` in the run folder;
+3. aggregation (mean ± std over seeds, :mod:`scdl.bench.ssl_aggregate`) and the outputs
+   ``OUT/results.json``, ``OUT/table.md`` and ``OUT/dice.png``.
+
+A run whose ``scores.json`` exists with the same key is reused, so an interrupted benchmark continues where
+it stopped when the same command is run again; a run folder without scores (interrupted) is started over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from scdl.bench.ssl_aggregate import aggregate, class_means, smallest_classes
+from scdl.bench.ssl_cohort import BenchCohort, class_volumes_ml, ensure_cohort
+from scdl.bench.ssl_configs import BenchConfiguration
+from scdl.bench.ssl_report import CHART_NAME, RESULTS_NAME, TABLE_NAME, json_safe, write_chart, write_results, write_table
+from scdl.bench.ssl_settings import SSLBenchSettings
+from scdl.errors import ScdlError
+from scdl.io.atomic import atomic_write_text
+
+SCORES_NAME = "scores.json"
+LABEL_TABLE = "synapse"
+
+
+class _Silent:
+    mode = "none"
+    cancelled = False
+
+    def message(self, *a: Any, **k: Any) -> None: ...
+    def event(self, *a: Any, **k: Any) -> None: ...
+    def warning(self, *a: Any, **k: Any) -> None: ...
+    def check_cancelled(self) -> None: ...
+
+    def phase(self, name: str, total: int = 1):
+        from scdl.progress import Progress
+
+        return Progress("none").phase(name, total)
+
+
+def run_folder(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int) -> Path:
+    return Path(out) / "runs" / f"{configuration.name}-seed{seed}-{settings.run_key(configuration)}"
+
+
+def _load_scores(path: Path, key: str) -> Optional[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("key") == key else None
+
+
+def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int,
+            cohort: BenchCohort, classes: Sequence[str], progress: Any) -> dict[str, Any]:
+    """Train and score one configuration x seed (or reuse its finished scores); return its record."""
+    from scdl.bench.ssl_score import score_model
+    from scdl.bench.ssl_train import run_training
+
+    key = settings.run_key(configuration)
+    run_dir = run_folder(out, settings, configuration, seed)
+    cached = _load_scores(run_dir / SCORES_NAME, key)
+    if cached is not None:
+        cached["reused"] = True
+        return cached
+    if run_dir.exists():                        # an interrupted run of this benchmark: start it over
+        shutil.rmtree(run_dir)
+    outcome = run_training(cohort.manifest, run_dir, settings.train_config(configuration), configuration.framework,
+                           seed, settings.iterations, Path(out) / "cache", device=settings.device,
+                           threads=settings.threads, overrides=settings.overrides, progress=progress,
+                           label=f"train {configuration.name} seed {seed}")
+    scores = score_model(outcome.model_dir, cohort.test_cases, device=settings.device, progress=progress)
+    if list(scores.classes) != list(classes):
+        raise ScdlError(f"the trained model's classes {scores.classes} are not the benchmark's {list(classes)}.",
+                        outcome.model_dir, f"train with the {LABEL_TABLE} label table (remove --set labels=...).")
+    record = {
+        "config": configuration.name, "seed": int(seed), "key": key, "run_dir": str(run_dir),
+        "model_dir": str(outcome.model_dir), "iterations": settings.iterations,
+        "cases": scores.cases, "dice_per_case": scores.dice.tolist(), "class_dice": class_means(scores.dice).tolist(),
+        "train": {"wall_s": outcome.wall_s, "train_s": outcome.train_s, "cpu_s": outcome.cpu_s,
+                  "it_per_s": outcome.it_per_s, "load_avg": list(outcome.load_avg),
+                  "train_labeled_dice": outcome.train_dice},
+        "score_s": scores.seconds, "reused": False,
+    }
+    atomic_write_text(run_dir / SCORES_NAME, json.dumps(json_safe(record), indent=1) + "\n")
+    return record
+
+
+def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurations: Sequence[BenchConfiguration],
+                  *, progress: Any = None, command: str = "") -> dict[str, Any]:
+    """Run (or complete) the benchmark in ``out``; write results.json, table.md and dice.png; return the results.
+
+    Args:
+        out: output folder (created). Holds the cohort, the preprocessing cache, one folder per run, and the
+            three result files.
+        settings: :class:`SSLBenchSettings`.
+        configurations: what to compare (:func:`scdl.bench.ssl_configs.parse_configs`).
+        progress: :class:`scdl.progress.Progress` (phases, ``run`` events, cancellation) or None.
+        command: the command line that reproduces this benchmark (written into the table).
+    """
+    import torch
+
+    from scdl.labels.table import LabelTable
+
+    progress = progress if progress is not None else _Silent()
+    start = time.monotonic()
+    load_start = os.getloadavg()[0]
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ScdlError("exists and is not a folder.", out, "choose a folder for the benchmark's outputs.")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(settings.threads)
+
+    cohort = ensure_cohort(out, settings, progress)
+    table = LabelTable.load(LABEL_TABLE)
+    class_map = {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
+    classes = [class_map[v] for v in sorted(class_map)]
+    volumes = class_volumes_ml(cohort.test_cases, class_map)
+    small = smallest_classes(volumes, settings.small_fraction)
+    progress.message(f"cohort {cohort.folder} ({len(cohort.test_cases)} test cases); smallest classes: "
+                     f"{', '.join(small)}")
+
+    plan = [(seed, c) for seed in settings.seeds for c in configurations]
+    records: list[dict[str, Any]] = []
+    with progress.phase("benchmark", len(plan)) as phase:
+        for seed, configuration in plan:
+            record = run_one(out, settings, configuration, seed, cohort, classes, progress)
+            records.append(record)
+            fg = aggregate([record], classes, small)[configuration.name]
+            progress.event("run", config=configuration.name, seed=seed, reused=record["reused"],
+                           mean_dice=fg["foreground"]["mean"], small_dice=fg["small"]["mean"],
+                           train_wall_s=record["train"]["wall_s"], score_s=record["score_s"])
+            progress.message(f"{configuration.name} seed {seed}: foreground Dice {fg['foreground']['mean']:.3f}, "
+                             f"smallest {len(small)} {fg['small']['mean']:.3f}"
+                             + (" (reused)" if record["reused"] else
+                                f" (train {record['train']['wall_s']:.0f} s, score {record['score_s']:.0f} s)"))
+            phase.advance()
+
+    summary = aggregate(records, classes, small)
+    fresh = [r for r in records if not r["reused"]]
+    results = {
+        "benchmark": "ssl",
+        "command": command,
+        "settings": settings.to_dict(),
+        "cohort": {"folder": str(cohort.folder), "manifest": str(cohort.manifest), "key": settings.cohort_key(),
+                   "test_cases": [c.name for c in cohort.test_cases]},
+        "configurations": {c.name: {"framework": c.framework, "scdl": dict(c.scdl), "description": c.description}
+                           for c in configurations},
+        "classes": classes,
+        "class_volumes_ml": volumes,
+        "small_classes": small,
+        "runs": records,
+        "summary": summary,
+        "timing": {"total_wall_s": time.monotonic() - start, "runs": len(records), "runs_reused": len(records) - len(fresh),
+                   "train_wall_s": sum(r["train"]["wall_s"] for r in fresh),
+                   "score_s": sum(r["score_s"] for r in fresh),
+                   "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0]},
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "platform": platform.platform()},
+    }
+    write_results(out / RESULTS_NAME, results)
+    results["table_markdown"] = write_table(out / TABLE_NAME, results)
+    write_chart(out / CHART_NAME, results)
+    results["outputs"] = {"results": str(out / RESULTS_NAME), "table": str(out / TABLE_NAME),
+                          "chart": str(out / CHART_NAME)}
+    return results
