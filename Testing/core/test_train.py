@@ -86,7 +86,7 @@ def trained(manifest: Path, cache_dir: Path, tmp_path_factory):
 def test_few_steps_lower_the_loss_and_write_the_run(trained) -> None:
     run_dir, result, before, after, _ = trained
     assert not result.stopped and result.iteration == 12
-    assert after < before - 0.1, (before, after)          # measured: 7.40 -> 6.97
+    assert after < before - 0.1, (before, after)          # measured: 7.245 -> 7.021
     rows = _rows(run_dir / "log.csv")
     assert [int(r["iteration"]) for r in rows] == list(range(1, 13))
     assert {"lr", "it_per_s", "data_wait", "total", "sup", "sup_0"} <= set(rows[0])

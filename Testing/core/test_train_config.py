@@ -67,3 +67,28 @@ def test_bad_config_file(tmp_path: Path) -> None:
 def test_overrides_parse_json_values() -> None:
     cfg = apply_overrides({"a": {"b": 1}, "step": {}}, ["a.b=null", "step.sup_k=20", "step.name=abc"])
     assert cfg == {"a": {"b": None}, "step": {"sup_k": 20, "name": "abc"}}
+
+
+def test_poly_schedule_closed_form_and_extension(tmp_path: Path) -> None:
+    import torch
+
+    from scdl.training.schedule import poly_scheduler, set_total
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.01)
+    sched = poly_scheduler(opt, total=10, power=0.9)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01 * (1 - i / 10) ** 0.9 for i in range(10)], rel=1e-12)
+    assert opt.param_groups[0]["lr"] == 0.0
+    # checkpoint round trip (weights_only), then extend the finished schedule to 20 iterations
+    torch.save(sched.state_dict(), tmp_path / "s.pt")
+    again = poly_scheduler(opt, total=10, power=0.9)
+    again.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    set_total(again, 20)
+    opt.step()
+    again.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 11 / 20) ** 0.9)

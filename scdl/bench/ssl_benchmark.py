@@ -119,6 +119,11 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ScdlError("exists and is not a folder.", out, "choose a folder for the benchmark's outputs.")
+    from scdl.bench.ssl_train import check_training_config
+
+    for configuration in configurations:         # a bad setting fails here, before anything is written
+        check_training_config(settings.train_config(configuration), configuration.framework, settings.seeds[0],
+                              settings.iterations, settings.overrides)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
 

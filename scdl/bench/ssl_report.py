@@ -44,18 +44,19 @@ def _cell(stat: Mapping[str, Any], bold: bool = False) -> str:
 
 
 def _best(stats: Sequence[Mapping[str, Any]]) -> int:
-    """Index of the highest finite mean (-1 when none or only one column)."""
-    means = [float(s["mean"]) if s.get("mean") is not None and math.isfinite(float(s["mean"])) else -math.inf
-             for s in stats]
-    if len(means) < 2 or max(means) == -math.inf:
+    """Index of the highest finite mean at table precision (-1 when none, a tie, or only one column)."""
+    means = [round(100.0 * float(s["mean"]), 1) if s.get("mean") is not None and math.isfinite(float(s["mean"]))
+             else -math.inf for s in stats]
+    top = max(means) if means else -math.inf
+    if len(means) < 2 or top == -math.inf or means.count(top) > 1:
         return -1
-    return means.index(max(means))
+    return means.index(top)
 
 
 def markdown_table(summary: Mapping[str, Any], classes: Sequence[str], small: Sequence[str],
                    volumes_ml: Mapping[str, float]) -> str:
     """Rows: the classes, the foreground mean, the smallest-classes mean; columns: configurations.
-    Cells: Dice in % as mean ± std over seeds; the best mean of each row in bold."""
+    Cells: Dice in % as mean ± std over seeds; the best mean of each row in bold (none on a tie)."""
     configs = list(summary)
     lines = ["| class (mean volume) | " + " | ".join(configs) + " |",
              "|---|" + "---:|" * len(configs)]

@@ -50,7 +50,7 @@ def score_model(model_dir: Path, cases: Sequence[TestCase], *, device: str = "cp
     n_classes = int(package.labels.num_classes)
     networks = package.build_networks(device=device)
     rows = []
-    phase = progress.phase("score", len(cases)) if progress is not None and progress.mode == "tqdm" else None
+    phase = progress.phase("score", len(cases)) if progress is not None and progress.mode != "none" else None
     try:
         for case in cases:
             image = sitk.ReadImage(str(case.image))

@@ -58,6 +58,22 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def check_training_config(train_config: dict[str, Any], framework: str, seed: int, iterations: int,
+                          overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Resolve the child's configuration here, before any work, exactly as ``scdl train`` will (preset ``cpu``,
+    then ``train_config``, then the flags, then ``overrides``), so that a bad setting stops the benchmark
+    with one :class:`ScdlError` before the cohort is generated. Returns the resolved configuration."""
+    from scdl.method.config import SCDLConfig
+    from scdl.training.config import deep_update, resolve_config
+    from scdl.training.step import StepConfig
+
+    values = deep_update(train_config, {"framework": framework, "seed": int(seed), "iterations": int(iterations)})
+    config = resolve_config("cpu", None, values, overrides)
+    StepConfig.from_dict(config["step"])
+    SCDLConfig.from_dict(config["scdl"])
+    return config
+
+
 def train_command(manifest: Path, run_dir: Path, config_file: Path, framework: str, seed: int, iterations: int,
                   cache_dir: Path, device: str, overrides: tuple[str, ...] = ()) -> list[str]:
     """The child's command line (``--preset cpu`` + the benchmark's config file + flags)."""
@@ -91,7 +107,7 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
     train_s: Optional[float] = None
     rates: list[float] = []
     train_dice: dict[str, Optional[float]] = {}
-    phase = progress.phase(label, iterations) if progress is not None and progress.mode == "tqdm" else None
+    phase = progress.phase(label, iterations) if progress is not None and progress.mode != "none" else None
     done = 0
     with open(run_dir / LOG_NAME, "w", encoding="utf-8") as log:
         log.write(" ".join(cmd) + "\n")

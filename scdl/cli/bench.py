@@ -114,6 +114,11 @@ def reproduce_command(out: str, settings: Any, configs: Any) -> str:
 
 
 def run_ssl(args: argparse.Namespace) -> int:
+    import os
+
+    from scdl.bench.ssl_train import WAIT_POLICY
+
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)    # before torch loads OpenMP (scoring runs here)
     from scdl.bench.ssl_benchmark import run_benchmark
     from scdl.progress import Progress
 

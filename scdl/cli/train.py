@@ -117,9 +117,9 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         config = apply_overrides(config, args.overrides)
         validate_config(config)
         return config, run_dir, True
-    if not args.out:
+    if not args.out and not args.check_only:
         raise ScdlError("no run folder given.", fix="add --out RUN_DIR (checkpoints, logs and the model go there).")
-    run_dir = Path(args.out).expanduser()
+    run_dir = Path(args.out or ".").expanduser()         # --check-only writes nothing there
     if (run_dir / CHECKPOINT_NAME).exists() and not args.check_only:
         raise ScdlError("this folder already holds a training run.", run_dir,
                         f"continue it with --resume {run_dir}, or choose another --out folder.")
@@ -165,8 +165,13 @@ def run(args: argparse.Namespace) -> int:
     from scdl.training.trainer import Trainer
     from scdl.training.distributed import shutdown
 
+    from scdl.errors import ScdlError
+
     progress = Progress(args.progress)
     config, run_dir, resume = _resolve(args)
+    if not config.get("cohort"):
+        raise ScdlError("this run's config.json does not say where its cases came from (it was not started by "
+                        "scdl train).", run_dir / "config.json", "resume it from Python with Trainer(..., resume=True).")
     cohort = load_cohort(config["cohort"])
     init = None if resume else args.init
     trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)

@@ -62,14 +62,17 @@ DEFAULTS: dict[str, Any] = {
                    "overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
     "checkpoint_every": 500,
     "log_every": 10,
-    "distributed": {"sync_batchnorm": "auto"},   # auto: SyncBatchNorm with NCCL (GPUs), per-rank BN with gloo
+    "distributed": {"sync_batchnorm": "auto",    # auto: SyncBatchNorm with NCCL (GPUs), per-process BN with gloo
+                    "find_unused_parameters": "auto"},   # auto: on for SCDL ablations (parts of the head unused)
     "cohort": None,                      # set by scdl train: where the cases came from (for --resume)
     "init": None,                        # set by scdl train --init: the package fine-tuned from
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
 
-#: A run that finishes on a 2-core CPU in about an hour and learns the large organs (measured: docs/training.md).
+#: A small setting for a 2-core CPU: width 8, 48³ patches on a 4 mm grid, class-aware sampling, light
+#: augmentation. bench/train.py measured 1.7 CPU-s per CPS+SCDL iteration here (4.2 s wall on the shared
+#: machine), i.e. 45-100 minutes for 1500 iterations; how much Dice such a run reaches was NOT measured.
 CPU_PRESET: dict[str, Any] = {
     "iterations": 1500,
     "patch_size": [48, 48, 48],

@@ -71,10 +71,11 @@ class _NullProgress:
         return Progress("none").phase(name, total)
 
 
-def model_id_for(run_dir: Path) -> str:
-    """A valid model id from the run folder's name (lower-case letters, digits, '.', '_', '-')."""
+def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
+    """A valid model id from the run folder's name and the time (lower-case letters, digits, '.', '_', '-')."""
     text = re.sub(r"[^a-z0-9._-]+", "-", run_dir.resolve().name.lower()).strip("-._") or "run"
-    return ("run-" + text)[:80]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    return f"run-{text[:60]}-{stamp}"
 
 
 def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
@@ -145,11 +146,6 @@ class Trainer:
             self.target = self.init.labels
         else:
             self.target = LabelTable.load(labels)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            from scdl.io.atomic import atomic_write_text
-
-            atomic_write_text(labels_file, self.target.to_csv_text())
 
     def prepare(self, check_only: bool = False) -> CohortReport:
         """Check the cohort (and, unless ``check_only``, preprocess it into the cache). Raises on errors."""
@@ -183,14 +179,16 @@ class Trainer:
             return report
         for problem in report.warnings:
             self.progress.warning(problem.line()[len("warning: "):])
+        report.raise_if_errors(self.cohort.source)        # nothing is written into RUN_DIR before this
         if self.dist.is_main:
             from scdl.io.atomic import atomic_write_text
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resume:
+                atomic_write_text(self.run_dir / LABELS_NAME, self.target.to_csv_text())
             atomic_write_text(self.run_dir / REPORT_NAME, json.dumps(
                 {"problems": [p.to_dict() for p in report.problems], "validation_source": report.validation_source,
                  "cases": report.cases, "summary": self.cohort.summary()}, indent=1, default=str))
-        report.raise_if_errors(self.cohort.source)
         self._prepared = True
         return report
 
@@ -234,14 +232,19 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            unused = cfg["distributed"].get("find_unused_parameters", "auto")
+            if unused == "auto":      # SCDL ablations leave parts of the head without gradient
+                c = step.scdl_config
+                unused = step.scdl is not None and not (c.use_cdba and c.use_sac and c.use_kl)
             self.model = DDP(step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                             find_unused_parameters=step.scdl is not None or step.teacher is not None)
+                             find_unused_parameters=bool(unused))
         opt = cfg["optimizer"]
         self.optimizer = torch.optim.SGD(list(step.trainable_parameters()), lr=float(opt["lr"]),
                                          momentum=float(opt["momentum"]), weight_decay=float(opt["weight_decay"]),
                                          nesterov=bool(opt.get("nesterov", False)))
-        self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=int(cfg["iterations"]),
-                                                               power=float(opt["poly_power"]))
+        from scdl.training.schedule import poly_scheduler
+
+        self.scheduler = poly_scheduler(self.optimizer, int(cfg["iterations"]), float(opt["poly_power"]))
         self.use_amp = bool(cfg["amp"]) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
@@ -276,7 +279,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if int(state.get("iterations", self.config["iterations"])) != int(self.config["iterations"]):
             # a longer (or shorter) run: the poly schedule now ends at the new iteration count
-            self.scheduler.total_iters = int(self.config["iterations"])
+            from scdl.training.schedule import set_total
+
+            set_total(self.scheduler, int(self.config["iterations"]))
             self.progress.warning(f"the run now ends at {self.config['iterations']} iterations instead of "
                                   f"{state.get('iterations')}: the learning-rate schedule is stretched from here on "
                                   "(not identical to an uninterrupted run of that length).")

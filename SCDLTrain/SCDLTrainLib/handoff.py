@@ -1,0 +1,80 @@
+"""After training: register the model in the user's model cache, and read what the run folder holds.
+
+Registering runs ``scdl models import RUN_DIR/model`` in a child (it verifies every checksum before copying
+the package into ``~/.scdl/models``, like any other import), after which the model is listed by
+SCDLSegment and ``scdl segment --model <id>``. Reading cards and folders needs no torch. No Qt here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from SCDLSegmentLib.jobs import ModelsJob
+
+#: Files of a run folder the panel links to, in display order (``scdl/training/trainer.py`` writes them).
+RUN_FILES = ("curves.png", "log.csv", "validation.csv", "config.json", "cohort_report.json", "model/card.json")
+
+
+def model_id_of(model_dir: os.PathLike | str) -> str:
+    """The id in a package's ``card.json``."""
+    card = read_card(model_dir)
+    if not card.get("id"):
+        raise ValueError(f"{model_dir} holds no model card with an id.")
+    return str(card["id"])
+
+
+def read_card(model_dir: os.PathLike | str) -> dict[str, Any]:
+    """A package's card (``{}`` if it cannot be read)."""
+    try:
+        return json.loads((Path(model_dir) / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def installed_model_path(model_id: str) -> Optional[Path]:
+    """Where the cache holds a model with this id (None if it holds none)."""
+    from scdl.models.cache import cached_path
+    from scdl.models.manifest import MANIFEST_FILE
+
+    path = cached_path(model_id)
+    return path if (path / MANIFEST_FILE).is_file() else None
+
+
+def register_job(model_dir: os.PathLike | str, replace: bool = False, backend: str = "auto") -> ModelsJob:
+    """``scdl models import MODEL_DIR [--force]`` in a child (not started)."""
+    args = ["import", str(model_dir)] + (["--force"] if replace else [])
+    return ModelsJob(*args, backend=backend, what="Registering the model")
+
+
+def catalog_item(model_id: str) -> Optional[dict[str, Any]]:
+    """The model's entry in ``scdl.models.catalog.list_models()`` (None if not listed)."""
+    from SCDLSegmentLib.models import list_models
+
+    return next((m for m in list_models() if m["id"] == model_id), None)
+
+
+def run_files(run_dir: os.PathLike | str) -> list[Path]:
+    """The run folder's files that exist, in :data:`RUN_FILES` order."""
+    run_dir = Path(run_dir)
+    return [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+
+
+def can_resume(run_dir: os.PathLike | str) -> bool:
+    """True when the folder holds a run that can continue (``config.json`` and ``checkpoint.pt``) and whose
+    model was not written yet."""
+    run_dir = Path(run_dir)
+    return ((run_dir / "config.json").is_file() and (run_dir / "checkpoint.pt").is_file()
+            and not (run_dir / "model" / "card.json").is_file())
+
+
+def card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """The facts of a trained model's card the panel lists: data, iterations, metrics."""
+    prov = card.get("provenance") or {}
+    metrics = prov.get("validation_metrics") or {}
+    return {"id": card.get("id"), "data": prov.get("data"), "framework": prov.get("framework"),
+            "iterations": prov.get("iterations"), "selected_iteration": prov.get("selected_iteration"),
+            "mean_dice": metrics.get("mean_dice"), "dice": metrics.get("dice") or {},
+            "training_time_s": prov.get("training_time_s")}

@@ -1,0 +1,151 @@
+"""The panel's training options -> ``scdl train`` command lines, checked by the core's own config resolver.
+
+Every setting the panel offers maps onto the trainer's configuration (``scdl/training/config.py``):
+
+=====================  ==============================================
+panel                  ``scdl train``
+=====================  ==============================================
+initial model          ``--init ID`` (classes, width, preprocessing from its card)
+framework              ``--framework supervised|cps|cps-scdl``
+SCDL weight            ``--set scdl.lam=W`` (frameworks with SCDL only)
+iterations             ``--iterations N``
+patch size             ``--set patch_size=[P,P,P]``
+batch                  ``--set labeled_batch=L --set unlabeled_batch=U``
+device                 ``--device auto|cpu|cuda:N``
+CPU preset             ``--preset cpu``
+Advanced (key=value)   ``--set key=value`` per line (last: they win)
+=====================  ==============================================
+
+The Advanced box takes one ``key = value`` per line (``#`` starts a comment); keys are the dotted names of
+``docs/training.md`` / a run's ``config.json`` and values are JSON (``optimizer.lr = 0.005``,
+``augment.flip = true``, ``preprocessing.spacing_mm = [2, 2, 2]``). :meth:`TrainOptions.resolve` runs the
+core's resolver, so an unknown key or a bad value is reported in the panel before anything starts.
+No Qt here; ``scdl.training.config`` is pure Python (no torch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+#: Frameworks the panel offers (the core has more: Mean Teacher variants are reachable from scripts).
+PANEL_FRAMEWORKS = ("supervised", "cps", "cps-scdl")
+#: Frameworks whose loss includes the SCDL term (``scdl.lam`` matters).
+SCDL_FRAMEWORKS = ("cps-scdl", "mean-teacher-scdl")
+
+
+class OptionsError(ValueError):
+    """A setting of the panel that cannot work; the message names it and the fix."""
+
+
+def parse_advanced(text: str) -> list[str]:
+    """``key = value`` lines -> ``["key=value", ...]`` (blank lines and ``#`` comments skipped).
+
+    Raises :class:`OptionsError` naming the line when a line has no ``=`` or no key.
+    """
+    out = []
+    for number, raw in enumerate(str(text or "").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise OptionsError(f"Advanced settings, line {number}: {raw.strip()!r} is not 'key = value' "
+                               "(e.g. optimizer.lr = 0.005).")
+        out.append(f"{key.strip()}={value.strip()}")
+    return out
+
+
+@dataclass
+class TrainOptions:
+    """What one training run is asked to do (the panel's state, or a script's).
+
+    Attributes:
+        run_dir: the run folder (``--out``); checkpoints, logs, curves and ``model/`` go there.
+        cohort: ``{"manifest": path}`` or ``{"labeled": dir, "unlabeled": dir, "val": dir, "labels": table}``.
+        init: initial model (id or package path) for fine-tuning; None trains from scratch.
+        preset: ``"paper"`` or ``"cpu"``.
+        advanced: ``key=value`` overrides (applied last).
+    """
+
+    run_dir: Path
+    cohort: dict[str, Any]
+    framework: str = "cps-scdl"
+    iterations: int = 17000
+    init: Optional[str] = None
+    device: str = "auto"
+    preset: str = "paper"
+    scdl_weight: float = 0.1
+    patch_size: int = 96
+    labeled_batch: int = 2
+    unlabeled_batch: int = 2
+    advanced: list[str] = field(default_factory=list)
+
+    # -- command lines -----------------------------------------------------------------------------
+    def overrides(self) -> list[str]:
+        """``--set`` values from the panel's fields, then the Advanced lines (which win)."""
+        p = int(self.patch_size)
+        out = [f"patch_size=[{p},{p},{p}]", f"labeled_batch={int(self.labeled_batch)}"]
+        if self.framework != "supervised":
+            out.append(f"unlabeled_batch={int(self.unlabeled_batch)}")
+        if self.framework in SCDL_FRAMEWORKS:
+            out.append(f"scdl.lam={float(self.scdl_weight)!r}")
+        return out + list(self.advanced)
+
+    def cohort_args(self) -> list[str]:
+        if self.cohort.get("manifest"):
+            return ["--cohort", str(self.cohort["manifest"])]
+        args = []
+        for key, flag in (("labeled", "--labeled"), ("unlabeled", "--unlabeled"), ("val", "--val"),
+                          ("labels", "--source-labels")):
+            if self.cohort.get(key):
+                args += [flag, str(self.cohort[key])]
+        if not args:
+            raise OptionsError("No cohort: export the scene cohort, or choose folders or a manifest.")
+        return args
+
+    def _common(self) -> list[str]:
+        args = ["train", *self.cohort_args(), "--out", str(self.run_dir), "--framework", self.framework,
+                "--iterations", str(int(self.iterations)), "--device", self.device or "auto"]
+        if self.init:
+            args += ["--init", str(self.init)]
+        if self.preset and self.preset != "paper":
+            args += ["--preset", self.preset]
+        for item in self.overrides():
+            args += ["--set", item]
+        return args
+
+    def train_args(self) -> list[str]:
+        """Arguments of ``scdl`` for the training run (JSON progress)."""
+        return self._common() + ["--progress", "json"]
+
+    def check_args(self) -> list[str]:
+        """Arguments of ``scdl`` for ``--check-only`` with the same settings (batch sizes matter to the check)."""
+        return self._common() + ["--check-only", "--progress", "json"]
+
+    # -- checking ---------------------------------------------------------------------------------
+    def resolve(self) -> dict[str, Any]:
+        """The trainer's full configuration for these options (the core's resolver: defaults -> preset ->
+        fields -> Advanced). Raises :class:`OptionsError` with the core's message for a bad setting."""
+        from scdl.errors import ScdlError
+        from scdl.training.config import resolve_config
+
+        if self.framework not in PANEL_FRAMEWORKS + ("mean-teacher", "mean-teacher-scdl"):
+            raise OptionsError(f"Unknown framework {self.framework!r}.")
+        values: dict[str, Any] = {"framework": self.framework, "iterations": int(self.iterations)}
+        if self.init:
+            values["labels"] = "init"
+        try:
+            return resolve_config(self.preset or "paper", None, values, self.overrides())
+        except ScdlError as err:
+            raise OptionsError(str(err)) from None
+
+
+def resume_args(run_dir: os.PathLike | str, iterations: Optional[int] = None, device: str = "auto") -> list[str]:
+    """``scdl train --resume RUN_DIR --device D [--iterations N] --progress json``."""
+    args = ["train", "--resume", str(run_dir), "--device", device or "auto"]
+    if iterations:
+        args += ["--iterations", str(int(iterations))]
+    return args + ["--progress", "json"]

@@ -1,0 +1,568 @@
+"""Build the default model ``scdl-abdominal-ct`` from the real CT in ``shared/data``: ONE documented command.
+
+    python bench/train_default_model.py --out runs/default               # ~45 min training budget, then installs
+    python bench/train_default_model.py --out runs/default --minutes 90  # a longer run
+    python bench/train_default_model.py --out runs/smoke --smoke --resources /tmp/res   # pipeline check (minutes)
+
+Recipe (``Resources/Models/recipes/scdl-abdominal-ct/``): ``config.json`` is the ``scdl train --config`` file
+(CPS + SCDL, VNet width 8, 3 mm, 64 x 64 x 32 patches); ``cohort.json`` names the data and the split:
+
+1. cohort: patient A (TotalSegmentator silver labels, mapped to Synapse by name) is the labeled data, as two
+   overlapping sub-volumes; synthetic phantoms (``scdl phantom``) are the unlabeled data and one phantom is
+   the validation case. Patient B is held out: never trained on, never used to pick a checkpoint.
+2. budget: unless ``--iterations`` is given, a short calibration run of ``scdl train`` measures iterations per
+   second on this machine and the iteration count is set to fill ``--minutes``; a run that still overshoots
+   the hard limit (``minutes x hard_limit_factor``) is stopped (SIGTERM, checkpoint) and packaged at the
+   iteration it reached (``scdl train --resume RUN --iterations N``).
+3. ``scdl train`` (the last checkpoint is shipped: validation runs only at the end, on a phantom).
+4. held-out metrics: ``scdl segment`` patient B's DICOM series, ``scdl evaluate`` against its label map
+   (``--resample``, TotalSegmentator ids matched to Synapse by name): Dice, HD95, ASD per organ.
+5. package: the run's networks with a model card (training data and licences, framework, iterations, time,
+   held-out metrics, intended use, warnings) and a README.md model card, verified.
+6. install: written to ``<Resources>/Models/scdl-abdominal-ct`` (the catalog's bundled default; the catalog
+   entry is checked, not edited), then ``scdl demo`` runs on it and its Dice must equal step 4's.
+
+Every step writes into ``--out`` (``cohort/``, ``calibration/``, ``train/``, ``eval/``, ``package/``,
+``demo/``, ``summary.json``); nothing is installed unless every step succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "Resources" / "Models" / "recipes" / "scdl-abdominal-ct"
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+SMOKE_ITERATIONS = 4
+
+
+def log(text: str) -> None:
+    print(f"[default-model] {text}", file=sys.stderr, flush=True)
+
+
+def fail(text: str) -> "SystemExit":
+    return SystemExit(f"error: {text}")
+
+
+# -- recipe ------------------------------------------------------------------------------------------
+def load_recipe(folder: Path) -> tuple[dict[str, Any], Path]:
+    """(cohort.json as a dict, path of config.json) of a recipe folder, with the split checked."""
+    cohort = json.loads((folder / "cohort.json").read_text(encoding="utf-8"))
+    config = folder / "config.json"
+    if not config.is_file():
+        raise fail(f"{config}: missing training config.")
+    check_split(cohort)
+    return cohort, config
+
+
+def check_split(cohort: dict[str, Any]) -> None:
+    """Refuse a recipe that trains on a held-out patient or file (raises SystemExit naming it)."""
+    held_patients = {c["patient"] for c in cohort.get("held_out", [])}
+    held_files = {c[k] for c in cohort.get("held_out", []) for k in ("image", "label")}
+    for case in cohort.get("labeled", []):
+        if case["patient"] in held_patients:
+            raise fail(f"recipe: patient {case['patient']} is both a training and a held-out patient.")
+        for key in ("image", "label"):
+            if case[key] in held_files:
+                raise fail(f"recipe: {case[key]} is both training data and held-out data.")
+    if not held_patients:
+        raise fail("recipe: no held-out patient: the card needs held-out metrics.")
+
+
+# -- step 1: the cohort ------------------------------------------------------------------------------
+def _scdl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scdl", *args]
+
+
+def z_crops(image_path: Path, label_path: Path, out: Path, fraction: float) -> list[tuple[Path, Path]]:
+    """Two overlapping sub-volumes (inferior, superior ``fraction`` of the slices) of a CT and its label map.
+
+    Geometry is kept (each crop has its own origin); the label map must share the CT's grid.
+    """
+    import SimpleITK as sitk
+
+    from scdl.io.atomic import atomic_path
+    from scdl.io.geometry import same_grid
+
+    image = sitk.ReadImage(str(image_path))
+    label = sitk.ReadImage(str(label_path))
+    if not same_grid(image, label):
+        raise fail(f"{label_path}: not on the grid of {image_path}.")
+    nx, ny, nz = image.GetSize()
+    depth = max(16, int(round(nz * fraction)))
+    pairs = []
+    for name, z0 in (("inferior", 0), ("superior", nz - depth)):
+        paths = []
+        for src, kind in ((image, "image"), (label, "label")):
+            target = out / f"{kind}s" / f"{name}.nii.gz"
+            with atomic_path(target) as tmp:
+                sitk.WriteImage(sitk.RegionOfInterest(src, [nx, ny, depth], [0, 0, z0]), str(tmp), True)
+            paths.append(target)
+        pairs.append((paths[0], paths[1]))
+    return pairs
+
+
+def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> tuple[Path, dict[str, Any]]:
+    """Write ``out/manifest.csv`` (absolute paths) and return it with a description of every row."""
+    import csv
+    import io
+
+    from scdl.io.atomic import atomic_write_text
+
+    rows: list[dict[str, str]] = []
+    described: dict[str, Any] = {"labeled": [], "phantoms": None}
+    for index, case in enumerate(cohort["labeled"]):
+        image, label = data / case["image"], data / case["label"]
+        for path in (image, label):
+            if not path.exists():
+                raise fail(f"{path}: training data missing (give the shared data folder with --data).")
+        crop = case.get("z_crops") or {}
+        if crop.get("fraction"):
+            pairs = z_crops(image, label, out / f"labeled_{index}", float(crop["fraction"]))
+        else:
+            pairs = [(image, label)]
+        for img, lab in pairs:
+            rows.append({"image": str(img), "label": str(lab), "split": "train", "labels": case["labels"]})
+        described["labeled"].append({**case, "cases_in_manifest": [str(p[0]) for p in pairs]})
+    ph = dict(cohort["phantoms"])
+    if smoke:
+        ph.update(cases=ph.get("labeled", 0) + 3, val=1)
+    phantom_dir = out / "phantoms"
+    if phantom_dir.exists():
+        shutil.rmtree(phantom_dir)
+    cmd = _scdl("phantom", "--out", str(phantom_dir), "--cases", str(ph["cases"]), "--seed", str(ph["seed"]),
+                "--labeled", str(ph.get("labeled", 0)), "--val", str(ph.get("val", 1)), "--test", "0",
+                "--spacing", str(ph["spacing_mm"]), "--progress", "none")
+    log("generating phantoms: " + " ".join(cmd[2:]))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with (phantom_dir / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({"image": str(phantom_dir / row["image"]),
+                         "label": str(phantom_dir / row["label"]) if row["label"] else "",
+                         "split": row["split"], "labels": row["labels"] if row["label"] else ""})
+    described["phantoms"] = ph
+    held = {str((data / c[k]).resolve()) for c in cohort["held_out"] for k in ("image", "label")}
+    for row in rows:
+        for key in ("image", "label"):
+            if row[key] and str(Path(row[key]).resolve()) in held:
+                raise fail(f"{row[key]}: held-out data in the training manifest.")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["image", "label", "split", "labels"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest = out / "manifest.csv"
+    atomic_write_text(manifest, buf.getvalue())
+    counts = {"labeled": sum(1 for r in rows if r["label"] and r["split"] == "train"),
+              "unlabeled": sum(1 for r in rows if not r["label"]),
+              "val": sum(1 for r in rows if r["split"] == "val")}
+    described["manifest_counts"] = counts
+    log(f"cohort: {counts['labeled']} labeled (patient A crops), {counts['unlabeled']} unlabeled phantoms, "
+        f"{counts['val']} phantom validation case(s) -> {manifest}")
+    return manifest, described
+
+
+# -- steps 2 and 3: calibration and training ---------------------------------------------------------
+def run_train(manifest: Path, config: Path, run_dir: Path, iterations: int, device: str, cache: Path,
+              deadline_s: Optional[float] = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run ``scdl train`` (JSON progress), echo a line per logged iteration, stop it at ``deadline_s``.
+
+    Returns the parsed ``done`` line (``output``, ``iteration``, ``elapsed_s``) plus ``stopped`` and
+    ``last_iteration``; raises SystemExit if training failed.
+    """
+    cmd = _scdl("train", "--cohort", str(manifest), "--out", str(run_dir), "--config", str(config),
+                "--iterations", str(iterations), "--device", device, "--cache-dir", str(cache),
+                "--progress", "json", *extra)
+    return _stream_train(cmd, deadline_s)
+
+
+def _stream_train(cmd: list[str], deadline_s: Optional[float]) -> dict[str, Any]:
+    import threading
+
+    log("running: scdl " + " ".join(cmd[3:]))
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+    state: dict[str, Any] = {"stopped": False, "last_iteration": 0, "done": None, "device": None}
+
+    def watchdog() -> None:
+        while proc.poll() is None:
+            if deadline_s is not None and time.monotonic() - start > deadline_s and not state["stopped"]:
+                log(f"hard time limit ({deadline_s / 60:.1f} min) reached: stopping training (SIGTERM)")
+                state["stopped"] = True
+                proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+
+    guard = threading.Thread(target=watchdog, daemon=True)
+    guard.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "start":
+            state["device"] = event.get("device")
+        elif event.get("event") == "iteration":
+            state["last_iteration"] = int(event["iteration"])
+            loss = (event.get("loss") or {}).get("total")
+            log(f"iteration {event['iteration']}/{event['iterations']}  loss {loss:.4f}  "
+                f"{event.get('it_per_s', 0):.3f} it/s  ETA {event.get('eta_s', 0) / 60:.1f} min")
+        elif event.get("event") == "checkpoint":
+            state["last_iteration"] = int(event["iteration"])
+        elif event.get("event") == "validation":
+            log(f"validation (phantom) mean Dice {event.get('mean_dice')}")
+        elif event.get("event") == "warning":
+            log("warning: " + str(event.get("text")))
+        elif event.get("phase") == "done":
+            state["done"] = event
+    code = proc.wait()
+    guard.join(timeout=2)
+    if code == 130 and state["stopped"]:
+        return {"stopped": True, "last_iteration": state["last_iteration"], "device": state["device"]}
+    if code != 0 or state["done"] is None:
+        raise fail(f"scdl train failed (exit {code}); command: {' '.join(cmd)}")
+    return {**state["done"], "stopped": False, "last_iteration": state["last_iteration"], "device": state["device"]}
+
+
+def measure_speed(manifest: Path, config: Path, out: Path, iterations: int, device: str, cache: Path) -> float:
+    """Iterations per second of this recipe on this machine (median of the logged windows after the first)."""
+    import csv
+
+    run_dir = out / "calibration"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    every = max(1, iterations // 4)
+    run_train(manifest, config, run_dir, iterations, device, cache,
+              extra=("--set", f"log_every={every}", "--set", f"checkpoint_every={iterations}"))
+    with (run_dir / "log.csv").open(newline="", encoding="utf-8") as handle:
+        rates = [float(r["it_per_s"]) for r in csv.DictReader(handle)]
+    rates = rates[1:] or rates                      # the first window holds the warm-up
+    rates.sort()
+    return rates[len(rates) // 2]
+
+
+def plan_iterations(it_per_s: float, minutes: float, budget: dict[str, Any]) -> int:
+    """Iterations that fill ``minutes`` at ``it_per_s`` (95 %), clamped to the recipe's bounds."""
+    planned = int(it_per_s * minutes * 60.0 * 0.95)
+    return int(min(max(planned, int(budget["min_iterations"])), int(budget["max_iterations"])))
+
+
+def train(manifest: Path, config: Path, out: Path, iterations: int, device: str, cache: Path,
+          deadline_s: Optional[float]) -> dict[str, Any]:
+    """The training run; a run stopped at the hard limit is packaged at the iteration it reached."""
+    run_dir = out / "train"
+    if (run_dir / "checkpoint.pt").exists():
+        raise fail(f"{run_dir}: holds an earlier run; choose a new --out folder.")
+    result = run_train(manifest, config, run_dir, iterations, device, cache, deadline_s)
+    if result["stopped"]:
+        from scdl.training import checkpoint as ckpt
+
+        reached = int(ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME, map_location="cpu")["iteration"])
+        log(f"packaging the networks of iteration {reached} (of {iterations} planned)")
+        first_device = result.get("device")
+        result = _stream_train(_scdl("train", "--resume", str(run_dir), "--iterations", str(reached),
+                                     "--device", device, "--progress", "json"), None)
+        result["device"] = first_device or result.get("device")
+        result["stopped_at_limit"] = True
+        result["planned_iterations"] = iterations
+    return result
+
+
+# -- step 4: held-out metrics ------------------------------------------------------------------------
+def held_out_metrics(package: Path, cohort: dict[str, Any], data: Path, out: Path, device: str) -> dict[str, Any]:
+    """``scdl segment`` + ``scdl evaluate`` of every held-out patient; per-organ scores from the JSON report."""
+    results = {}
+    for case in cohort["held_out"]:
+        name = case["patient"].rsplit("/", 1)[-1]
+        pred = out / f"{name}.nii.gz"
+        report = out / f"{name}.json"
+        t0 = time.monotonic()
+        subprocess.run(_scdl("segment", str(data / case["image"]), "-o", str(pred), "--model", str(package),
+                             "--device", device, "--progress", "none"), check=True)
+        seconds = time.monotonic() - t0
+        table = subprocess.run(_scdl("evaluate", str(pred), str(data / case["label"]), "--labels",
+                                     str(package / "labels.csv"), "--gt-labels", case["labels"], "--resample",
+                                     "--json", str(report)), check=True, capture_output=True, text=True).stdout
+        log(f"held-out {case['patient']}:\n{table}")
+        scores = json.loads(report.read_text(encoding="utf-8"))
+        results[case["patient"]] = summarise_scores(scores, seconds)
+    return results
+
+
+def summarise_scores(report: dict[str, Any], seconds: Optional[float] = None) -> dict[str, Any]:
+    """Card-ready numbers from a ``scdl evaluate --json`` report.
+
+    ``mean_dice_labelled_organs``: mean Dice over the organs the ground truth contains (the headline number);
+    ``mean_dice``: the evaluate convention (organs in either map; false positives count 0).
+    """
+    organs = {c["name"]: {"dice": _round(c["dice"]), "hd95_mm": _round(c["hd95_mm"]), "asd_mm": _round(c["asd_mm"]),
+                          "status": c["status"]}
+              for c in report["classes"] if c["status"] != "absent"}
+    labelled = [c["dice"] for c in report["classes"] if c["gt_voxels"] > 0]
+    false_pos = [c["name"] for c in report["classes"] if c["status"] == "false_positive"]
+    out = {"mean_dice_labelled_organs": _round(sum(labelled) / len(labelled)) if labelled else None,
+           "mean_dice": _round(report["mean"]["dice"]), "mean_hd95_mm": _round(report["mean"]["hd95_mm"]),
+           "organs": organs, "organs_labelled": len(labelled), "false_positive_organs": false_pos,
+           "grid": "the CT's native grid", "spacing_mm": [round(s, 4) for s in report["spacing_mm"]]}
+    if seconds is not None:
+        out["segment_seconds"] = round(seconds, 1)
+    return out
+
+
+def _round(value: Optional[float], digits: int = 4) -> Optional[float]:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+# -- step 5: the package -----------------------------------------------------------------------------
+def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict[str, Any], config: dict[str, Any],
+               held_out: dict[str, Any], training: dict[str, Any], machine: dict[str, Any],
+               smoke: bool) -> dict[str, Any]:
+    """The default model's card from the trained run's card, the recipe and the measured numbers."""
+    from scdl.models.card import new_card
+
+    prov = run_card["provenance"]
+    patients = [c["patient"] for c in cohort["labeled"]]
+    held = [c["patient"] for c in cohort["held_out"]]
+    ph = described["phantoms"]
+    headline = "; ".join(f"{p.rsplit('/', 1)[-1]}: mean Dice {m['mean_dice_labelled_organs']} over "
+                         f"{m['organs_labelled']} organs" for p, m in held_out.items())
+    data = [f"{c['patient']}: {c['description']} (labeled; {len(c.get('cases_in_manifest', []))} sub-volume(s))"
+            for c in described["labeled"]]
+    data.append(f"{ph['cases'] - ph.get('labeled', 0) - ph.get('val', 0)} synthetic phantoms (scdl phantom, seed "
+                f"{ph['seed']}, {ph['spacing_mm']} mm) as unlabeled data; {ph.get('labeled', 0)} labeled phantoms; "
+                f"{ph.get('val', 0)} phantom as the validation case")
+    licences = "; ".join(f"{c['patient']}: {c['licence']}" for c in cohort["labeled"])
+    licences += f"; phantoms: {cohort['phantoms']['licence']}"
+    warnings = [
+        "Trained on ONE real patient (A) with TotalSegmentator silver labels (model predictions, not manual "
+        "annotation); held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough "
+        "indication of accuracy, not a validation.",
+        "Not for clinical use.",
+    ]
+    if not ph.get("labeled"):
+        warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
+                        "oesophagus, no labeled phantoms), so the model has not learned it.")
+    if training.get("stopped_at_limit"):
+        warnings.append(f"training was stopped at the time limit after {training['iteration']} of "
+                        f"{training['planned_iterations']} planned iterations (learning-rate schedule cut).")
+    if smoke:
+        warnings.insert(0, f"SMOKE RUN ({training['iteration']} iterations): checks the recipe end to end; the "
+                           "weights are NOT a usable model.")
+    validation = {"held_out": held_out,
+                  "held_out_note": "scdl segment on the held-out patient's own DICOM grid, scdl evaluate against "
+                                   "its TotalSegmentator label map (--resample, names matched to Synapse). "
+                                   "mean_dice_labelled_organs = mean over the organs the label map contains.",
+                  "phantom_validation_at_end": prov.get("validation_metrics"),
+                  "selection": "last checkpoint (no checkpoint selection; the held-out patient never seen)"}
+    title = cohort["title"] + (" [SMOKE RUN]" if smoke else "")
+    card = new_card(
+        id=cohort["model_id"], title=title, version=cohort["version"] + ("-smoke" if smoke else ""),
+        architecture=run_card["architecture"], preprocessing=run_card["preprocessing"],
+        ensemble=int(run_card["ensemble"]), inference=cohort.get("inference"),
+        description=(f"CPS + SCDL VNet pair (width {run_card['architecture']['n_filters']}) at "
+                     f"{run_card['preprocessing'].get('spacing_mm')} mm, trained on the CPU with "
+                     f"bench/train_default_model.py on one real CT (patient A) plus synthetic unlabeled phantoms. "
+                     f"Held-out: {headline}."),
+        provenance={
+            "data": data, "data_licence": licences, "framework": prov.get("framework"),
+            "iterations": int(prov.get("iterations") or training.get("iteration") or 0),
+            "training_time_s": prov.get("training_time_s"), "validation_metrics": validation,
+            "source": "bench/train_default_model.py with Resources/Models/recipes/scdl-abdominal-ct",
+            "training_patients": patients, "held_out_patients": held,
+            "excluded_data": cohort.get("excluded", []), "seed": prov.get("seed"),
+            "recipe": {"config": config, "cohort": cohort}, "machine": machine,
+        },
+        intended_use=("Demonstration of SCDL (scdl demo, the SCDLSegment module) and a starting point for "
+                      "fine-tuning on your own data (scdl train --init scdl-abdominal-ct). Not a medical device; "
+                      "not for clinical use or any decision about a patient."),
+        licence=("CC BY 4.0: the weights derive from CC BY 4.0 CT data; credit the TotalSegmentator project "
+                 "(Wasserthal et al., University Hospital Basel) and SCDL. The SCDL code is Apache-2.0."),
+        warnings=warnings)
+    return card
+
+
+def readme_text(card: dict[str, Any]) -> str:
+    """A Markdown model card (README.md inside the package) from the card."""
+    prov = card["provenance"]
+    metrics = prov["validation_metrics"]
+    lines = [f"# {card['title']} (`{card['id']}` {card['version']})", "", card["description"], "",
+             "## Intended use", card["intended_use"], "", "## Warnings"]
+    lines += [f"- {w}" for w in card["warnings"]]
+    lines += ["", "## Training data and licences"]
+    lines += [f"- {d}" for d in prov["data"]]
+    lines += [f"- Licences: {prov['data_licence']}", f"- Held out (never trained on): "
+              f"{', '.join(prov['held_out_patients'])}", "",
+              "## Training", f"- Framework: {prov['framework']} (scdl train), {prov['iterations']} iterations, "
+              f"{(prov.get('training_time_s') or 0) / 60:.1f} min of training on {prov['machine'].get('device')} "
+              f"({prov['machine'].get('cpu_count')} CPU cores, torch {prov['machine'].get('torch')}).",
+              f"- Architecture: {json.dumps(card['architecture'])}, ensemble of {card['ensemble']}.",
+              f"- Preprocessing: {json.dumps(card['preprocessing'])}.",
+              "- Recipe: Resources/Models/recipes/scdl-abdominal-ct (config.json, cohort.json); "
+              "reproduce with `python bench/train_default_model.py --out runs/default`.", "",
+              "## Held-out metrics (native grid, against TotalSegmentator silver labels)"]
+    for patient, m in metrics["held_out"].items():
+        lines += [f"### {patient}", f"Mean Dice over the {m['organs_labelled']} labelled organs: "
+                  f"**{m['mean_dice_labelled_organs']}** (evaluate convention, false positives included: "
+                  f"{m['mean_dice']}).", "", "| organ | Dice | HD95 mm | ASD mm | status |", "|---|---|---|---|---|"]
+        for organ, s in m["organs"].items():
+            lines.append(f"| {organ} | {s['dice']} | {s['hd95_mm']} | {s['asd_mm']} | {s['status']} |")
+        lines.append("")
+    lines += ["Training-set numbers are never reported as accuracy. Licence of the weights: " + card["licence"], ""]
+    return "\n".join(lines)
+
+
+def write_package(card: dict[str, Any], states: list[dict], labels: Any, out: Path) -> Path:
+    """Write the package (card, weights, labels, README.md + manifest) atomically and verify it."""
+    from scdl.models.package import ModelPackage, package_files, write_files
+
+    files = package_files(card, states, labels)
+    files["README.md"] = readme_text(card).encode("utf-8")
+    write_files(out, files)
+    ModelPackage.load(out, verify=True)
+    for path in [out, *out.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
+
+
+def package_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+
+
+# -- step 6: install ---------------------------------------------------------------------------------
+def check_catalog(resources: Path, model_id: str) -> None:
+    """The catalog must name ``model_id`` as a bundled model and as the default (it is not edited here)."""
+    from scdl.models.catalog import load_catalog
+
+    catalog = load_catalog(resources / "Catalog.json")
+    entry = next((e for e in catalog["models"] if e["id"] == model_id), None)
+    if entry is None or entry["kind"] != "bundled" or catalog.get("default") != model_id:
+        raise fail(f"{resources / 'Catalog.json'}: needs a 'bundled' entry {model_id!r} that is the default.")
+
+
+def install(package: Path, resources: Path, model_id: str) -> Path:
+    from scdl.models.package import copy_package
+
+    check_catalog(resources, model_id)
+    target = copy_package(package, resources / "Models" / model_id)
+    for path in [target, *target.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def demo_check(resources: Path, out: Path, device: str, held_out: dict[str, Any]) -> dict[str, Any]:
+    """``scdl demo`` with the installed default model; its per-organ Dice must equal the held-out evaluation."""
+    env = {**os.environ, "SCDL_RESOURCES": str(resources)}
+    proc = subprocess.run(_scdl("demo", "--out", str(out), "--device", device, "--progress", "json"),
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise fail(f"scdl demo failed with the installed model:\n{proc.stderr}")
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    dice = next(e for e in events if e.get("event") == "dice")
+    done = next(e for e in events if e.get("phase") == "done")
+    sample = next(e for e in events if e.get("event") == "sample")
+    patient = sample["patient"]
+    if patient in held_out:
+        expected = held_out[patient]["organs"]
+        for cls in dice["classes"]:
+            if cls["name"] in expected and cls["dice"] is not None:
+                if abs(cls["dice"] - (expected[cls["name"]]["dice"] or 0.0)) > 1e-3:
+                    raise fail(f"scdl demo's Dice for {cls['name']} ({cls['dice']:.4f}) differs from the held-out "
+                               f"evaluation ({expected[cls['name']]['dice']}): the bundled sample does not match "
+                               "the shared data.")
+    return {"seconds": done["seconds"], "mean_dice_labelled_organs": done["mean_dice_labelled_organs"],
+            "in_training_data": done["in_training_data"]}
+
+
+# -- the whole job -------------------------------------------------------------------------------------
+def machine_info(device: str) -> dict[str, Any]:
+    import torch
+
+    return {"device": device, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "platform": platform.platform(terse=True)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path, help="work folder (cohort, runs, package, reports)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training wall-time budget in minutes (default: the recipe's, 45)")
+    parser.add_argument("--iterations", type=int, default=None, help="fixed iteration count (skips calibration)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="recipe folder (config.json, cohort.json)")
+    parser.add_argument("--resources", type=Path, default=None,
+                        help="Resources folder to install into (default: the package's Resources, SCDL_RESOURCES)")
+    parser.add_argument("--no-install", action="store_true", help="build and verify the package only")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"pipeline check: {SMOKE_ITERATIONS} iterations, 2 unlabeled phantoms; installs only "
+                             "into an explicit --resources folder")
+    args = parser.parse_args(argv)
+
+    from scdl.resources import resources_dir
+
+    started = time.monotonic()
+    cohort, config_path = load_recipe(args.recipe)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    budget = dict(cohort["budget"])
+    minutes = float(args.minutes if args.minutes is not None else budget["minutes"])
+    resources = (args.resources or resources_dir()).resolve()
+    if args.smoke and not args.no_install and args.resources is None:
+        raise fail("--smoke installs only into an explicit --resources folder (a smoke model is never shipped).")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+
+    manifest, described = build_cohort(cohort, args.data.resolve(), out / "cohort", args.smoke)
+    calibration = None
+    iterations = args.iterations or (SMOKE_ITERATIONS if args.smoke else None)
+    if iterations is None:
+        rate = measure_speed(manifest, config_path, out, int(budget["calibration_iterations"]), args.device, cache)
+        iterations = plan_iterations(rate, minutes, budget)
+        calibration = {"it_per_s": round(rate, 4), "minutes": minutes, "planned_iterations": iterations}
+        log(f"calibration: {rate:.3f} it/s -> {iterations} iterations for {minutes:g} min")
+    deadline = minutes * 60.0 * float(budget["hard_limit_factor"]) if calibration else None
+    training = train(manifest, config_path, out, iterations, args.device, cache, deadline)
+    run_model = out / "train" / "model"
+
+    from scdl.models.package import ModelPackage
+
+    run_pkg = ModelPackage.load(run_model, verify=True)
+    held_out = held_out_metrics(run_model, cohort, args.data.resolve(), out / "eval", args.device)
+    machine = machine_info(str(training.get("device") or args.device))
+    machine["calibration"] = calibration
+    card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, args.smoke)
+    package = write_package(card, run_pkg.state_dicts(), run_pkg.labels, out / "package")
+    size = package_size_mb(package)
+    if size > float(cohort["max_package_mb"]):
+        raise fail(f"{package}: {size:.1f} MB, over the {cohort['max_package_mb']} MB limit of a bundled model.")
+    summary = {"package": str(package), "size_mb": round(size, 2), "iterations": card["provenance"]["iterations"],
+               "training_time_s": card["provenance"]["training_time_s"], "held_out": held_out,
+               "calibration": calibration}
+    if not args.no_install:
+        target = install(package, resources, cohort["model_id"])
+        summary["installed"] = str(target)
+        summary["demo"] = demo_check(resources, out / "demo", args.device, held_out)
+        log(f"installed {target} ({size:.1f} MB); scdl demo: {summary['demo']}")
+    summary["total_minutes"] = round((time.monotonic() - started) / 60.0, 2)
+    from scdl.io.atomic import atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
