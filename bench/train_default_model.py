@@ -415,7 +415,8 @@ def readme_text(card: dict[str, Any]) -> str:
                   f"**{m['mean_dice_labelled_organs']}** (evaluate convention, false positives included: "
                   f"{m['mean_dice']}).", "", "| organ | Dice | HD95 mm | ASD mm | status |", "|---|---|---|---|---|"]
         for organ, s in m["organs"].items():
-            lines.append(f"| {organ} | {s['dice']} | {s['hd95_mm']} | {s['asd_mm']} | {s['status']} |")
+            cells = ["-" if s[k] is None else f"{s[k]:.4g}" for k in ("dice", "hd95_mm", "asd_mm")]
+            lines.append(f"| {organ} | {' | '.join(cells)} | {s['status']} |")
         lines.append("")
     lines += ["Training-set numbers are never reported as accuracy. Licence of the weights: " + card["licence"], ""]
     return "\n".join(lines)
