@@ -45,7 +45,7 @@ def _ensureSegmentLibImportable():
 
 _ensureSegmentLibImportable()
 
-from SCDLSegmentLib import commands, devices, models  # noqa: E402
+from SCDLSegmentLib import commands, devices, models, sceneio  # noqa: E402
 from SCDLSegmentLib import dependencies as deps  # noqa: E402
 from SCDLSegmentLib.childoutput import format_seconds  # noqa: E402
 from SCDLTrainLib import SUBMODULES  # noqa: E402
@@ -1174,32 +1174,37 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         return (item, models.load_card(item)) if item else (None, {})
 
     # -- review -------------------------------------------------------------------------------------
-    def validationVolumes(self, runDir=None) -> list:
-        """The validation cases as volume nodes: from the scene cohort (the volumes themselves), else the
-        run's manifest / folders (the images are loaded into the scene)."""
-        node = self.getParameterNode()
-        if node.cohortSource == "scene":
-            return [c.volume for c in self.sceneCases(node.valFraction) if c.split == "val" and c.labeled]
+    def validationVolumes(self, runDir) -> list:
+        """The validation cases of a run as volume nodes: the scene volumes a scene cohort was exported from
+        (manifest column ``volume_id``), else the images of the run's manifest or folders, loaded into the
+        scene. Cases that cannot be loaded here (DICOM folders) are left out."""
+        import json
+
         from scdl.training.cohort import load_folders, load_manifest
 
-        if node.cohortSource == "manifest":
-            cohort = load_manifest(node.manifestPath)
+        config = json.loads(open(os.path.join(str(runDir), "config.json"), encoding="utf-8").read())
+        spec = config.get("cohort") or {}
+        if spec.get("manifest"):
+            cohort = load_manifest(spec["manifest"])
         else:
-            cohort = load_folders(node.labeledFolder or None, node.unlabeledFolder or None, node.valFolder or None,
-                                  node.sourceLabels or None)
+            cohort = load_folders(spec.get("labeled"), spec.get("unlabeled"), spec.get("val"), spec.get("labels"))
         volumes = []
         for case in cohort.val:
-            if os.path.isfile(str(case.image)):
-                volume = slicer.modules.volumes.logic().AddArchetypeVolume(str(case.image), case.name, 0)
-                if volume is not None:
-                    volumes.append(volume)
+            node = slicer.mrmlScene.GetNodeByID(case.extra.get("volume_id") or "") if case.extra.get("volume_id") else None
+            if node is None and os.path.isfile(str(case.image)):
+                node = slicer.modules.volumes.logic().AddArchetypeVolume(str(case.image), case.extra.get("name") or case.name, 0)
+            if node is not None:
+                volumes.append(node)
         return volumes
 
     def startReview(self, modelId: str, device: str = "auto", runDir=None, volumes=None) -> review.ReviewJob:
         """Segment the validation cases (or ``volumes``) with ``modelId`` using SCDLSegment's Logic."""
         import SCDLSegment
 
-        volumes = self.validationVolumes(runDir) if volumes is None else list(volumes)
+        if volumes is None:
+            runDir = runDir or self.getParameterNode().runFolder
+            volumes = self.validationVolumes(runDir)
+        volumes = list(volumes)
         if not volumes:
             raise ValueError(_("There is no validation case to segment."))
         segmentLogic = SCDLSegment.SCDLSegmentLogic(self.backend)
@@ -1267,7 +1272,7 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} segmentation")
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, segmentation)
-        slicer.mrmlScene.RemoveNode(labelmap)
+        sceneio.remove_node(labelmap)
         for index, segmentName in enumerate(("Liver", "spleen")):
             segmentation.GetSegmentation().GetNthSegment(index).SetName(segmentName)
         return volume, segmentation
@@ -1336,7 +1341,7 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
             self.assertTrue(np.allclose(loaded.GetOrigin(), volumeA.GetOrigin()))
             with open(result.manifest, encoding="utf-8") as handle:
                 header = handle.readline().strip()
-            self.assertEqual(header, "image,label,split,labels,name")
+            self.assertEqual(header, "image,label,split,labels,name,volume_id")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -1371,7 +1376,7 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
             self.assertTrue(job.succeeded, job.error_message())
             self.assertEqual([int(r["iteration"]) for r in job.monitor.loss_rows], [1, 2])
             modelId = logic.registerModel(job.model_dir, timeout=300)
-            self.assertEqual(modelId, "run-selftest-run")
+            self.assertTrue(modelId.startswith("run-selftest-run"), modelId)
             item, card = logic.modelCard(modelId)
             self.assertTrue(item["installed"])
             self.assertEqual(card["provenance"]["iterations"], 2)

@@ -5,7 +5,8 @@ cancelled export leaves nothing half-written)::
 
     images/<case>.nrrd      the CT volume with its own IJK->RAS (a parent transform is not hardened)
     labels/<case>.nrrd      its segments as ONE label map on the volume's grid, in the model's numbering
-    manifest.csv            image,label,split,labels,name  (labels empty: the model's numbering)
+    manifest.csv            image,label,split,labels,name,volume_id  (labels empty: the model's numbering;
+                            name and volume_id say which scene volume a row came from)
 
 Segments are exported onto the volume's grid by Slicer's own ``ExportSegmentsToLabelmapNode`` (nearest
 neighbour; transforms between segmentation and volume are applied), then relabelled from segment order to
@@ -102,7 +103,9 @@ def _own_volume_mm3(segmentation_node, segment_id: str) -> tuple[int, float]:
     scalars = image.GetPointData().GetScalars() if image.GetPointData() is not None else None
     if scalars is None:
         return 0, 0.0
-    count = int(np.count_nonzero(numpy_support.vtk_to_numpy(scalars)))
+    # segments may share one labelmap (each with its own label value): count this segment's value only
+    value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    count = int(np.count_nonzero(numpy_support.vtk_to_numpy(scalars) == value))
     return count, count * float(np.prod(image.GetSpacing()))
 
 
@@ -235,11 +238,11 @@ def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], fo
                 voxels = {int(v): int(n) for v, n in zip(values, counts) if v != 0}
             row_tag = f"{MANIFEST_NAME}:{len(rows) + 2}"
             rows.append({"image": f"images/{image.name}", "label": f"labels/{label_path.name}" if label_path else "",
-                         "split": case.split, "labels": "", "name": case.name})
+                         "split": case.split, "labels": "", "name": case.name, "volume_id": case.volume_id})
             result.cases.append(ExportedCase(case.name, case.split, folder / "images" / image.name,
                                              folder / "labels" / label_path.name if label_path else None, row_tag, voxels))
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", "label", "split", "labels", "name"], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=["image", "label", "split", "labels", "name", "volume_id"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         (tmp / MANIFEST_NAME).write_text(buffer.getvalue(), encoding="utf-8")

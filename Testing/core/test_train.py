@@ -185,16 +185,23 @@ def test_sigterm_checkpoints_and_kill9_resumes(manifest: Path, cache_dir: Path, 
             "--set", "augment.flip=false", "--set", "augment.intensity=false", "--set", "augment.noise=false"]
     # 1) SIGTERM (sent once the first checkpoint exists, i.e. after the handlers are installed): the run saves a
     #    checkpoint at the iteration it reached and exits 130
-    def terminate() -> None:
-        deadline = time.monotonic() + 120
-        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
     import threading
 
+    finished = threading.Event()
+
+    def terminate() -> None:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline and not finished.is_set():
+            time.sleep(0.05)
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
     threading.Thread(target=terminate, daemon=True).start()
-    assert _main_restoring_signals(args) == 130
+    try:
+        code = _main_restoring_signals(args)
+    finally:
+        finished.set()
+    assert code == 130
     captured = capsys.readouterr()
     stopped_at = load_checkpoint(run / "checkpoint.pt")["iteration"]
     assert stopped_at >= 3 and f"--resume {run}" in captured.err

@@ -68,3 +68,78 @@ def fake_qt():
     qt.reset()
     yield qt
     qt.reset()
+
+
+# -- SCDLTrain ------------------------------------------------------------------------------------------
+# SCDLTrain imports SCDLSegmentLib (installed side by side in Slicer); here its folder joins SCDLSegment's.
+import sys as _sys  # noqa: E402
+
+from harness import REPO as _REPO  # noqa: E402
+
+if str(_REPO / "SCDLTrain") not in _sys.path:
+    _sys.path.insert(0, str(_REPO / "SCDLTrain"))
+
+#: Blocks cut out of patient A for the SCDLTrain tests: (name, start index (x, y, z) in the 3 mm CT, labeled).
+#: 80x64x48 voxels each, downsampled 2x to 40x32x24 voxels of 6 mm; the organs of the upper abdomen are inside.
+TRAIN_BLOCKS = (("blockA", (8, 16, 60), True), ("blockB", (30, 28, 64), True), ("blockC", (20, 20, 56), False))
+TRAIN_BLOCK_SIZE = (80, 64, 48)
+
+
+@pytest.fixture(scope="session")
+def train_blocks(tmp_path_factory, patient_a_ct, patient_a_seg):
+    """Patient A cut into three small 6 mm blocks: ``{name: (ct.nrrd, labels.nrrd or None)}``.
+
+    The CT is averaged 2x2x2 (``BinShrink``); the TotalSegmentator label map is resampled onto the shrunk
+    grid (nearest neighbour), so each label map lies exactly on its CT's grid.
+    """
+    import SimpleITK as sitk
+
+    folder = tmp_path_factory.mktemp("train_blocks")
+    ct, seg = sitk.ReadImage(str(patient_a_ct)), sitk.ReadImage(str(patient_a_seg))
+    out = {}
+    for name, start, labeled in TRAIN_BLOCKS:
+        image = sitk.BinShrink(sitk.RegionOfInterest(ct, TRAIN_BLOCK_SIZE, start), [2, 2, 2])
+        sitk.WriteImage(image, str(folder / f"{name}.nrrd"))
+        label_path = None
+        if labeled:
+            label = sitk.Resample(sitk.RegionOfInterest(seg, TRAIN_BLOCK_SIZE, start), image, sitk.Transform(),
+                                  sitk.sitkNearestNeighbor, 0, seg.GetPixelID())
+            label_path = folder / f"{name}_labels.nrrd"
+            sitk.WriteImage(label, str(label_path))
+        out[name] = (folder / f"{name}.nrrd", label_path)
+    return out
+
+
+def load_train_block(harness, ct_path, label_path=None, name=None):
+    """A block into the scene: the CT volume and (if labeled) a segmentation that refers to it, whose segments
+    carry the TotalSegmentator names of their label values (e.g. 5 -> "liver", 2 -> "kidney_right")."""
+    from scdl.labels.table import LabelTable
+    from SCDLSegmentLib import sceneio
+
+    name = name or ct_path.stem
+    volume = harness.volumes.AddArchetypeVolume(str(ct_path), name, 0)
+    if label_path is None:
+        return volume, None
+    labelmap = harness.volumes.AddArchetypeVolume(str(label_path), f"{name} labels", 1)
+    segmentation = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} segmentation")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    harness.segmentations.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    sceneio.remove_node(labelmap)
+    table = LabelTable.load("totalsegmentator_v2")
+    content = segmentation.GetSegmentation()
+    for index in range(content.GetNumberOfSegments()):
+        segment = content.GetNthSegment(index)
+        segment.SetName(table.by_value(segment.GetLabelValue()).name)
+    return volume, segmentation
+
+
+@pytest.fixture
+def train_scene(slicer_app, train_blocks):
+    """A scene with two labeled blocks of patient A (TotalSegmentator segmentations) and one unlabeled block."""
+    return {name: load_train_block(slicer_app, *train_blocks[name], name=name) for name, _start, _lab in TRAIN_BLOCKS}
+
+
+@pytest.fixture(scope="session")
+def train_block_loader():
+    """``load_train_block(harness, ct_path, label_path, name)`` for tests that build their own scene."""
+    return load_train_block

@@ -12,7 +12,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from scdl.io.atomic import atomic_write_text
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from scdl.errors import Cancelled, ScdlError
@@ -55,10 +54,17 @@ class TrainResult:
 
 
 class _NullProgress:
-    """Stand-in for scdl.progress.Progress when the caller gives none."""
+    """Silent stand-in for scdl.progress.Progress (no reporter given, or a distributed rank other than 0);
+    stop requests of ``source`` (its signal handlers) still count."""
 
     mode = "none"
-    cancelled = False
+
+    def __init__(self, source: Any = None):
+        self.source = source
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.source is not None and self.source.cancelled)
 
     def event(self, *a: Any, **k: Any) -> None: ...
     def emit(self, *a: Any, **k: Any) -> None: ...
@@ -118,7 +124,7 @@ class Trainer:
         self.device = device
         self.dist = init_distributed(device.type)
         if not self.dist.is_main:
-            self.progress = _NullProgress()         # rank 0 reports for everyone
+            self.progress = _NullProgress(self.progress)     # rank 0 reports for everyone
 
     def _setup_labels_and_init(self) -> None:
         from scdl.labels.table import LabelTable
@@ -344,6 +350,7 @@ class Trainer:
                             labeled=len(labeled), unlabeled=len(unlabeled), validation=len(val_cases),
                             validation_source=self.report.validation_source if self.report else "val")
         bar = self._bar(start, total)
+        self._tqdm = bar
         iteration = start
         t_start = time.monotonic()
         window_t, window_wait, window_n = time.monotonic(), 0.0, 0
@@ -375,6 +382,8 @@ class Trainer:
                     self.progress.event("iteration", iteration=iteration, iterations=total, loss=means, lr=lr,
                                         it_per_s=round(it_s, 4), eta_s=round(eta, 1),
                                         data_wait=round(row["data_wait"], 4))
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['total']:.4g}", lr=f"{lr:.3g}", refresh=False)
                     sums, window_t, window_wait, window_n = {}, now, 0.0, 0
                 every = int(cfg["validation"]["every"])
                 if every >= 0 and ((every and iteration % every == 0) or iteration == total):
@@ -476,6 +485,10 @@ class Trainer:
                 ckpt.save_checkpoint(self.run_dir / ckpt.BEST_NAME,
                                      {"iteration": int(iteration), "best": dict(self.best),
                                       "networks": self.step.network_state_dicts()})
+            if getattr(self, "_tqdm", None) is not None:
+                best = self.best.get("mean_dice", float("nan"))
+                self._tqdm.write(f"iteration {iteration}: validation mean Dice {result['mean_dice']:.4f} "
+                                 f"(best {best:.4f} at iteration {self.best.get('iteration')})", file=sys.stderr)
             self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
                                 dice={k[5:]: v for k, v in row.items() if k.startswith("dice_")},
                                 best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),

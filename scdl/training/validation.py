@@ -8,7 +8,7 @@ case (skipped in means); absent from one only: Dice 0.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch

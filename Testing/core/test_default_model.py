@@ -1,0 +1,162 @@
+"""The default model: its recipe (split hygiene, settings, size), the packaging code of
+bench/train_default_model.py, and the shipped package in Resources/Models/scdl-abdominal-ct."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "Resources" / "Models" / "recipes" / "scdl-abdominal-ct"
+SHIPPED = REPO / "Resources" / "Models" / "scdl-abdominal-ct"
+PATIENT_A = "totalsegmentator-fixtures/patient-A"
+PATIENT_B = "totalsegmentator-fixtures/patient-B"
+
+
+@pytest.fixture(scope="module")
+def recipe_script():
+    spec = importlib.util.spec_from_file_location("train_default_model", REPO / "bench" / "train_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_default_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipe(recipe_script):
+    cohort, config = recipe_script.load_recipe(RECIPE)
+    return cohort, json.loads(config.read_text())
+
+
+def test_recipe_split_keeps_patient_b_out(recipe, recipe_script):
+    cohort, _ = recipe
+    assert [c["patient"] for c in cohort["labeled"]] == [PATIENT_A]
+    assert [c["patient"] for c in cohort["held_out"]] == [PATIENT_B]
+    trained_files = {c[k] for c in cohort["labeled"] for k in ("image", "label")}
+    assert not trained_files & {c[k] for c in cohort["held_out"] for k in ("image", "label")}
+    assert "example_ct_sm.nii.gz" not in " ".join(trained_files | {c["image"] for c in cohort["held_out"]})
+    bad = json.loads(json.dumps(cohort))
+    bad["labeled"].append(dict(bad["held_out"][0]))
+    with pytest.raises(SystemExit, match="both a training and a held-out patient"):
+        recipe_script.check_split(bad)
+
+
+def test_recipe_config_is_a_valid_training_config(recipe):
+    from scdl.training.config import resolve_config
+
+    _, config = recipe
+    resolved = resolve_config(config["preset"], RECIPE / "config.json")
+    assert resolved["framework"] == "cps-scdl"
+    assert resolved["preprocessing"]["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert resolved["network"]["n_filters"] == 8
+    # a flip along x without swapping left/right organs would teach the wrong side
+    assert resolved["augment"]["flip"] is False
+    # no checkpoint selection (that would need a validation patient): validation only at the end
+    assert resolved["validation"]["every"] == 0
+
+
+def test_package_size_of_the_recipe_fits_the_bundle_limit(recipe):
+    """Weights of the 2-network ensemble in float32, from the network's own tensor shapes."""
+    import torch
+
+    from scdl.labels.table import LabelTable
+    from scdl.networks.vnet import build_network
+
+    cohort, config = recipe
+    arch = {"name": "vnet", "in_channels": 1, "n_classes": LabelTable.load("synapse").num_classes,
+            "n_filters": config["network"]["n_filters"], "norm": "batch"}
+    with torch.device("meta"):
+        state = build_network(arch).state_dict()
+    floats = sum(v.numel() for k, v in state.items() if v.dtype.is_floating_point)
+    size_mb = 2 * floats * 4 / 1e6
+    assert 15 < size_mb < cohort["max_package_mb"] == 25          # measured package: 19.0 MB
+
+
+def test_z_crops_keep_geometry_and_labels(patient_a_ct, patient_a_seg, tmp_path, recipe_script):
+    pairs = recipe_script.z_crops(patient_a_ct, patient_a_seg, tmp_path, 0.6)
+    full = sitk.ReadImage(str(patient_a_seg))
+    arr = sitk.GetArrayFromImage(full)
+    assert len(pairs) == 2
+    depth = round(112 * 0.6)
+    for (img_path, lab_path), z0 in zip(pairs, (0, 112 - depth)):
+        img, lab = sitk.ReadImage(str(img_path)), sitk.ReadImage(str(lab_path))
+        assert img.GetSize() == lab.GetSize() == (122, 101, depth)
+        assert np.allclose(img.GetOrigin(), full.TransformIndexToPhysicalPoint((0, 0, z0)))
+        assert np.array_equal(sitk.GetArrayFromImage(lab), arr[z0:z0 + depth])
+
+
+def test_summarise_scores_headline_counts_only_labelled_organs(recipe_script):
+    report = {"spacing_mm": [1.0, 1.0, 2.0], "mean": {"dice": 0.45, "hd95_mm": 5.0, "asd_mm": 1.0},
+              "classes": [
+                  {"name": "liver", "dice": 0.9, "hd95_mm": 5.0, "asd_mm": 1.0, "gt_voxels": 10, "status": "ok"},
+                  {"name": "spleen", "dice": 0.0, "hd95_mm": None, "asd_mm": None, "gt_voxels": 5, "status": "missed"},
+                  {"name": "gallbladder", "dice": 0.0, "hd95_mm": None, "asd_mm": None, "gt_voxels": 0,
+                   "status": "false_positive"},
+                  {"name": "aorta", "dice": None, "hd95_mm": None, "asd_mm": None, "gt_voxels": 0, "status": "absent"}]}
+    out = recipe_script.summarise_scores(report)
+    assert out["mean_dice_labelled_organs"] == 0.45 and out["organs_labelled"] == 2
+    assert out["false_positive_organs"] == ["gallbladder"] and "aorta" not in out["organs"]
+
+
+def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
+    """The packaging step on small random networks: the package verifies and its card says what it must."""
+    from model_factory import make_tiny_package
+
+    from scdl.cli.demo import training_status
+    from scdl.models.package import ModelPackage
+
+    cohort, config = recipe
+    run = ModelPackage.load(make_tiny_package(tmp_path / "run"))
+    run_card = json.loads(json.dumps(run.card))
+    run_card["provenance"].update(framework="cps-scdl", iterations=7, training_time_s=12.5)
+    described = {"labeled": [{**cohort["labeled"][0], "cases_in_manifest": ["a", "b"]}], "phantoms": cohort["phantoms"]}
+    held = {PATIENT_B: recipe_script.summarise_scores(
+        {"spacing_mm": [1, 1, 2], "mean": {"dice": 0.5, "hd95_mm": 3.0, "asd_mm": 1.0},
+         "classes": [{"name": "liver", "dice": 0.5, "hd95_mm": 3.0, "asd_mm": 1.0, "gt_voxels": 9, "status": "ok"}]})}
+    card = recipe_script.build_card(run_card, cohort, described, config, held, {"iteration": 7},
+                                    {"device": "cpu", "cpu_count": 2, "torch": "x"}, smoke=True)
+    package = recipe_script.write_package(card, run.state_dicts(), run.labels, tmp_path / "pkg")
+    loaded = ModelPackage.load(package, verify=True)
+    prov = loaded.card["provenance"]
+    assert loaded.card["id"] == "scdl-abdominal-ct" and "README.md" in loaded.manifest
+    assert prov["training_patients"] == [PATIENT_A] and prov["held_out_patients"] == [PATIENT_B]
+    assert prov["validation_metrics"]["held_out"][PATIENT_B]["mean_dice_labelled_organs"] == 0.5
+    assert prov["iterations"] == 7 and prov["training_time_s"] == 12.5 and prov["framework"] == "cps-scdl"
+    assert "CC BY 4.0" in prov["data_licence"] and "CC BY 4.0" in loaded.card["licence"]
+    assert "not for clinical use" in loaded.card["intended_use"].lower()
+    assert loaded.card["warnings"][0].startswith("SMOKE RUN")
+    assert any("esophagus" in w for w in loaded.card["warnings"])
+    readme = (package / "README.md").read_text()
+    assert "| liver | 0.5 |" in readme and "Held out (never trained on): " + PATIENT_B in readme
+    assert training_status(loaded.card, PATIENT_B)[0] == "held-out"
+    # a tampered package no longer verifies (same size, one character changed)
+    (package / "README.md").write_text(readme.replace("liver", "lover", 1))
+    from scdl.errors import ScdlError
+
+    with pytest.raises(ScdlError, match="SHA-256"):
+        ModelPackage.load(package, verify=True)
+
+
+def test_catalog_names_the_bundled_default(recipe_script):
+    recipe_script.check_catalog(REPO / "Resources", "scdl-abdominal-ct")
+
+
+@pytest.mark.xfail(not SHIPPED.exists(), strict=True,
+                   reason="the default model is not trained yet: run python bench/train_default_model.py --out runs/default")
+def test_shipped_default_model_verifies():
+    from scdl.models.package import ModelPackage
+
+    pkg = ModelPackage.load(SHIPPED, verify=True)
+    card, prov = pkg.card, pkg.card["provenance"]
+    assert card["id"] == "scdl-abdominal-ct" and pkg.networks == 2
+    assert not any(w.startswith("SMOKE RUN") for w in card["warnings"])
+    assert PATIENT_B in prov["held_out_patients"] and PATIENT_B not in prov["training_patients"]
+    held = prov["validation_metrics"]["held_out"][PATIENT_B]
+    assert 0.0 <= held["mean_dice_labelled_organs"] <= 1.0 and held["organs_labelled"] == 8
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 25e6
