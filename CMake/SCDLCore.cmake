@@ -6,7 +6,18 @@
 set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/__init__.py
   scdl/__main__.py
+  scdl/bench/__init__.py
+  scdl/bench/ssl_aggregate.py
+  scdl/bench/ssl_benchmark.py
+  scdl/bench/ssl_cohort.py
+  scdl/bench/ssl_configs.py
+  scdl/bench/ssl_report.py
+  scdl/bench/ssl_score.py
+  scdl/bench/ssl_settings.py
+  scdl/bench/ssl_train.py
   scdl/cli/__init__.py
+  scdl/cli/bench.py
+  scdl/cli/demo.py
   scdl/cli/evaluate.py
   scdl/cli/main.py
   scdl/cli/models.py
@@ -104,6 +115,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/runlog.py
   scdl/training/sample_cohort.py
   scdl/training/sampling.py
+  scdl/training/schedule.py
   scdl/training/step.py
   scdl/training/trainer.py
   scdl/training/validation.py
@@ -117,6 +129,14 @@ set(SCDL_SHARED_RESOURCES
   Resources/Labels/amos.csv
   Resources/Labels/synapse.csv
   Resources/Labels/totalsegmentator_v2.csv
+  Resources/Models/recipes/scdl-abdominal-ct/cohort.json
+  Resources/Models/recipes/scdl-abdominal-ct/config.json
+  Resources/Sample/PROVENANCE.txt
+  Resources/Sample/README.md
+  Resources/Sample/make_sample.py
+  Resources/Sample/sample.json
+  Resources/Sample/sample_ct.nii.gz
+  Resources/Sample/sample_labels.nii.gz
   )
 
 ctkMacroCompilePythonScript(

@@ -257,8 +257,12 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setHorizontalHeaderLabels(list(columns))
 
     def cleanup(self) -> None:
-        if self._task is not None and self._task[0] != "train":
-            self._task[1].cancel()  # a training run keeps going: it is stopped with Stop (checkpoint)
+        if self._task is not None:
+            kind, job = self._task
+            if kind == "train":
+                job.stop()  # Slicer is closing: the run saves a checkpoint, Resume continues it later
+            else:
+                job.cancel()
         self.removeObservers()
         if self._timer is not None:
             self._timer.stop()
@@ -282,6 +286,11 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent is not None and self.parent.isEntered:
             self.initializeParameterNode()
+        if self._task is not None and self._task[0] == "train":
+            # the run goes on (it only writes files); its curves are drawn again in the new scene
+            job = self._task[1]
+            self._curves = self.logic.curvesForRun(job.run_dir)
+            self.logic.updateCurves(self._curves, job.monitor)
 
     def onSceneChanged(self, caller=None, event=None) -> None:
         """A volume or segmentation was added or removed: the last check no longer describes the scene."""
@@ -610,7 +619,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        _("Check the cohort first: Start is enabled when the check found no error "
                                          "and nothing changed since."))
         self.ui.stopButton.enabled = training and not self._task[1].cancelled
-        self.ui.resumeButton.enabled = bool(node) and not busy and bool(node.runFolder) and handoff.can_resume(node.runFolder)
+        self.ui.resumeButton.enabled = bool(node) and not busy and self._resumeTarget() is not None
         self.ui.reviewButton.enabled = bool(node) and not busy and bool(node.trainedModelId)
         self.ui.openRunFolderButton.enabled = bool(node) and bool(node.runFolder) and os.path.isdir(node.runFolder)
         self.ui.showCurvesButton.enabled = self._curves is not None
@@ -733,17 +742,31 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node.runFolder = str(opts.run_dir)
         self._beginRun(job)
 
+    def _resumeTarget(self):
+        """The run that Resume continues: the last run of the panel, else ``runsFolder/runName`` (so a run
+        stopped in an earlier session is resumed by typing its name); None when neither can resume."""
+        node = self._parameterNode
+        if node is None:
+            return None
+        candidates = [node.runFolder]
+        if node.runsFolder and node.runName:
+            candidates.append(os.path.join(node.runsFolder, node.runName))
+        return next((c for c in candidates if c and handoff.can_resume(c)), None)
+
     def onResume(self) -> None:
         if self._task is not None:
             return
         node = self._parameterNode
-        if not node.runFolder or not handoff.can_resume(node.runFolder):
-            self._error(_("There is no stopped run to resume in {folder}.").format(folder=node.runFolder))
+        target = self._resumeTarget()
+        if target is None:
+            self._error(_("There is no stopped run to resume (a run folder with config.json and checkpoint.pt "
+                          "and no model yet): type the run's name, or start a new run."))
             return
         if not self.ensureDependencies():
             return
+        node.runFolder = target
         try:
-            job = self.logic.resumeTraining(node.runFolder, node.device)
+            job = self.logic.resumeTraining(target, node.device)
         except Exception as err:  # noqa: BLE001
             self._error(_("Could not resume the training: {error}").format(error=err))
             return
@@ -1010,10 +1033,14 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
     def caseProblem(self, problem: dict, exported=None):
         """A problem of the core's check as a per-case row (the manifest row named by the volume's name)."""
         case = problem.get("case") or ""
-        if exported is not None:
-            case = exported.case_for_row(case) or case
-        if case and (os.sep in case or "/" in case):  # a folder cohort names the folder: show the file
-            case = os.path.basename(problem.get("path") or case)
+        path = problem.get("path") or ""
+        name = exported.case_for_row(case) if exported is not None else None
+        if name:
+            case = name
+        elif case and (os.sep in case or "/" in case):  # a folder cohort names the folder: show the file
+            case = os.path.basename(path or case)
+        elif case and path:                             # a manifest row: "manifest.csv:3 (file name)"
+            case = f"{case} ({os.path.basename(path)})"
         return scenecohort.CaseProblem(str(problem.get("severity", "error")), str(problem.get("code", "")),
                                        str(problem.get("message", "")), case, str(problem.get("fix", "")),
                                        str(problem.get("path", "")))

@@ -14,6 +14,11 @@ Formulas, fitted to those points by least squares when first used:
 - peak memory: ``RSS = m0 + m1·V + m2·V·w`` (MiB) per framework (within 14 % of every measured point), the
   activation part scaled with the patches per step like the time.
 
+Checked against whole runs: bench/train.py (docs/training.md: CPS+SCDL, cpu preset, 48³, width 8) measured
+1.60 CPU s/it and 1076 MiB, the formula gives 1.59 s and 973 MiB; the run of docs/slicer_train.md (32³, width 8,
+300 iterations, 6 validation passes) took 161 CPU s in all (imports, check, validation included) and peaked at
+858 MiB, the formula gives 135 s and 597 MiB for its training steps: validation passes need more memory.
+
 What it leaves out, and the panel says so: validation passes, preprocessing of the cohort, data loading,
 more than one CPU thread (faster), other CPUs, and GPUs (not calibrated: no estimate is shown; the live ETA
 of the run replaces any estimate after the first iterations). Outside the measured range (patch 32-64,
@@ -64,7 +69,8 @@ class Estimate:
             return f"Estimate: {self.note}"
         flag = " (extrapolated beyond the measured range)" if self.extrapolated else ""
         return (f"Estimate{flag}: about {self.seconds_per_iteration:.2g} s per iteration, "
-                f"{format_seconds(self.total_seconds)} in all, peak memory about {self.peak_memory_mib / 1024:.1f} GiB. "
+                f"{format_seconds(self.total_seconds)} in all; the training steps need about "
+                f"{self.peak_memory_mib / 1024:.1f} GiB of memory. "
                 f"{self.note}")
 
 

@@ -84,6 +84,7 @@ class ReviewJob:
                 else:
                     node = result.segmentation_node
                     node.SetAttribute(PREDICTION_ATTRIBUTE, self.model_id)
+                    node.SetName(f"{item.name} - {self.model_id}")   # apart from the case's own segmentation
                     item.status, item.segmentation_id = "done", node.GetID()
             self._next()
         return lines
