@@ -292,8 +292,12 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._curves = self.logic.curvesForRun(job.run_dir)
             self.logic.updateCurves(self._curves, job.monitor)
 
-    def onSceneChanged(self, caller=None, event=None) -> None:
-        """A volume or segmentation was added or removed: the last check no longer describes the scene."""
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onSceneChanged(self, caller=None, event=None, node=None) -> None:
+        """A CT volume or a segmentation was added or removed: the last check no longer describes the scene."""
+        if node is not None and (node.IsA("vtkMRMLLabelMapVolumeNode") or not (
+                node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLSegmentationNode"))):
+            return
         if self._parameterNode and self._parameterNode.cohortSource == "scene" and self._check is not None:
             self._check = None
             self._updateButtons()
@@ -810,6 +814,10 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done: {iterations} iterations in {time}. Registering the model...").format(
             iterations=monitor.iteration, time=format_seconds(float(monitor.result.get("elapsed_s") or 0.0)))
         node.runName = self.logic.newRunName()  # the next Start goes into a new folder
+        if job.model_dir is None:
+            self._error(_("The training ended without reporting its model package; look into {folder}.").format(
+                folder=job.run_dir))
+            return
         self._register(job.model_dir)
 
     def _register(self, modelDir) -> None:

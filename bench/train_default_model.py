@@ -1,6 +1,6 @@
 """Build the default model ``scdl-abdominal-ct`` from the real CT in ``shared/data``: ONE documented command.
 
-    python bench/train_default_model.py --out runs/default               # ~45 min training budget, then installs
+    python bench/train_default_model.py --out runs/default               # 50 min training budget (recipe), then installs
     python bench/train_default_model.py --out runs/default --minutes 90  # a longer run
     python bench/train_default_model.py --out runs/smoke --smoke --resources /tmp/res   # pipeline check (minutes)
 
@@ -504,7 +504,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="work folder (cohort, runs, package, reports)")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="training wall-time budget in minutes (default: the recipe's, 45)")
+                        help="training wall-time budget in minutes (default: the recipe's, 50)")
     parser.add_argument("--iterations", type=int, default=None, help="fixed iteration count (skips calibration)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="recipe folder (config.json, cohort.json)")

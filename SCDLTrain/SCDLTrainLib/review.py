@@ -8,7 +8,7 @@ a prediction for a label. Driven by ``poll()`` like the other jobs. No Qt here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from SCDLTrainLib.scenecohort import PREDICTION_ATTRIBUTE

@@ -222,3 +222,20 @@ def test_weights_are_never_unpickled(pkg_dir, monkeypatch):
     monkeypatch.setattr(torch, "load", forbidden)
     pkg = ModelPackage.load(pkg_dir)
     assert len(pkg.build_networks()) == 2
+
+
+def test_card_with_nan_metric_is_written_as_strict_json(tmp_path) -> None:
+    """A class absent from validation has Dice NaN: the card stays strict JSON (null), and loads again."""
+    import json
+
+    from scdl.models.package import ModelPackage, save_package
+
+    source = ModelPackage.load(make_tiny_package(tmp_path / "src", ensemble=1), verify=True)
+    card = dict(source.card)
+    card["provenance"] = dict(card.get("provenance") or {}, validation={"dice": {"liver": 0.5, "spleen": float("nan")}})
+    out = save_package(tmp_path / "nan", card, source.state_dicts(), source.labels)
+    text = (out / "card.json").read_text()
+    assert "NaN" not in text
+    parsed = json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert parsed["provenance"]["validation"]["dice"] == {"liver": 0.5, "spleen": None}
+    assert ModelPackage.load(out, verify=True).card["provenance"]["validation"]["dice"]["spleen"] is None

@@ -227,7 +227,15 @@ def test_check_of_the_scene_enables_start_until_something_changes(widget, train_
     assert widget.ui.cohortCountsLabel.text.startswith("1 labeled, 1 unlabeled, 1 validation case(s); 0 error(s)")
     assert widget.ui.cohortCountsLabel.text.endswith("Ready to start.")
     assert widget.ui.startButton.enabled is True
-    widget.onIterationsChanged(2000)                   # any change: check again before starting
+    slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")    # unrelated nodes change nothing
+    assert widget.ui.startButton.enabled is True
+    checked, iterations = widget._check, node.iterations
+    widget.onIterationsChanged(2000)                   # any change of the options: check again before starting
+    assert widget.ui.startButton.enabled is False
+    node.iterations, widget._check = iterations, checked                # back to the checked state ...
+    widget._updateButtons()
+    assert widget.ui.startButton.enabled is True
+    slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another CT")  # ... a new CT: check again
     assert widget.ui.startButton.enabled is False
     widget.onStart()
     assert "Check the cohort first" in dialogs.errors[-1] and widget._task is None
@@ -362,3 +370,24 @@ def test_one_confirmation_lists_all_missing_packages(widget, monkeypatch, dialog
     widget.onCheckCohort()
     assert len(dialogs.confirmations) == 1 and installed == [] and widget._task is None
     assert "  - monai>=1.3" in dialogs.confirmations[0]
+
+
+def test_review_segments_the_validation_cases_with_the_new_model(widget, patient_a_volume, coarse_model, scdl_home,
+                                                                  dialogs, monkeypatch):
+    import shutil
+
+    shutil.copytree(coarse_model, scdl_home / "models" / "coarse-test-model")
+    monkeypatch.setattr(widget.logic, "validationVolumes", lambda runDir: [patient_a_volume])
+    node = widget._parameterNode
+    node.trainedModelId, node.device = "coarse-test-model", "cpu"
+    widget._updateButtons()
+    assert widget.ui.reviewButton.enabled is True
+    widget.onReview()
+    assert widget._task[0] == "review"
+    assert widget.ui.resultStatusLabel.text == "Segmenting 1 validation case(s) with 'coarse-test-model'..."
+    _pump(widget, lambda: widget._task is None, timeout=120)
+    assert dialogs.errors == []
+    assert widget.ui.resultStatusLabel.text == "1 segmented, 0 failed, 0 cancelled (of 1)"
+    result = slicer.mrmlScene.GetFirstNodeByName("patientA - coarse-test-model")
+    assert result is not None and result.GetAttribute("SCDLTrain.Prediction") == "coarse-test-model"
+    assert widget.ui.progressBar.value == 100

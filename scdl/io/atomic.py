@@ -55,6 +55,7 @@ def atomic_path(target: os.PathLike | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _apply_umask(tmp)
         os.replace(tmp, target)
     except OSError as err:
         _remove(tmp)
@@ -96,6 +97,19 @@ def atomic_write_bytes(target: os.PathLike | str, data: bytes) -> None:
 def atomic_write_text(target: os.PathLike | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(path: Path) -> None:
+    """mkstemp creates files 0600; give the output the permissions a normal ``open()`` would (0666 & ~umask)."""
+    with contextlib.suppress(OSError):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_current_umask())
 
 
 def _remove(path: Path) -> None:

@@ -9,6 +9,7 @@ nothing is unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import zipfile
@@ -171,10 +172,21 @@ def package_files(card: dict[str, Any], state_dicts: list[dict], labels) -> dict
     # one metadata key only: safetensors stores metadata in a hash map, so several keys make the bytes vary
     weights = save_safetensors(tensors, metadata={"format": "pt"})
     return {
-        CARD_FILE: (json.dumps(card, indent=2) + "\n").encode("utf-8"),
+        CARD_FILE: (json.dumps(_json_safe(card), indent=2, allow_nan=False) + "\n").encode("utf-8"),
         card["labels"]: labels.to_csv_text().encode("utf-8"),
         card["weights"]: weights,
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: NaN/inf (e.g. the Dice of a class absent from validation) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def save_package(out_dir: Union[str, os.PathLike], card: dict[str, Any], state_dicts: list[dict], labels) -> Path:

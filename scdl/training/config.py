@@ -79,7 +79,8 @@ CPU_PRESET: dict[str, Any] = {
     "network": {"n_filters": 8},
     "preprocessing": {"mode": "spacing", "spacing_mm": [4.0, 4.0, 4.0]},
     "sampling": {"class_prob": 0.5},
-    "augment": {"flip": True, "intensity": True, "noise": True},
+    # no flips: a left-right flip without swapping the left/right organ labels teaches the wrong side
+    "augment": {"flip": False, "intensity": True, "noise": True},
     "data": {"num_workers": 1},
     "validation": {"every": 250, "sw_batch_size": 1},
     "checkpoint_every": 100,
