@@ -6,12 +6,10 @@ Nothing heavy is imported at module load: torch, SimpleITK and the core package 
 imported inside functions.
 """
 
-import importlib
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 import qt
@@ -33,6 +31,7 @@ from slicer.util import VTKObservationMixin
 from SCDLSegmentLib import SUBMODULES
 from SCDLSegmentLib import dependencies as deps
 from SCDLSegmentLib import commands, devices, jobs, models, sceneio, scenejob
+from SCDLSegmentLib.panel import PanelMixin
 
 PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image '
          'Segmentation", arXiv 2603.05202, 2026')
@@ -103,8 +102,12 @@ class SCDLSegmentParameterNode:
 #
 
 
-class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """GUI glue: widgets <-> parameter node, and a timer that polls the running job."""
+class SCDLSegmentWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI glue: widgets <-> parameter node, and a timer that polls the running job (the parts shared with
+    SCDLTrain are in ``SCDLSegmentLib.panel``)."""
+
+    HELPER_PACKAGE = "SCDLSegmentLib"
+    HELPER_SUBMODULES = SUBMODULES
 
     def __init__(self, parent=None) -> None:
         # State first: without a parent the base class calls setup() from its __init__. The base class also
@@ -130,14 +133,7 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def connectUi(self, ui, logic) -> None:
         """Wire the widgets (from the .ui file, or a stand-in in tests) to the handlers."""
-        self.ui = ui
-        self.logic = logic
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPollTimer)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._attach(ui, logic, qt.QTimer(), POLL_INTERVAL_MS)
 
         ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
@@ -162,35 +158,18 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self._task is not None:
             self._task[1].cancel()
-        self.removeObservers()
-        if self._timer is not None:
-            self._timer.stop()
+        self._detach()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._disconnectParameterNode(self._checkCanApply)
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None and self._task[0] == "segment":
             self._task[1].cancel()  # its result would land in the next scene
         self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent is not None and self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def onReload(self) -> None:
-        """Reload the helper package too (Slicer's Reload only re-reads this file)."""
-        for name in SUBMODULES:
-            module = sys.modules.get(f"SCDLSegmentLib.{name}")
-            if module is not None:
-                importlib.reload(module)
-        ScriptedLoadableModuleWidget.onReload(self)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -200,13 +179,8 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = first
 
     def setParameterNode(self, inputParameterNode) -> None:
+        self._connectParameterNode(inputParameterNode, self._checkCanApply)
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._selectModel(self._parameterNode.modelId)
             self._selectDevice(self._parameterNode.device)
         self._checkCanApply()
@@ -318,35 +292,9 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet (see Python dependencies).")
 
     # -- dependencies ------------------------------------------------------------------------------
-    def updateDependencyStatus(self) -> None:
-        plan = self.logic.dependencyPlan()
-        if plan.empty:
-            self.ui.dependenciesLabel.text = _("All required Python packages are installed.")
-        else:
-            missing = ([f"torch{plan.torch}"] if plan.torch else []) + plan.packages
-            self.ui.dependenciesLabel.text = _("Missing: {packages}").format(packages=", ".join(missing))
-        self.ui.installDependenciesButton.enabled = not plan.empty
-
     def ensureDependencies(self) -> bool:
         """Ask once (listing everything) and install what is missing; False if the user declined or it failed."""
-        plan = self.logic.dependencyPlan()
-        if plan.empty:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(plan.describe(), windowTitle=_("SCDL: install Python packages")):
-            self.ui.statusLabel.text = _("Python packages are needed before segmenting (see Python dependencies).")
-            return False
-        try:
-            self.logic.installDependencies(plan)
-        except Exception as err:  # noqa: BLE001 - shown to the user as one message
-            self._error(_("Installing the Python packages failed: {error}").format(error=err))
-            return False
-        finally:
-            self.updateDependencyStatus()
-        return True
-
-    def onInstallDependencies(self) -> None:
-        if self.ensureDependencies():
-            self.ui.statusLabel.text = _("Python packages are installed.")
+        return self._ensureDependencies(_("Python packages are needed before segmenting (see Python dependencies)."))
 
     # -- segmentation -----------------------------------------------------------------------------
     def onApplyButton(self, checked=False) -> None:
@@ -457,12 +405,8 @@ class SCDLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setItem(row, 0, qt.QTableWidgetItem(name))
             table.setItem(row, 1, qt.QTableWidgetItem(_("not found") if value is None else f"{value:.3f}"))
 
-    def _appendLog(self, text) -> None:
-        self.ui.logTextEdit.appendPlainText(text)
-
     def _error(self, text) -> None:
-        self._appendLog("error: " + text)
-        slicer.util.errorDisplay(text, windowTitle=_("SCDL Segment"))
+        self._showError(text, _("SCDL Segment"))
 
     # -- batch ------------------------------------------------------------------------------------
     def onBatchSourceChanged(self, index) -> None:

@@ -48,6 +48,7 @@ _ensureSegmentLibImportable()
 from SCDLSegmentLib import commands, devices, models, sceneio  # noqa: E402
 from SCDLSegmentLib import dependencies as deps  # noqa: E402
 from SCDLSegmentLib.childoutput import format_seconds  # noqa: E402
+from SCDLSegmentLib.panel import PanelMixin  # noqa: E402
 from SCDLTrainLib import SUBMODULES  # noqa: E402
 from SCDLTrainLib import curves, estimate, export, handoff, options, review, scenecohort, segmentmap, trainjob  # noqa: E402
 
@@ -146,8 +147,12 @@ class SCDLTrainParameterNode:
 #
 
 
-class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """GUI glue: widgets <-> parameter node, tables, and a timer that polls the running child."""
+class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI glue: widgets <-> parameter node, tables, and a timer that polls the running child (the parts shared
+    with SCDLSegment are in ``SCDLSegmentLib.panel``)."""
+
+    HELPER_PACKAGE = "SCDLTrainLib"
+    HELPER_SUBMODULES = SUBMODULES
 
     def __init__(self, parent=None) -> None:
         self.logic = None
@@ -179,14 +184,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def connectUi(self, ui, logic) -> None:
         """Wire the widgets (from the .ui file, or a stand-in in tests) to the handlers."""
-        self.ui = ui
-        self.logic = logic
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPollTimer)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._attach(ui, logic, qt.QTimer(), POLL_INTERVAL_MS)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onSceneChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onSceneChanged)
 
@@ -263,9 +261,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 job.stop()  # Slicer is closing: the run saves a checkpoint, Resume continues it later
             else:
                 job.cancel()
-        self.removeObservers()
-        if self._timer is not None:
-            self._timer.stop()
+        self._detach()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -273,10 +269,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.refreshSceneCohort()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._disconnectParameterNode(self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None and self._task[0] in ("check", "review"):
@@ -284,8 +277,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent is not None and self.parent.isEntered:
-            self.initializeParameterNode()
+        super().onSceneEndClose(caller, event)
         if self._task is not None and self._task[0] == "train":
             # the run goes on (it only writes files); its curves are drawn again in the new scene
             job = self._task[1]
@@ -302,14 +294,6 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._check = None
             self._updateButtons()
 
-    def onReload(self) -> None:
-        """Reload the helper package too (Slicer's Reload only re-reads this file)."""
-        for name in SUBMODULES:
-            module = sys.modules.get(f"SCDLTrainLib.{name}")
-            if module is not None:
-                importlib.reload(module)
-        ScriptedLoadableModuleWidget.onReload(self)
-
     # -- parameter node ---------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -320,13 +304,7 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.runName = self.logic.newRunName()
 
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._connectParameterNode(inputParameterNode, self._onParameterNodeModified)
         self._updateGui()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -629,35 +607,9 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showCurvesButton.enabled = self._curves is not None
 
     # -- dependencies -------------------------------------------------------------------------------
-    def updateDependencyStatus(self) -> None:
-        plan = self.logic.dependencyPlan()
-        if plan.empty:
-            self.ui.dependenciesLabel.text = _("All required Python packages are installed.")
-        else:
-            missing = ([f"torch{plan.torch}"] if plan.torch else []) + plan.packages
-            self.ui.dependenciesLabel.text = _("Missing: {packages}").format(packages=", ".join(missing))
-        self.ui.installDependenciesButton.enabled = not plan.empty
-
     def ensureDependencies(self) -> bool:
         """Ask once (listing everything) and install what is missing; False if declined or failed."""
-        plan = self.logic.dependencyPlan()
-        if plan.empty:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(plan.describe(), windowTitle=_("SCDL: install Python packages")):
-            self.ui.statusLabel.text = _("Python packages are needed before training (see Python dependencies).")
-            return False
-        try:
-            self.logic.installDependencies(plan)
-        except Exception as err:  # noqa: BLE001 - shown to the user as one message
-            self._error(_("Installing the Python packages failed: {error}").format(error=err))
-            return False
-        finally:
-            self.updateDependencyStatus()
-        return True
-
-    def onInstallDependencies(self) -> None:
-        if self.ensureDependencies():
-            self.ui.statusLabel.text = _("Python packages are installed.")
+        return self._ensureDependencies(_("Python packages are needed before training (see Python dependencies)."))
 
     # -- check ---------------------------------------------------------------------------------------
     def onCheckCohort(self) -> None:
@@ -940,12 +892,8 @@ class SCDLTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
              "review": self._finishReview}[kind](job)
             self._updateButtons()
 
-    def _appendLog(self, text) -> None:
-        self.ui.logTextEdit.appendPlainText(text)
-
     def _error(self, text) -> None:
-        self._appendLog("error: " + text)
-        slicer.util.errorDisplay(text, windowTitle=_("SCDL Train"))
+        self._showError(text, _("SCDL Train"))
 
 
 #

@@ -17,6 +17,22 @@ def _require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module's small networks and tensors, restored afterwards.
+
+    On the shared 2-core machine under load the four method test files (losses, SCDL module, step, VNet) took
+    127 s with two threads and 15 s with one (measured): with two threads OpenMP spin-waits for a core.
+    Use it per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

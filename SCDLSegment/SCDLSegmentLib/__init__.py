@@ -9,9 +9,11 @@
 - ``models``: model catalog, cards, cache folder.
 - ``dependencies``: requirements check and installation (PyTorchUtils, pip_ensure).
 - ``devices``: auto / CPU / GPU selection and free GPU memory.
+- ``panel``: widget glue shared with SCDLTrain (lifecycle, dependency handlers, log and error boxes).
 
 Numeric work stays in the core package ``scdl``.
 """
 
 #: Submodules in dependency order (``SCDLSegmentWidget.onReload`` reloads them in this order).
-SUBMODULES = ("childoutput", "process", "commands", "jobs", "sceneio", "scenejob", "models", "dependencies", "devices")
+SUBMODULES = ("childoutput", "process", "commands", "jobs", "sceneio", "scenejob", "models", "dependencies", "devices",
+              "panel")

@@ -151,7 +151,7 @@ def test_settings_validation_and_keys():
     assert base.cohort_key() != base.with_changes(spacing_mm=3.0).cohort_key()
     config = base.train_config(CONFIGURATIONS["cps-scdl-classes"])
     assert config["patch_size"] == [32, 32, 32] and config["scdl"] == {"p2e_axis": "classes"}
-    assert config["preprocessing"]["spacing_mm"] == [4.0, 4.0, 4.0] and config["network"]["n_filters"] == 4
+    assert config["preprocessing"]["spacing_mm"] == [4.0, 4.0, 4.0] and config["network"]["n_filters"] == 8
 
 
 def test_bad_training_setting_fails_before_anything_is_written(tmp_path, capsys):

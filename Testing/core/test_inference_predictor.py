@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from scdl.inference.predictor import segment_image
 from scdl.inference.runner import segment_file
@@ -17,13 +16,7 @@ from scdl.labels.table import LabelTable
 from scdl.models.package import ModelPackage
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tiny test networks run fastest on one thread; on a shared 2-core machine OpenMP spin-waits otherwise
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from scdl.inference.sliding_window import WindowConfig, predict_volume, window_s
 from scdl.inference.uncertainty import member_uncertainty, organ_confidence
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small test networks run fastest on one thread; on a shared 2-core machine OpenMP spin-waits otherwise
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Identity2(nn.Module):

@@ -11,14 +11,7 @@ import torch.nn.functional as F
 from scdl.losses import GACELoss, GADiceLoss, cps_loss, cps_weight, ga_ce_loss, ga_dice_loss, supervised_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread for these small tensors: on the shared 2-core machine under load, the four method
-    test files took 127 s with two threads and 15 s with one (measured). Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def softplus(v: float) -> float:

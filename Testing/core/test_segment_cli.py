@@ -14,19 +14,12 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from PIL import Image
 
 from scdl.cli.main import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tiny test networks run fastest on one thread; on a shared 2-core machine OpenMP spin-waits otherwise
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _json_lines(text: str) -> list[dict]:

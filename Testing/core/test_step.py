@@ -16,14 +16,8 @@ from scdl.networks import VNet
 from scdl.training.step import FRAMEWORKS, SCDLConfig, StepConfig, TrainingStep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread for these small tensors: on the shared 2-core machine under load, the four method
-    test files took 127 s with two threads and 15 s with one (measured). Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 ARCH = {"name": "vnet", "in_channels": 1, "n_classes": 4, "n_filters": 4, "norm": "batch"}
 

@@ -32,13 +32,7 @@ TINY = ["patch_size=[32,32,32]", "preprocessing.spacing_mm=[6,6,6]", "data.num_w
         "log_every=1", "validation.sw_batch_size=4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tests' own forward passes use one thread too (two are slower on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,20 @@ def coarse_model(tmp_path_factory):
 
 
 @pytest.fixture
+def dialogs(monkeypatch):
+    """``slicer.util.errorDisplay`` / ``confirmOkCancelDisplay`` (they need the application) recorded instead
+    (``widgettools.Dialogs``); set ``dialogs.confirm`` to answer confirmations."""
+    import slicer
+
+    from widgettools import Dialogs
+
+    recorder = Dialogs()
+    monkeypatch.setattr(slicer.util, "errorDisplay", recorder.error)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", recorder.ask)
+    return recorder
+
+
+@pytest.fixture
 def fake_qt():
     """The fake ``qt`` module (``stubs/qt.py``), reset before and after the test."""
     import qt

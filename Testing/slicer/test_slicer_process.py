@@ -30,6 +30,27 @@ def _script(body: str) -> list:
     return [sys.executable, "-c", textwrap.dedent(body)]
 
 
+#: A child that starts a sleeping grandchild, prints the grandchild's pid, then sleeps itself.
+WITH_GRANDCHILD = """
+    import subprocess, sys, time
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(grandchild.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def _first_lines(child: ChildProcess, pump=lambda: None, timeout: float = 30.0) -> list:
+    """Poll until the child has printed something (``pump()`` runs before each poll)."""
+    deadline = time.monotonic() + timeout
+    lines = []
+    while not lines:
+        pump()
+        lines = child.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return lines
+
+
 def _collect(child: ChildProcess, timeout: float = 30.0) -> list:
     lines, deadline = [], time.monotonic() + timeout
     while not child.finished:
@@ -63,19 +84,8 @@ def test_poll_never_blocks_while_the_child_is_silent():
 @posix_only
 def test_cancel_kills_the_child_and_its_grandchild():
     """The child starts a grandchild and both sleep; Cancel ends both (process group of the child)."""
-    child = ChildProcess(_script("""
-        import subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print(grandchild.pid, flush=True)
-        time.sleep(60)
-    """), backend="popen", kill_grace_s=5).start()
-    deadline = time.monotonic() + 30
-    lines = []
-    while not lines:
-        lines = child.poll()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    grandchild = int(lines[0])
+    child = ChildProcess(_script(WITH_GRANDCHILD), backend="popen", kill_grace_s=5).start()
+    grandchild = int(_first_lines(child)[0])
     assert grandchild in process_tree(child.pid)
     child.cancel()
     _collect(child)
@@ -107,25 +117,14 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period():
 def test_slicer_launcher_backend_with_tree_kill(fake_qt):
     """``slicer.util.launchConsoleProcess(blocking=False)`` (Slicer >= 5.12) delivers lines through QTimer
     callbacks (pumped here by hand); Cancel finds the child's descendants with ``ps`` and ends them."""
-    child = ChildProcess(_script("""
-        import subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        print(grandchild.pid, flush=True)
-        time.sleep(60)
-    """), backend="slicer", env_updates={"SCDL_TEST": "1"}, kill_grace_s=5).start()
-    deadline = time.monotonic() + 30
-    lines = []
-    while not lines:
-        fake_qt.processEvents(max_rounds=1)
-        lines = child.poll()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    grandchild = int(lines[0])
+    child = ChildProcess(_script(WITH_GRANDCHILD), backend="slicer", env_updates={"SCDL_TEST": "1"}, kill_grace_s=5).start()
+    started = time.monotonic()
+    grandchild = int(_first_lines(child, lambda: fake_qt.processEvents(max_rounds=1))[0])
     child.cancel()
     while not child.finished:
         fake_qt.processEvents(max_rounds=1)
         child.poll()
-        assert time.monotonic() < deadline + 10
+        assert time.monotonic() < started + 40  # 30 s for the first line + 10 s to end
         time.sleep(0.01)
     assert child.cancel_requested and child.returncode == -signal.SIGTERM
     deadline = time.monotonic() + 5

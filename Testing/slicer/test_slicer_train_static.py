@@ -2,10 +2,8 @@
 and tier 2: the module's own self-test (``SCDLTrainTest.runTest``, as Reload & Test runs it) under pytest."""
 
 import ast
-import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,10 @@ import pytest
 from fakeui import ui_custom_widgets, ui_widgets
 from harness import MODULE_DIR as SEGMENT_DIR
 from harness import REPO, STUBS
+from statictools import (
+    PANEL_FILE, check_descriptor, cmake_list, file_scope_imports, files_on_disk, heavy_modules_after_import, imports,
+    names_in_class, png_size, ui_names_used,
+)
 
 MODULE_DIR = REPO / "SCDLTrain"
 MODULE_FILE = MODULE_DIR / "SCDLTrain.py"
@@ -21,15 +23,8 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "SCDLTrain.ui"
 CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
 
 
-def _cmake_list(variable: str) -> set:
-    match = re.search(rf"set\({variable}\s+(.*?)\)", CMAKE_FILE.read_text(), re.S)
-    assert match, variable
-    return {line.strip().replace("${MODULE_NAME}", "SCDLTrain") for line in match.group(1).splitlines()
-            if line.strip() and not line.strip().startswith("#")}
-
-
 def test_every_ui_name_used_in_the_code_exists_in_the_ui_file():
-    used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", MODULE_FILE.read_text()))
+    used = ui_names_used(MODULE_FILE, PANEL_FILE)
     widgets = ui_widgets(UI_FILE)
     assert len(used) > 40, "no ui names found"
     assert used <= set(widgets), f"not in {UI_FILE.name}: {sorted(used - set(widgets))}"
@@ -41,10 +36,9 @@ def test_custom_widgets_are_declared():
 
 
 def test_cmake_lists_equal_the_files_on_disk():
-    scripts = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
-    resources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
-    assert _cmake_list("MODULE_PYTHON_SCRIPTS") == scripts
-    assert _cmake_list("MODULE_PYTHON_RESOURCES") == resources
+    scripts, resources = files_on_disk(MODULE_DIR)
+    assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_SCRIPTS", "SCDLTrain") == scripts
+    assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_RESOURCES", "SCDLTrain") == resources
     text = CMAKE_FILE.read_text()
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     # both modules install into qt-scripted-modules/Resources: SCDLTrain reuses SCDLSegment's requirements
@@ -58,18 +52,9 @@ def test_submodule_list_names_every_helper():
     assert sorted(SUBMODULES) == sorted(p.stem for p in LIB_DIR.glob("*.py") if p.stem != "__init__")
 
 
-def _imports(tree):
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module.split(".")[0]
-
-
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")) + [MODULE_FILE], ids=lambda p: p.name)
 def test_no_heavy_or_gui_imports_at_file_scope(path):
-    tree = ast.parse(path.read_text())
-    top = {n for stmt in tree.body if isinstance(stmt, (ast.Import, ast.ImportFrom)) for n in _imports(ast.Module([stmt], []))}
+    top = file_scope_imports(path)
     allowed = set(sys.stdlib_module_names) | {"slicer", "numpy", "vtk", "SCDLSegmentLib", "SCDLTrainLib"}
     if path == MODULE_FILE:
         allowed |= {"qt"}  # the widget is Qt glue
@@ -78,25 +63,15 @@ def test_no_heavy_or_gui_imports_at_file_scope(path):
 
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_helper_package_never_uses_qt(path):
-    assert not {"qt", "ctk", "PythonQt"} & set(_imports(ast.parse(path.read_text()))), path.name
+    assert not {"qt", "ctk", "PythonQt"} & set(imports(ast.parse(path.read_text()))), path.name
 
 
 def test_logic_class_has_no_qt():
-    tree = ast.parse(MODULE_FILE.read_text())
-    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SCDLTrainLogic")
-    assert not {"qt", "ctk"} & {n.id for n in ast.walk(logic) if isinstance(n, ast.Name)}
+    assert not {"qt", "ctk"} & names_in_class(MODULE_FILE, "SCDLTrainLogic")
 
 
 def test_importing_the_module_loads_nothing_heavy():
-    code = (
-        "import sys; sys.path[:0] = [%r, %r, %r, %r]\n"
-        "import harness, SCDLTrain\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'SimpleITK', 'monai', 'scdl', 'safetensors', 'slicerio'})\n"
-        "print(heavy)\n"
-    ) % (str(Path(__file__).parent), str(STUBS), str(SEGMENT_DIR), str(MODULE_DIR))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after_import("SCDLTrain", [Path(__file__).parent, STUBS, SEGMENT_DIR, MODULE_DIR]) == []
 
 
 def test_developer_checkout_finds_scdlsegmentlib_beside_the_module():
@@ -115,20 +90,11 @@ def test_developer_checkout_finds_scdlsegmentlib_beside_the_module():
 def test_module_descriptor_cites_the_paper_and_uses_tr():
     import SCDLTrain
 
-    parent = types.SimpleNamespace(path=str(MODULE_FILE))
-    SCDLTrain.SCDLTrain(parent)
-    assert parent.title == "SCDL Train" and parent.categories == ["Segmentation"]
-    assert "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image Segmentation" in parent.helpText
-    assert "arXiv 2603.05202" in parent.helpText and "Su et al." in parent.acknowledgementText
-    source = MODULE_FILE.read_text()
-    for attribute in ("title", "helpText", "acknowledgementText"):
-        assert re.search(rf"self\.parent\.{attribute} = _\(", source), attribute
+    check_descriptor(SCDLTrain.SCDLTrain, MODULE_FILE, "SCDL Train")
 
 
 def test_icon_is_a_128_pixel_png():
-    data = (MODULE_DIR / "Resources" / "Icons" / "SCDLTrain.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (128, 128)
+    assert png_size(MODULE_DIR / "Resources" / "Icons" / "SCDLTrain.png") == (128, 128)
 
 
 def test_parameter_node_holds_the_panel_state():

@@ -2,13 +2,13 @@
 
 The stand-in is the harness's ``fakeui`` plus the few table / text-box methods SCDLTrain calls
 (``item``, ``setColumnCount``, ``setHorizontalHeaderLabels``, ``toPlainText``, ``setPlainText``).
-Message boxes are recorded; child processes, scene and files are real.
+Message boxes are recorded (the ``dialogs`` fixture); child processes, scene and files are real.
 """
 
+import functools
 import json
 import os
 import sys
-import time
 import types
 
 import pytest
@@ -17,10 +17,11 @@ import slicer
 
 from fakeui import FakeWidget, ui_widgets
 from harness import REPO
-from SCDLTrain import POLL_INTERVAL_MS, SCDLTrainLogic, SCDLTrainWidget
+from SCDLTrain import SCDLTrainLogic, SCDLTrainWidget
 from SCDLTrainLib import trainjob
 from SCDLSegmentLib import dependencies as deps
 from SCDLSegmentLib.process import ChildProcess
+from widgettools import pump
 
 UI_FILE = REPO / "SCDLTrain" / "Resources" / "UI" / "SCDLTrain.ui"
 
@@ -57,26 +58,6 @@ class TrainFakeWidget(FakeWidget):
         return [[self.rows[(r, c)].text() for c in range(self.columnCount_)] for r in range(self.rowCount_)]
 
 
-class Dialogs:
-    def __init__(self):
-        self.errors, self.confirmations, self.confirm = [], [], True
-
-    def error(self, text, windowTitle=None, **kwargs):
-        self.errors.append(text)
-
-    def ask(self, text, windowTitle=None, **kwargs):
-        self.confirmations.append(text)
-        return self.confirm
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    recorder = Dialogs()
-    monkeypatch.setattr(slicer.util, "errorDisplay", recorder.error)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", recorder.ask)
-    return recorder
-
-
 @pytest.fixture
 def widget(slicer_app, scdl_home, fake_qt, dialogs):
     w = SCDLTrainWidget()
@@ -86,13 +67,7 @@ def widget(slicer_app, scdl_home, fake_qt, dialogs):
     w.cleanup()
 
 
-def _pump(widget, until, timeout=180.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        if widget._timer.isActive():
-            widget._timer.fire()
-        time.sleep(POLL_INTERVAL_MS / 1000.0 / 4)
+_pump = functools.partial(pump, timeout=180.0)
 
 
 def _edit(table, row, column, text, handler, fake_qt):

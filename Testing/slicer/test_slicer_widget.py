@@ -1,11 +1,10 @@
 """Tier 3: widget handlers with a stand-in ``ui`` (built from the real .ui file) and the real Logic.
 
 Message boxes (``slicer.util.errorDisplay`` / ``confirmOkCancelDisplay`` need the application) are
-recorded instead; child processes, scene and files are real.
+recorded instead (the ``dialogs`` fixture); child processes, scene and files are real.
 """
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +15,9 @@ from fakeui import make_fake_ui
 from harness import MODULE_DIR
 from SCDLSegment import POLL_INTERVAL_MS, SCDLSegmentLogic, SCDLSegmentWidget
 from SCDLSegmentLib import dependencies as deps
+from widgettools import pump as _pump
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SCDLSegment.ui"
-
-
-class Dialogs:
-    """Records ``slicer.util`` message boxes; ``confirm`` is the answer to confirmations."""
-
-    def __init__(self):
-        self.errors, self.confirmations, self.confirm = [], [], True
-
-    def error(self, text, windowTitle=None, **kwargs):
-        self.errors.append(text)
-
-    def ask(self, text, windowTitle=None, **kwargs):
-        self.confirmations.append(text)
-        return self.confirm
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    recorder = Dialogs()
-    monkeypatch.setattr(slicer.util, "errorDisplay", recorder.error)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", recorder.ask)
-    return recorder
 
 
 @pytest.fixture
@@ -55,16 +33,6 @@ def _install(package: Path, scdl_home: Path) -> Path:
     target = scdl_home / "models" / package.name
     shutil.copytree(package, target)
     return target
-
-
-def _pump(widget, until, timeout=240.0):
-    """Fire the widget's poll timer (as Qt would every POLL_INTERVAL_MS) until ``until()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        if widget._timer.isActive():
-            widget._timer.fire()
-        time.sleep(POLL_INTERVAL_MS / 1000.0 / 4)
 
 
 def _segmentation_nodes():

@@ -49,9 +49,9 @@ class SSLBenchSettings:
     test: int = 10
     cohort_seed: int = 0
     spacing_mm: float = 4.0
-    width: int = 4
+    width: int = 8
     patch: int = 32
-    iterations: int = 400
+    iterations: int = 250
     seeds: tuple[int, ...] = (0, 1, 2)
     threads: int = 2
     workers: int = 0
@@ -112,9 +112,12 @@ class SSLBenchSettings:
             "patch_size": [self.patch] * 3,
             "network": {"n_filters": self.width},
             "preprocessing": {"mode": "spacing", "spacing_mm": [self.spacing_mm] * 3},
-            "validation": {"every": 0},              # validate once, at the end: the final networks are kept
+            # validate once, at the end, on the labeled training cases (no validation case): the final networks are
+            # kept; windows without overlap, since this number selects nothing (recorded as train_labeled_dice)
+            "validation": {"every": 0, "overlap": 0.0},
             "checkpoint_every": self.iterations,     # no intermediate checkpoints (one is written at the end)
             "data": {"num_workers": self.workers},
+            "threads": self.threads,
             "scdl": dict(configuration.scdl),
         }
 

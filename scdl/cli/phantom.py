@@ -34,30 +34,27 @@ scdl.phantom.config.PhantomConfig (e.g. {"bias_sd": 0, "hu_table": {"liver": {..
 """
 
 
-def _floats(text: str) -> tuple[float, float, float]:
+def _positive_triple(text: str, convert, usage: str, kind: str) -> tuple:
+    """``"V"`` (for all three axes) or ``"X,Y,Z"`` / ``"XxYxZ"`` -> three positive values made by ``convert``;
+    a bad text is an ``ArgumentTypeError`` naming ``usage`` (the syntax) or ``kind`` (the values wanted)."""
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
     try:
-        values = [float(p) for p in parts]
+        values = [convert(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MM or X,Y,Z in mm, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {usage}, got {text!r}") from None
     if len(values) == 1:
         values *= 3
     if len(values) != 3 or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected one or three positive numbers, got {text!r}")
-    return tuple(values)  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"expected one or three positive {kind}, got {text!r}")
+    return tuple(values)
+
+
+def _floats(text: str) -> tuple[float, float, float]:
+    return _positive_triple(text, float, "MM or X,Y,Z in mm", "numbers")  # type: ignore[return-value]
 
 
 def _ints(text: str) -> tuple[int, int, int]:
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or X,Y,Z voxels, got {text!r}") from None
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3 or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected one or three positive integers, got {text!r}")
-    return tuple(values)  # type: ignore[return-value]
+    return _positive_triple(text, int, "N or X,Y,Z voxels", "integers")  # type: ignore[return-value]
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,123 @@
+"""Widget glue shared by the SCDLSegment and SCDLTrain panels (no Qt here: the module files own the Qt objects).
+
+``PanelMixin`` goes first in the widget's bases (``class XWidget(PanelMixin, ScriptedLoadableModuleWidget,
+VTKObservationMixin)``) and gives both panels the same:
+
+- lifecycle: keep ``ui`` and ``logic``, poll the running child with a timer, follow the scene closing
+  (:meth:`_attach` / :meth:`_detach`), bind and unbind the parameter node (:meth:`_connectParameterNode`),
+  reload the helper package with the module (:meth:`onReload`);
+- Python dependencies: status line, ONE confirmation listing everything, installation
+  (:meth:`updateDependencyStatus`, :meth:`_ensureDependencies`, :meth:`onInstallDependencies`);
+- the log box and error message boxes (:meth:`_appendLog`, :meth:`_showError`).
+
+The widget provides ``onPollTimer``, ``onSceneStartClose``, ``initializeParameterNode``, ``ensureDependencies``
+(which calls :meth:`_ensureDependencies` with its own text) and ``_error``; its ``ui`` has ``statusLabel``,
+``logTextEdit``, ``dependenciesLabel`` and ``installDependenciesButton``; its Logic has ``dependencyPlan()`` and
+``installDependencies(plan)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import slicer
+from slicer.i18n import tr as _
+
+
+class PanelMixin:
+    """The parts of a module widget that SCDLSegment and SCDLTrain share (see the module docstring)."""
+
+    #: The module's helper package and its submodules in dependency order (reloaded by :meth:`onReload`).
+    HELPER_PACKAGE = ""
+    HELPER_SUBMODULES: tuple = ()
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def _attach(self, ui, logic, timer, pollIntervalMs: int) -> None:
+        """Keep ``ui`` and ``logic``; ``timer`` (a ``qt.QTimer``) calls ``onPollTimer`` every ``pollIntervalMs``
+        while a child runs; the scene's close events reach ``onSceneStartClose`` / ``onSceneEndClose``."""
+        self.ui = ui
+        self.logic = logic
+        self._timer = timer
+        self._timer.setInterval(pollIntervalMs)
+        self._timer.connect("timeout()", self.onPollTimer)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+    def _detach(self) -> None:
+        """Stop observing and polling (``cleanup``, after the running child was dealt with)."""
+        self.removeObservers()
+        if self._timer is not None:
+            self._timer.stop()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent is not None and self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def _disconnectParameterNode(self, onModified) -> None:
+        """Unbind the widgets from the current parameter node and stop observing it with ``onModified``."""
+        import vtk
+
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, onModified)
+
+    def _connectParameterNode(self, node, onModified) -> None:
+        """Make ``node`` (or None) the panel's parameter node: widgets bound, ``onModified`` on every change."""
+        import vtk
+
+        self._disconnectParameterNode(onModified)
+        self._parameterNode = node
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, onModified)
+
+    def onReload(self) -> None:
+        """Reload the helper package too (Slicer's Reload only re-reads the module file)."""
+        for name in self.HELPER_SUBMODULES:
+            module = sys.modules.get(f"{self.HELPER_PACKAGE}.{name}")
+            if module is not None:
+                importlib.reload(module)
+        super().onReload()
+
+    # -- dependencies ---------------------------------------------------------------------------------
+    def updateDependencyStatus(self) -> None:
+        plan = self.logic.dependencyPlan()
+        if plan.empty:
+            self.ui.dependenciesLabel.text = _("All required Python packages are installed.")
+        else:
+            missing = ([f"torch{plan.torch}"] if plan.torch else []) + plan.packages
+            self.ui.dependenciesLabel.text = _("Missing: {packages}").format(packages=", ".join(missing))
+        self.ui.installDependenciesButton.enabled = not plan.empty
+
+    def _ensureDependencies(self, declinedText: str) -> bool:
+        """Ask once (listing everything) and install what is missing; False if the user declined (the status
+        line then says ``declinedText``) or the installation failed."""
+        plan = self.logic.dependencyPlan()
+        if plan.empty:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(plan.describe(), windowTitle=_("SCDL: install Python packages")):
+            self.ui.statusLabel.text = declinedText
+            return False
+        try:
+            self.logic.installDependencies(plan)
+        except Exception as err:  # noqa: BLE001 - shown to the user as one message
+            self._error(_("Installing the Python packages failed: {error}").format(error=err))
+            return False
+        finally:
+            self.updateDependencyStatus()
+        return True
+
+    def onInstallDependencies(self) -> None:
+        if self.ensureDependencies():
+            self.ui.statusLabel.text = _("Python packages are installed.")
+
+    # -- log and messages -----------------------------------------------------------------------------
+    def _appendLog(self, text) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def _showError(self, text, windowTitle: str) -> None:
+        """The error into the log and a message box titled ``windowTitle``."""
+        self._appendLog("error: " + text)
+        slicer.util.errorDisplay(text, windowTitle=windowTitle)
