@@ -131,6 +131,11 @@ set(SCDL_SHARED_RESOURCES
   Resources/Labels/totalsegmentator_v2.csv
   Resources/Models/recipes/scdl-abdominal-ct/cohort.json
   Resources/Models/recipes/scdl-abdominal-ct/config.json
+  Resources/Models/scdl-abdominal-ct/README.md
+  Resources/Models/scdl-abdominal-ct/card.json
+  Resources/Models/scdl-abdominal-ct/labels.csv
+  Resources/Models/scdl-abdominal-ct/manifest.json
+  Resources/Models/scdl-abdominal-ct/weights.safetensors
   Resources/Sample/PROVENANCE.txt
   Resources/Sample/README.md
   Resources/Sample/make_sample.py

@@ -80,7 +80,8 @@ def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfigura
                            seed, settings.iterations, Path(out) / "cache", device=settings.device,
                            threads=settings.threads, overrides=settings.overrides, progress=progress,
                            label=f"train {configuration.name} seed {seed}")
-    scores = score_model(outcome.model_dir, cohort.test_cases, device=settings.device, progress=progress)
+    scores = score_model(outcome.model_dir, cohort.test_cases, device=settings.device,
+                         sw_batch_size=settings.sw_batch_size, progress=progress)
     if list(scores.classes) != list(classes):
         raise ScdlError(f"the trained model's classes {scores.classes} are not the benchmark's {list(classes)}.",
                         outcome.model_dir, f"train with the {LABEL_TABLE} label table (remove --set labels=...).")
@@ -91,7 +92,7 @@ def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfigura
         "train": {"wall_s": outcome.wall_s, "train_s": outcome.train_s, "cpu_s": outcome.cpu_s,
                   "it_per_s": outcome.it_per_s, "load_avg": list(outcome.load_avg),
                   "train_labeled_dice": outcome.train_dice},
-        "score_s": scores.seconds, "reused": False,
+        "score_s": scores.seconds, "score_cpu_s": scores.cpu_s, "reused": False,
     }
     atomic_write_text(run_dir / SCORES_NAME, json.dumps(json_safe(record), indent=1) + "\n")
     return record

@@ -17,7 +17,7 @@ SPEC_NAME = "bench_cohort.json"
 
 
 @dataclass(frozen=True)
-class TestCase:
+class HeldOutCase:
     """One test case: the CT and its reference label map (absolute paths)."""
 
     name: str
@@ -27,11 +27,11 @@ class TestCase:
 
 @dataclass(frozen=True)
 class BenchCohort:
-    """A generated cohort: its manifest, its test cases and the organ volumes of their references."""
+    """A generated cohort: its folder, its manifest and its test cases."""
 
     folder: Path
     manifest: Path
-    test_cases: tuple[TestCase, ...]
+    test_cases: tuple[HeldOutCase, ...]
 
 
 def cohort_folder(out: Path, settings: SSLBenchSettings) -> Path:
@@ -62,7 +62,7 @@ def ensure_cohort(out: Path, settings: SSLBenchSettings, progress: Any = None) -
     return BenchCohort(folder, manifest, read_test_cases(manifest))
 
 
-def read_test_cases(manifest: Path) -> tuple[TestCase, ...]:
+def read_test_cases(manifest: Path) -> tuple[HeldOutCase, ...]:
     """The ``split=test`` rows of a phantom manifest, with their ``reference`` label maps."""
     base = manifest.resolve().parent
     with open(manifest, newline="", encoding="utf-8") as fh:
@@ -74,13 +74,13 @@ def read_test_cases(manifest: Path) -> tuple[TestCase, ...]:
             raise ScdlError("a test case has no reference label map.", manifest,
                             "regenerate the cohort (delete the folder) with scdl phantom.")
         image = base / row["image"].strip()
-        cases.append(TestCase(image.name.split(".")[0], image, base / ref))
+        cases.append(HeldOutCase(image.name.split(".")[0], image, base / ref))
     if not cases:
         raise ScdlError("the cohort has no test case.", manifest, "use --test 1 or more.")
     return tuple(cases)
 
 
-def class_volumes_ml(cases: tuple[TestCase, ...], classes: dict[int, str]) -> dict[str, float]:
+def class_volumes_ml(cases: tuple[HeldOutCase, ...], classes: dict[int, str]) -> dict[str, float]:
     """Mean volume (mL) of every class over the reference label maps of ``cases``.
 
     Args:

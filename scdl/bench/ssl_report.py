@@ -84,7 +84,7 @@ def table_document(results: Mapping[str, Any]) -> str:
         "",
         f"Cohort: {s['labeled']} labeled + {s['unlabeled']} unlabeled training phantoms, {s['test']} test phantoms "
         f"(cohort seed {s['cohort_seed']}), {s['spacing_mm']:g} mm. VNet width {s['width']}, {s['patch']}³ patches, "
-        f"{s['iterations']} iterations, device {s['device']}, training seeds {seeds}. "
+        f"{s['iterations']} iteration{'s' if s['iterations'] != 1 else ''}, device {s['device']}, training seeds {seeds}. "
         "Cells: mean ± sample std over the seeds of each run's Dice (averaged over the test cases); best mean in bold.",
         "",
         markdown_table(summary, results["classes"], results["small_classes"], results["class_volumes_ml"]),

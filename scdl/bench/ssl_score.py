@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scdl.bench.ssl_cohort import TestCase
+from scdl.bench.ssl_cohort import HeldOutCase
 from scdl.errors import ScdlError
 
 
@@ -22,17 +22,21 @@ class TestScores:
         dice: float64 (n_cases, C-1); NaN where a class is absent from both prediction and reference.
         cases: case names, one per row of ``dice``.
         seconds: wall time of reading, segmenting and scoring all cases.
+        cpu_s: CPU time of this process meanwhile (all threads).
     """
 
     classes: list[str]
     dice: np.ndarray
     cases: list[str]
     seconds: float
+    cpu_s: float = 0.0
 
 
-def score_model(model_dir: Path, cases: Sequence[TestCase], *, device: str = "cpu", progress: Any = None) -> TestScores:
+def score_model(model_dir: Path, cases: Sequence[HeldOutCase], *, device: str = "cpu", sw_batch_size: int = 4,
+                progress: Any = None) -> TestScores:
     """Segment every test CT with the package in ``model_dir`` (``segment_image``: sliding window, ensemble
-    mean, inverse to the CT grid) and compare with its reference label map.
+    mean, inverse to the CT grid, the card's overlap and blending; ``sw_batch_size`` windows per forward) and
+    compare with its reference label map.
 
     Dice per class is ``scdl.training.validation.dice_per_class`` (one confusion count per case; identical to
     ``scdl.metrics`` Dice, which also computes surface distances this benchmark does not report).
@@ -43,7 +47,7 @@ def score_model(model_dir: Path, cases: Sequence[TestCase], *, device: str = "cp
     from scdl.models.package import ModelPackage
     from scdl.training.validation import dice_per_class
 
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     package = ModelPackage.load(model_dir)
     values = sorted(int(e.value) for e in package.labels.entries if int(e.value) != 0)
     names = {int(e.value): str(e.name) for e in package.labels.entries}
@@ -54,7 +58,8 @@ def score_model(model_dir: Path, cases: Sequence[TestCase], *, device: str = "cp
     try:
         for case in cases:
             image = sitk.ReadImage(str(case.image))
-            result = segment_image(image, package, device=device, confidence=False, networks=networks)
+            result = segment_image(image, package, device=device, confidence=False, networks=networks,
+                                   sw_batch_size=sw_batch_size)
             pred = sitk.GetArrayFromImage(result.labels).astype(np.int64)
             ref = sitk.GetArrayFromImage(sitk.ReadImage(str(case.reference))).astype(np.int64)
             if pred.shape != ref.shape:
@@ -71,4 +76,5 @@ def score_model(model_dir: Path, cases: Sequence[TestCase], *, device: str = "cp
         if phase is not None:
             phase.close()
     return TestScores(classes=[names[v] for v in values], dice=np.asarray(rows, dtype=np.float64),
-                      cases=[c.name for c in cases], seconds=time.monotonic() - start)
+                      cases=[c.name for c in cases], seconds=time.monotonic() - start,
+                      cpu_s=time.process_time() - cpu_start)

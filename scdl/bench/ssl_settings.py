@@ -39,6 +39,9 @@ class SSLBenchSettings:
         threads: torch threads of the training child processes and of the scoring (OMP_NUM_THREADS).
         workers: data-loader processes of each training run (0: in the training process).
         device: ``cpu`` (the calibrated budget), ``auto`` or ``cuda[:N]`` for a bigger budget.
+        sw_batch_size: sliding windows per forward when scoring (and in the trainer's final validation). The
+            predictions do not depend on it; on the CPU 4 windows per forward segmented a 4 mm test case 3.4x
+            faster than 1 (1.3 s vs 4.4 s, width 8, 32³ windows, overlap 0.5, 2 threads).
         small_fraction: the "smallest classes" summary averages the round(C x fraction) foreground classes
             with the smallest mean volume in the test references (1/3: 4 of the 13 Synapse organs).
         overrides: extra ``KEY=VALUE`` training settings applied to every run (``scdl train --set``).
@@ -51,11 +54,12 @@ class SSLBenchSettings:
     spacing_mm: float = 4.0
     width: int = 8
     patch: int = 32
-    iterations: int = 250
+    iterations: int = 220
     seeds: tuple[int, ...] = (0, 1, 2)
     threads: int = 2
     workers: int = 0
     device: str = "cpu"
+    sw_batch_size: int = 4
     small_fraction: float = 1.0 / 3.0
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
@@ -71,7 +75,7 @@ class SSLBenchSettings:
             return ScdlError(f"benchmark setting {name}: {why}", fix=fix)
 
         for name, low in (("labeled", 1), ("unlabeled", 1), ("test", 1), ("width", 1), ("iterations", 1),
-                          ("threads", 1), ("workers", 0)):
+                          ("threads", 1), ("workers", 0), ("sw_batch_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise bad(name, f"{value!r} is not an integer >= {low}.", f"use --{name} {max(low, 1)} or more.")
@@ -114,7 +118,7 @@ class SSLBenchSettings:
             "preprocessing": {"mode": "spacing", "spacing_mm": [self.spacing_mm] * 3},
             # validate once, at the end, on the labeled training cases (no validation case): the final networks are
             # kept; windows without overlap, since this number selects nothing (recorded as train_labeled_dice)
-            "validation": {"every": 0, "overlap": 0.0},
+            "validation": {"every": 0, "overlap": 0.0, "sw_batch_size": self.sw_batch_size},
             "checkpoint_every": self.iterations,     # no intermediate checkpoints (one is written at the end)
             "data": {"num_workers": self.workers},
             "threads": self.threads,

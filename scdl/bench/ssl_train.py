@@ -42,6 +42,7 @@ class TrainOutcome:
         cpu_s: user + system CPU seconds of the child and its data-loader processes.
         it_per_s: mean iterations per second over the logged windows.
         train_dice: the end-of-run Dice on the labeled training cases (the trainer's validation), per class.
+        load_avg: the 1-minute load average when the child started and when it ended.
     """
 
     model_dir: Path

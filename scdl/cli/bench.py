@@ -21,10 +21,10 @@ again reuses finished runs, so a stopped benchmark continues where it stopped.
 
 SSL_EPILOG = """\
 examples:
-  # the calibrated CPU benchmark: 6 configurations x 3 seeds (<= 40 min on an idle 2-core machine)
+  # the calibrated CPU benchmark: 6 configurations x 3 seeds (estimated 38.5 min on an idle 2-core machine)
   scdl bench ssl --out bench_ssl
 
-  # a smoke test in about a minute (tiny cohort, 2 iterations, 1 seed)
+  # a smoke test in under a minute (tiny cohort, 2 iterations, 1 seed)
   scdl bench ssl --out /tmp/ssl_quick --quick
 
   # a bigger budget on a GPU: paper width, 2 mm grid, 64³ patches, 5 seeds
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
                         "seed 0, configurations supervised,cps,cps-scdl (other flags still apply)")
     p.add_argument("--configs", metavar="LIST", help="configurations to compare (default: the six listed below)")
     p.add_argument("--seeds", type=_seeds, metavar="LIST", help="training seeds, e.g. 0,1,2 (default 0,1,2)")
-    p.add_argument("--iterations", type=int, metavar="N", help="training iterations of every run (default 250)")
+    p.add_argument("--iterations", type=int, metavar="N", help="training iterations of every run (default 220)")
     p.add_argument("--width", type=int, metavar="F", help="VNet n_filters (default 8; paper 16)")
     p.add_argument("--spacing", type=float, metavar="MM", help="phantom and model voxel size in mm (default 4)")
     p.add_argument("--patch", type=int, metavar="P", help="cubic patch edge in voxels, multiple of 16 (default 32)")
@@ -74,6 +74,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per training run and scoring (default 2)")
     p.add_argument("--workers", type=int, metavar="N", help="data-loader processes per training run (default 0)")
     p.add_argument("--device", metavar="DEV", help="cpu (default), auto, cuda or cuda:N")
+    p.add_argument("--sw-batch-size", type=int, metavar="N",
+                   help="sliding windows per forward when scoring (default 4; does not change the predictions)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting for every run, as in scdl train --set (repeatable)")
     p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
@@ -83,7 +85,7 @@ def register(subparsers: Any) -> None:
 
 _FLAGS = {"labeled": "labeled", "unlabeled": "unlabeled", "test": "test", "cohort_seed": "cohort_seed",
           "spacing": "spacing_mm", "width": "width", "patch": "patch", "iterations": "iterations", "seeds": "seeds",
-          "threads": "threads", "workers": "workers", "device": "device"}
+          "threads": "threads", "workers": "workers", "device": "device", "sw_batch_size": "sw_batch_size"}
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -107,7 +109,8 @@ def reproduce_command(out: str, settings: Any, configs: Any) -> str:
              "--seeds", ",".join(str(x) for x in s.seeds), "--iterations", str(s.iterations), "--width", str(s.width),
              "--spacing", f"{s.spacing_mm:g}", "--patch", str(s.patch), "--labeled", str(s.labeled),
              "--unlabeled", str(s.unlabeled), "--test", str(s.test), "--cohort-seed", str(s.cohort_seed),
-             "--threads", str(s.threads), "--workers", str(s.workers), "--device", s.device]
+             "--threads", str(s.threads), "--workers", str(s.workers), "--device", s.device,
+             "--sw-batch-size", str(s.sw_batch_size)]
     for item in s.overrides:
         parts += ["--set", item]
     return shlex.join(parts)
