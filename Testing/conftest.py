@@ -85,3 +85,19 @@ def tiny_model(tmp_path_factory) -> Path:
     from model_factory import make_tiny_package
 
     return make_tiny_package(tmp_path_factory.mktemp("tiny_model") / "tiny-test-model")
+
+
+@pytest.fixture(scope="session")
+def resources_without_default_model(tmp_path_factory) -> Path:
+    """A copy of ``Resources/`` without the bundled default model, for tests of the "nothing installed" state.
+
+    Use it with ``monkeypatch.setenv("SCDL_RESOURCES", str(path))`` (child processes inherit the variable).
+    """
+    import shutil
+
+    from scdl.models.catalog import DEFAULT_MODEL_ID
+
+    target = tmp_path_factory.mktemp("resources_no_default") / "Resources"
+    shutil.copytree(REPO / "Resources", target, ignore=shutil.ignore_patterns(DEFAULT_MODEL_ID))
+    assert not (target / "Models" / DEFAULT_MODEL_ID).exists()
+    return target

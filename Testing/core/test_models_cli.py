@@ -53,7 +53,18 @@ def _random_bn(net: VNet, seed: int) -> VNet:
 
 
 # -- list / path / info / verify ---------------------------------------------------------------------
-def test_list_shows_catalog_and_that_the_bundled_default_is_not_installed(capsys):
+def test_list_shows_the_shipped_default_model_installed(capsys):
+    rc, out, _ = scdl(capsys, "models", "list")
+    assert rc == 0
+    row = next(line for line in out.splitlines() if line.startswith(DEFAULT_MODEL_ID))
+    assert "bundled" in row and " installed" in row and "not installed" not in row and "(default)" in row
+    rc, out, err = scdl(capsys, "models", "verify", DEFAULT_MODEL_ID)
+    assert rc == 0, err
+
+
+def test_list_shows_catalog_and_that_the_bundled_default_is_not_installed(capsys, monkeypatch,
+                                                                          resources_without_default_model):
+    monkeypatch.setenv("SCDL_RESOURCES", str(resources_without_default_model))
     rc, out, _ = scdl(capsys, "models", "list")
     assert rc == 0
     row = next(line for line in out.splitlines() if line.startswith(DEFAULT_MODEL_ID))
@@ -108,7 +119,8 @@ def test_verify_of_a_tampered_package_fails_with_one_error_line(capsys, tiny_mod
     assert rc == 2 and not (tmp_path / "home" / "models" / "tiny-test-model").exists()
 
 
-def test_resolve_model_messages(capsys, tmp_path):
+def test_resolve_model_messages(capsys, tmp_path, monkeypatch, resources_without_default_model):
+    monkeypatch.setenv("SCDL_RESOURCES", str(resources_without_default_model))
     rc, _, err = scdl(capsys, "models", "verify", "scdl-authors-amos-cps")
     assert rc == 2 and "not downloaded yet" in err and "scdl models download scdl-authors-amos-cps" in err
     rc, _, err = scdl(capsys, "models", "verify", "no-such-model")

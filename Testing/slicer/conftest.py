@@ -42,11 +42,13 @@ def patient_a_volume(slicer_app, patient_a_ct):
 
 
 @pytest.fixture
-def scdl_home(tmp_path, monkeypatch):
-    """An isolated SCDL home / model cache for the test (nothing of the user's ~/.scdl is touched)."""
+def scdl_home(tmp_path, monkeypatch, resources_without_default_model):
+    """An isolated SCDL home / model cache for the test (nothing of the user's ~/.scdl is touched), with a
+    Resources folder WITHOUT the bundled default model: the widget tests start from "nothing installed"."""
     home = tmp_path / "scdl_home"
     home.mkdir()
     monkeypatch.setenv("SCDL_HOME", str(home))
+    monkeypatch.setenv("SCDL_RESOURCES", str(resources_without_default_model))
     monkeypatch.delenv("SCDL_MODELS_DIR", raising=False)
     return home
 
