@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: A small setting for a 2-core CPU: width 8, 48³ patches on a 4 mm grid, class-aware sampling, light
 #: augmentation. bench/train.py measured 1.6 CPU-s per CPS+SCDL iteration here (3.0-4.2 s wall on the shared
-#: machine), i.e. 40-105 minutes for 1500 iterations; how much Dice such a run reaches was NOT measured.
+#: machine), i.e. 40-105 minutes for 1500 iterations; how much Dice such a run reaches: see docs/training.md (only a supervised phantom data point).
 CPU_PRESET: dict[str, Any] = {
     "iterations": 1500,
     "patch_size": [48, 48, 48],
