@@ -101,8 +101,13 @@ class SCDLConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SCDLConfig":
         """Build from a dict (e.g. a training config file); unknown keys are a user error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ScdlError(f"unknown SCDL settings {sorted(unknown)}.", fix=f"use only {sorted(known)}.")
-        return cls(**dict(data))
+        return dataclass_from_dict(cls, data, "SCDL")
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any], what: str) -> Any:
+    """Build the config dataclass ``cls`` from ``data``; unknown keys are one user error naming ``what``."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ScdlError(f"unknown {what} settings {sorted(unknown)}.", fix=f"use only {sorted(known)}.")
+    return cls(**dict(data))

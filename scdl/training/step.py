@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from scdl.errors import ScdlError
 from scdl.losses.cps import cps_loss, cps_weight
 from scdl.losses.supervised import supervised_loss
-from scdl.method.config import SCDLConfig
+from scdl.method.config import SCDLConfig, dataclass_from_dict
 from scdl.method.head import SCDLHead
 from scdl.method.tokens import class_proportions, pool_tokens
 from scdl.networks.init import INIT_SCHEMES_BY_INDEX, init_weights
@@ -85,11 +85,7 @@ class StepConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StepConfig":
         """Build from a dict (the ``"step"`` group of a training config); unknown keys are a user error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ScdlError(f"unknown step settings {sorted(unknown)}.", fix=f"use only {sorted(known)}.")
-        return cls(**dict(data))
+        return dataclass_from_dict(cls, data, "step")
 
 
 def _framework(name: str) -> tuple[str, bool, int]:
