@@ -14,7 +14,7 @@ and the SCDL head), so ``parameters()``/``trainable_parameters()``, ``state_dict
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
