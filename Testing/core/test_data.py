@@ -133,6 +133,40 @@ def test_augmentation_moves_image_and_labels_together() -> None:
     assert off(image, label, seed=1)[0] is image
 
 
+def test_organ_shift_gives_each_organ_one_offset_in_range() -> None:
+    label = np.zeros((8, 8, 8), dtype=np.int64)
+    label[:, :4] = 1
+    label[:, 4:6] = 2                                    # rows 6..7: background
+    image = np.full(label.shape, 0.25, dtype=np.float32)
+    aug = Augmenter({"organ_shift": True, "organ_shift_prob": 1.0, "organ_shift_range": [0.1, 0.3]})
+    img, lab = aug(image, label, seed=11)
+    assert np.array_equal(lab, label)
+    shifts = {v: np.unique(img[label == v] - 0.25) for v in (0, 1, 2)}
+    assert shifts[0].tolist() == [0.0]                                  # background untouched
+    for v in (1, 2):
+        assert shifts[v].size == 1 and 0.1 <= float(shifts[v][0]) <= 0.3   # one offset per organ, in range
+    assert not np.isclose(shifts[1][0], shifts[2][0])
+    assert np.array_equal(aug(image, label, seed=11)[0], img)           # deterministic per seed
+    assert np.array_equal(aug(image, None, seed=11)[0], image)          # unlabeled patches: no organs to shift
+
+
+def test_slab_keeps_a_run_of_slices_and_blanks_the_rest() -> None:
+    rng = np.random.default_rng(2)
+    label = rng.integers(1, 4, size=(20, 6, 6))
+    image = rng.uniform(0.2, 1.0, size=label.shape).astype(np.float32)
+    aug = Augmenter({"slab": True, "slab_prob": 1.0, "slab_min": 0.25, "slab_value": 0.0})
+    kept_sizes = set()
+    for seed in range(30):
+        img, lab = aug(image, label, seed=seed)
+        kept = np.flatnonzero(img.reshape(20, -1).any(axis=1))
+        assert kept.size >= 5 and np.array_equal(kept, np.arange(kept[0], kept[-1] + 1))   # one run, >= ceil(0.25 * 20)
+        assert np.array_equal(img[kept], image[kept]) and np.array_equal(lab[kept], label[kept])
+        outside = np.setdiff1d(np.arange(20), kept)
+        assert (img[outside] == 0).all() and (lab[outside] == 0).all()
+        kept_sizes.add(kept.size)
+    assert len(kept_sizes) > 5 and min(kept_sizes) < 20
+
+
 def _dataset(cases, world_size=1, rank=0, labeled_batch=2, unlabeled_batch=2, augment=None):
     lab = [cases["cohort.csv:2"], cases["cohort.csv:3"]]
     unl = [cases["cohort.csv:4"], cases["cohort.csv:5"]]

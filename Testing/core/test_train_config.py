@@ -14,7 +14,7 @@ from scdl.training.config import DEFAULTS, FRAMEWORKS, apply_overrides, resolve_
 def test_paper_defaults() -> None:
     cfg = resolve_config("paper")
     assert cfg["framework"] == "cps-scdl" and cfg["iterations"] == 17000
-    assert cfg["optimizer"] == {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False}
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False}
     assert cfg["patch_size"] == [96, 96, 96] and cfg["labeled_batch"] == 2 and cfg["unlabeled_batch"] == 2
     assert cfg["network"]["n_filters"] == 16 and cfg["preprocessing"]["window"] == [-125.0, 275.0]
     assert cfg["sampling"]["class_prob"] == 0.0 and not any(cfg["augment"][k] for k in ("flip", "affine", "noise"))
@@ -47,6 +47,7 @@ def test_layers_preset_file_flags_overrides(tmp_path: Path) -> None:
     ("sampling.class_prob=1.5", "not a probability"),
     ("unlabeled_batch=0", "learns from unlabeled patches"),
     ("lr", "KEY=VALUE"),
+    ("optimizer.name=adam", "not one of sgd, adamw"),
 ])
 def test_bad_settings_are_named(override: str, message: str) -> None:
     with pytest.raises(ScdlError, match=message):
@@ -92,3 +93,19 @@ def test_poly_schedule_closed_form_and_extension(tmp_path: Path) -> None:
     opt.step()
     again.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 11 / 20) ** 0.9)
+
+
+def test_optimizer_choice_builds_sgd_or_adamw() -> None:
+    import torch
+
+    from scdl.training.optim import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(params, resolve_config("paper")["optimizer"])
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["lr"] == 0.01 and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    opt = resolve_config("paper", overrides=["optimizer.name=adamw", "optimizer.lr=0.003"])["optimizer"]
+    adamw = make_optimizer(params, opt)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 0.003
+    old_run = {k: v for k, v in DEFAULTS["optimizer"].items() if k != "name"}     # configs saved before "name"
+    assert isinstance(make_optimizer(params, old_run), torch.optim.SGD)

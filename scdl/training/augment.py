@@ -1,8 +1,20 @@
 """Patch augmentation with MONAI dictionary transforms, every part switchable (config ``augment``).
 
 Flips along each axis, a small random affine (rotation ± ``rotate_deg`` about each axis, scaling ± ``scale``;
-labels nearest neighbour), intensity scaling and shift, Gaussian noise. The paper uses none of them
-(METHOD.md §2), so all are off by default; the ``cpu`` preset turns flips, intensity and noise on.
+labels nearest neighbour), intensity scaling and shift, Gaussian noise (MONAI transforms), and two of ours
+for moving a model from one scan to another:
+
+- ``organ_shift``: on labeled patches, every organ present gets its own intensity offset, uniform in
+  ``organ_shift_range`` (units of the scaled window: with the [-125, 275] HU window 0.1 = 40 HU). Iodinated
+  contrast raises organs and vessels by different amounts; a model trained on one non-contrast patient
+  otherwise learns that "liver" means one grey value.
+- ``slab``: the patch keeps only a random run of slices along D (z), at least ``slab_min`` of them (a
+  fraction); the rest becomes ``slab_value`` (the padding value of inference, 0 = the bottom of the window)
+  and background. Scans with a short z extent (patient B: 40 mm) are padded at inference, and a model never
+  trained on such padding mislabels the whole volume.
+
+The paper uses none of them (METHOD.md §2), so all are off by default; the ``cpu`` preset turns intensity and
+noise on.
 
 Determinism: :meth:`Augmenter.__call__` takes the seed of the sample, so a sample is the same in any worker
 process, in any run, and after a resume.
@@ -30,7 +42,8 @@ class Augmenter:
 
         self.config = {**DEFAULTS["augment"], **dict(config)}     # unset probabilities/ranges: the defaults
         self._compose = None
-        self.enabled = any(bool(self.config.get(k)) for k in ("flip", "affine", "intensity", "noise"))
+        self.enabled = any(bool(self.config.get(k))
+                           for k in ("flip", "affine", "intensity", "noise", "organ_shift", "slab"))
 
     def _build(self):
         from monai.transforms import (Compose, RandAffined, RandFlipd, RandGaussianNoised, RandScaleIntensityd,
@@ -64,13 +77,50 @@ class Augmenter:
         if self._compose is None:
             self._compose = self._build()
         self._compose.set_random_state(seed=int(seed) % (2**32))
+        ours = np.random.default_rng([int(seed) % (2**32), 0x5CD1])     # a stream apart from MONAI's
+        c = self.config
+        if label is not None and c.get("organ_shift") and ours.random() < float(c["organ_shift_prob"]):
+            image = organ_shift(image, label, c["organ_shift_range"], ours)
         data: dict[str, Any] = {"image": image[None].astype(np.float32, copy=False)}
         if label is not None:
             data["label"] = label[None].astype(np.float32)
         out = self._compose(data)
         img = _numpy(out["image"])[0].astype(np.float32, copy=False)
         lab = None if label is None else np.rint(_numpy(out["label"])[0]).astype(np.int64)
+        if c.get("slab") and ours.random() < float(c["slab_prob"]):
+            img, lab = slab(img, lab, float(c["slab_min"]), float(c["slab_value"]), ours)
         return img, lab
+
+
+def organ_shift(image: np.ndarray, label: np.ndarray, offsets: Any, rng: np.random.Generator) -> np.ndarray:
+    """Add one uniform offset in ``offsets`` = (low, high) to the voxels of each foreground class of ``label``.
+
+    image float32 (D, H, W), label int (D, H, W) -> new float32 image; classes are drawn in increasing order.
+    """
+    low, high = float(offsets[0]), float(offsets[1])
+    out = image.astype(np.float32, copy=True)
+    for value in np.unique(label):
+        if value > 0:
+            out[label == value] += np.float32(rng.uniform(low, high))
+    return out
+
+
+def slab(image: np.ndarray, label: Optional[np.ndarray], min_fraction: float, value: float,
+         rng: np.random.Generator) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Keep a random run of at least ``ceil(min_fraction · D)`` slices along D; elsewhere image = ``value``, label = 0.
+
+    image (D, H, W), label (D, H, W) or None -> new arrays of the same shapes.
+    """
+    depth = image.shape[0]
+    keep = int(rng.integers(min(depth, max(1, math.ceil(min_fraction * depth))), depth + 1))
+    start = int(rng.integers(0, depth - keep + 1))
+    img = np.full_like(image, np.float32(value))
+    img[start:start + keep] = image[start:start + keep]
+    if label is None:
+        return img, None
+    lab = np.zeros_like(label)
+    lab[start:start + keep] = label[start:start + keep]
+    return img, lab
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -31,6 +31,7 @@ from scdl.errors import Cancelled, ScdlError
 from scdl.training import checkpoint as ckpt
 from scdl.training.cohort import Cohort
 from scdl.training.config import save_config, validate_config
+from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
 from scdl.training.runlog import RunLog
 
@@ -245,9 +246,7 @@ class Trainer:
             self.model = DDP(step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                              find_unused_parameters=bool(unused))
         opt = cfg["optimizer"]
-        self.optimizer = torch.optim.SGD(list(step.trainable_parameters()), lr=float(opt["lr"]),
-                                         momentum=float(opt["momentum"]), weight_decay=float(opt["weight_decay"]),
-                                         nesterov=bool(opt.get("nesterov", False)))
+        self.optimizer = make_optimizer(list(step.trainable_parameters()), opt)
         from scdl.training.schedule import poly_scheduler
 
         self.scheduler = poly_scheduler(self.optimizer, int(cfg["iterations"]), float(opt["poly_power"]))
