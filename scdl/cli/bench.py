@@ -21,7 +21,7 @@ again reuses finished runs, so a stopped benchmark continues where it stopped.
 
 SSL_EPILOG = """\
 examples:
-  # the calibrated CPU benchmark: 6 configurations x 3 seeds (estimated 38.5 min on an idle 2-core machine)
+  # the calibrated CPU benchmark: 6 configurations x 3 seeds (estimated 39 min on an idle 2-core machine)
   scdl bench ssl --out bench_ssl
 
   # a smoke test in under a minute (tiny cohort, 2 iterations, 1 seed)
@@ -63,7 +63,10 @@ def register(subparsers: Any) -> None:
                         "seed 0, configurations supervised,cps,cps-scdl (other flags still apply)")
     p.add_argument("--configs", metavar="LIST", help="configurations to compare (default: the six listed below)")
     p.add_argument("--seeds", type=_seeds, metavar="LIST", help="training seeds, e.g. 0,1,2 (default 0,1,2)")
-    p.add_argument("--iterations", type=int, metavar="N", help="training iterations of every run (default 220)")
+    p.add_argument("--iterations", type=int, metavar="N", help="training iterations of every run (default 350)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"),
+                   help="optimiser of every run (default adamw; sgd is the paper's, too slow for a CPU budget)")
+    p.add_argument("--lr", type=float, metavar="LR", help="base learning rate, poly decay (default 0.01, as the paper's SGD)")
     p.add_argument("--width", type=int, metavar="F", help="VNet n_filters (default 8; paper 16)")
     p.add_argument("--spacing", type=float, metavar="MM", help="phantom and model voxel size in mm (default 4)")
     p.add_argument("--patch", type=int, metavar="P", help="cubic patch edge in voxels, multiple of 16 (default 32)")
@@ -85,6 +88,7 @@ def register(subparsers: Any) -> None:
 
 _FLAGS = {"labeled": "labeled", "unlabeled": "unlabeled", "test": "test", "cohort_seed": "cohort_seed",
           "spacing": "spacing_mm", "width": "width", "patch": "patch", "iterations": "iterations", "seeds": "seeds",
+          "optimizer": "optimizer", "lr": "lr",
           "threads": "threads", "workers": "workers", "device": "device", "sw_batch_size": "sw_batch_size"}
 
 
@@ -106,7 +110,8 @@ def reproduce_command(out: str, settings: Any, configs: Any) -> str:
     """The full ``scdl bench ssl`` command line of these settings (every value explicit)."""
     s = settings
     parts = ["scdl", "bench", "ssl", "--out", str(out), "--configs", ",".join(c.name for c in configs),
-             "--seeds", ",".join(str(x) for x in s.seeds), "--iterations", str(s.iterations), "--width", str(s.width),
+             "--seeds", ",".join(str(x) for x in s.seeds), "--iterations", str(s.iterations),
+             "--optimizer", s.optimizer, "--lr", f"{s.lr:g}", "--width", str(s.width),
              "--spacing", f"{s.spacing_mm:g}", "--patch", str(s.patch), "--labeled", str(s.labeled),
              "--unlabeled", str(s.unlabeled), "--test", str(s.test), "--cohort-seed", str(s.cohort_seed),
              "--threads", str(s.threads), "--workers", str(s.workers), "--device", s.device,
