@@ -349,6 +349,9 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         "annotation); held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough "
         "indication of accuracy, not a validation.",
         "Not for clinical use.",
+        "The unlabeled phantoms' contrast-phase organ intensities (HU mean and std) were measured on patient "
+        "B's CT within its silver labels (docs/phantom.md), so the unlabeled data carry those summary numbers of "
+        "the held-out patient; no voxel or label of B is trained on.",
     ]
     if not ph.get("labeled"):
         warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
