@@ -152,6 +152,12 @@ def test_settings_validation_and_keys():
     config = base.train_config(CONFIGURATIONS["cps-scdl-classes"])
     assert config["patch_size"] == [32, 32, 32] and config["scdl"] == {"p2e_axis": "classes"}
     assert config["preprocessing"]["spacing_mm"] == [4.0, 4.0, 4.0] and config["network"]["n_filters"] == 8
+    assert config["optimizer"] == {"name": "adamw", "lr": 0.01}           # measured choice, docs/ssl_benchmark.md
+    assert base.run_key(cps) != base.with_changes(optimizer="sgd").run_key(cps)
+    with pytest.raises(ScdlError, match="not one of adamw, sgd|not one of sgd, adamw"):
+        SSLBenchSettings(optimizer="adam")
+    with pytest.raises(ScdlError, match="positive"):
+        SSLBenchSettings(lr=0.0)
 
 
 def test_bad_training_setting_fails_before_anything_is_written(tmp_path, capsys):
@@ -171,7 +177,8 @@ def test_reproduce_command_parses_back_to_the_same_settings():
     from scdl.cli.bench import reproduce_command, settings_from_args
     from scdl.cli.main import build_parser
 
-    settings = SSLBenchSettings(iterations=123, width=8, spacing_mm=3.5, seeds=(4, 7), overrides=("optimizer.lr=0.02",))
+    settings = SSLBenchSettings(iterations=123, width=8, spacing_mm=3.5, seeds=(4, 7), optimizer="sgd", lr=0.02,
+                                overrides=("optimizer.momentum=0.8",))
     configs = parse_configs("cps,cps-scdl")
     argv = shlex.split(reproduce_command("out dir", settings, configs))[1:]
     args = build_parser().parse_args(argv)
