@@ -1,7 +1,7 @@
 # The core package `scdl` and the shared Resources/, installed beside the scripted modules
 # (qt-scripted-modules/scdl, qt-scripted-modules/Resources) so that `import scdl` and
 # `PythonSlicer -m scdl` work inside Slicer. Every file is listed explicitly: Testing/core/test_packaging.py
-# compares these lists with the files on disk.
+# compares these lists with the files on disk; CMake/update_core_lists.sh regenerates them.
 
 set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/__init__.py
@@ -110,6 +110,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/distributed.py
   scdl/training/finetune.py
   scdl/training/hashing.py
+  scdl/training/optim.py
   scdl/training/problems.py
   scdl/training/rng.py
   scdl/training/runlog.py

@@ -353,6 +353,7 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         "B's CT within its silver labels (docs/phantom.md), so the unlabeled data carry those summary numbers of "
         "the held-out patient; no voxel or label of B is trained on.",
     ]
+    warnings += [str(w) for w in cohort.get("warnings", [])]      # the recipe's own (design decisions to disclose)
     if not ph.get("labeled"):
         warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
                         "oesophagus, no labeled phantoms), so the model has not learned it.")
