@@ -232,3 +232,17 @@ def test_window_grid_and_weights_equal_monai(image, roi, overlap):
     for mode in ("gaussian", "constant"):
         expected = compute_importance_map(roi, mode=mode, sigma_scale=0.125, device="cpu", dtype=torch.float32)
         assert torch.equal(importance_map(roi, mode, 0.125, torch.device("cpu")), expected)
+
+
+def test_default_windows_per_forward_by_device_and_window_size():
+    from scdl.errors import ScdlError
+    from scdl.inference.config import InferenceSettings
+
+    settings = InferenceSettings.from_card({"inference": {"overlap": 0.5}})
+    assert settings.window_config((32, 64, 64), "cpu").sw_batch_size == 4      # the default model's window
+    assert settings.window_config((64, 64, 64), "cpu").sw_batch_size == 4
+    assert settings.window_config((96, 96, 96), "cpu").sw_batch_size == 1      # no gain, twice the memory
+    assert settings.window_config((96, 96, 96), "cuda").sw_batch_size == 4
+    assert InferenceSettings.from_card({}, sw_batch_size=2).window_config((96, 96, 96), "cpu").sw_batch_size == 2
+    with pytest.raises(ScdlError, match="sw_batch_size"):
+        InferenceSettings.from_card({}, sw_batch_size=-1)

@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overlap", type=float, default=None, metavar="F",
                         help="sliding-window overlap in [0, 1) (default: the model card's, 0.5)")
     parser.add_argument("--sw-batch-size", type=int, default=None, metavar="N",
-                        help="windows per forward pass (default: 1 on the CPU, 4 on CUDA)")
+                        help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 1)")
     parser.add_argument("--keep-largest", action="store_true", default=None,
                         help="keep only the largest connected component of each organ")
     parser.set_defaults(func=run)
