@@ -48,6 +48,10 @@ def test_layers_preset_file_flags_overrides(tmp_path: Path) -> None:
     ("unlabeled_batch=0", "learns from unlabeled patches"),
     ("lr", "KEY=VALUE"),
     ("optimizer.name=adam", "not one of sgd, adamw"),
+    ("augment.organ_shift_range=0.3", "not a \\[low, high\\] pair"),
+    ("augment.organ_shift_range=[0.3,0.1]", "not a \\[low, high\\] pair"),
+    ("augment.slab_min=0", "not a fraction"),
+    ("augment.slab_prob=2", "not a probability"),
 ])
 def test_bad_settings_are_named(override: str, message: str) -> None:
     with pytest.raises(ScdlError, match=message):

@@ -94,7 +94,7 @@ class SSLBenchSettings:
             raise bad("optimizer", f"{self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}.",
                       "use --optimizer adamw (this benchmark's default) or sgd (the paper's).")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise bad("lr", f"{self.lr!r} is not a positive number.", "use e.g. --lr 0.003.")
+            raise bad("lr", f"{self.lr!r} is not a positive number.", "use e.g. --lr 0.01.")
         if not self.spacing_mm > 0:
             raise bad("spacing", f"{self.spacing_mm!r} mm is not positive.", "use e.g. --spacing 4.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

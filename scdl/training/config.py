@@ -224,6 +224,19 @@ def validate_config(config: Mapping[str, Any]) -> None:
                   "use --set optimizer.name=sgd (the paper's) or adamw.")
     if not opt["lr"] > 0:
         raise bad("optimizer.lr", "the learning rate must be positive.", "use e.g. --set optimizer.lr=0.01.")
+    aug = config["augment"]
+    for key in ("flip_prob", "affine_prob", "intensity_prob", "noise_prob", "organ_shift_prob", "slab_prob"):
+        value = aug.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise bad(f"augment.{key}", f"{value!r} is not a probability.", "use a value in [0, 1].")
+    shift = aug.get("organ_shift_range", [0.0, 0.0])
+    if (not isinstance(shift, (list, tuple)) or len(shift) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shift) or shift[0] > shift[1]):
+        raise bad("augment.organ_shift_range", f"{shift!r} is not a [low, high] pair.",
+                  "use e.g. --set augment.organ_shift_range=[-0.05,0.3] (window units: 0.1 = 40 HU).")
+    slab_min = aug.get("slab_min", 0.25)
+    if isinstance(slab_min, bool) or not isinstance(slab_min, (int, float)) or not 0.0 < slab_min <= 1.0:
+        raise bad("augment.slab_min", f"{slab_min!r} is not a fraction in (0, 1].", "use e.g. --set augment.slab_min=0.25.")
     if not isinstance(config["validation"]["every"], int) or config["validation"]["every"] < -1:
         raise bad("validation.every", "must be an integer >= -1 (0: validate only at the end, -1: never).",
                   "use e.g. --set validation.every=500.")
