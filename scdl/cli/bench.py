@@ -48,6 +48,8 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers: Any) -> None:
+    from scdl.training.config import OPTIMIZERS     # torch-free: --help stays fast
+
     parser = subparsers.add_parser(
         "bench", help="end-to-end benchmarks (ssl: supervised vs CPS vs CPS+SCDL on phantoms)",
         description="End-to-end benchmarks that train and score models. Run 'scdl bench ssl --help'.",
@@ -64,7 +66,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--configs", metavar="LIST", help="configurations to compare (default: the six listed below)")
     p.add_argument("--seeds", type=_seeds, metavar="LIST", help="training seeds, e.g. 0,1,2 (default 0,1,2)")
     p.add_argument("--iterations", type=int, metavar="N", help="training iterations of every run (default 350)")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"),
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
                    help="optimiser of every run (default adamw; sgd is the paper's, too slow for a CPU budget)")
     p.add_argument("--lr", type=float, metavar="LR", help="base learning rate, poly decay (default 0.01, as the paper's SGD)")
     p.add_argument("--width", type=int, metavar="F", help="VNet n_filters (default 8; paper 16)")
