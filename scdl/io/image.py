@@ -35,6 +35,11 @@ def _read_file(path: Path) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as err:
+        if ext in (".nii", ".nii.gz"):
+            from scdl.io.nifti_nibabel import is_orthonormal_refusal, read_nifti_nibabel
+
+            if is_orthonormal_refusal(err):
+                return read_nifti_nibabel(path)
         raise ScdlError(
             f"cannot be read as {ext} (damaged, truncated or not a {ext} file).",
             path,
@@ -118,12 +123,17 @@ def _as_label_type(img: sitk.Image, path: Path) -> sitk.Image:
 
 
 def read_label_map(
-    path: "os.PathLike[str] | str", reference: Optional[sitk.Image] = None, resample: bool = False
+    path: "os.PathLike[str] | str", reference: Optional[sitk.Image] = None, resample: bool = False,
+    table: Optional[object] = None,
 ) -> sitk.Image:
     """Read an integer label map (0 = background), optionally brought onto a reference image's grid.
 
     Args:
-        path: label map file (any :func:`read_image` format; a single-layer ``.seg.nrrd`` reads as its label map).
+        path: label map file (any :func:`read_image` format; a single-layer ``.seg.nrrd`` reads as its label map;
+            NIfTI that ITK refuses for non-orthonormal axes is read with nibabel), or a TotalSegmentator output
+            folder of ``<structure>.nii.gz`` masks (:mod:`scdl.io.mask_folder`).
+        table: for a mask folder, the LabelTable (or bundled name) that numbers its structures
+            (default TotalSegmentator v2).
         reference: image whose grid the labels must share (e.g. the CT).
         resample: if the grids differ, resample the labels onto ``reference`` with nearest-neighbour
             interpolation (physical positions are kept; voxels outside the label map become 0).
@@ -133,7 +143,12 @@ def read_label_map(
         The label map as the smallest unsigned integer type that holds its values (uint8 / uint16 / uint32).
     """
     path = Path(path)
-    img = _as_label_type(read_image(path), path)
+    from scdl.io.mask_folder import is_mask_folder, read_mask_folder
+
+    if is_mask_folder(path):          # a TotalSegmentator output folder: one <structure>.nii.gz per class
+        img = _as_label_type(read_mask_folder(path, table), path)
+    else:
+        img = _as_label_type(read_image(path), path)
     if reference is None or same_grid(img, reference):
         return img
     if not resample:
