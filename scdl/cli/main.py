@@ -19,7 +19,7 @@ from scdl import __version__
 from scdl.errors import Cancelled, ScdlError
 
 #: Sub-command modules, in the order ``scdl --help`` lists them.
-COMMANDS: tuple[str, ...] = ("segment", "evaluate", "models", "phantom", "train", "bench", "demo")
+COMMANDS: tuple[str, ...] = ("segment", "evaluate", "models", "phantom", "synth", "train", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
