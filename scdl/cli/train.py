@@ -52,6 +52,11 @@ def register(subparsers: Any) -> None:
     src.add_argument("--val", metavar="DIR", help="folder with images/ and labels/ for validation")
     src.add_argument("--source-labels", metavar="TABLE",
                      help="label table of the label maps in --labeled/--val (default: the model's numbering)")
+    src.add_argument("--anatomy", metavar="DIR",
+                     help="folder of label maps WITHOUT images (files or TotalSegmentator mask folders): labeled "
+                          "cases whose CT is synthesised anew each time they are sampled")
+    src.add_argument("--anatomy-labels", metavar="TABLE",
+                     help="label table of the --anatomy maps (default: --source-labels, else totalsegmentator_v2)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (checkpoints, logs, curves, model/)")
     p.add_argument("--framework", choices=FRAMEWORKS, help="training framework (default cps-scdl)")
     p.add_argument("--iterations", type=int, metavar="N", help="training iterations (paper: 17000)")
@@ -78,14 +83,15 @@ def register(subparsers: Any) -> None:
 def _cohort_spec(args: argparse.Namespace) -> dict[str, Any]:
     from scdl.errors import ScdlError
 
-    if args.cohort and (args.labeled or args.unlabeled or args.val):
+    if args.cohort and (args.labeled or args.unlabeled or args.val or args.anatomy):
         raise ScdlError("give either --cohort MANIFEST or folders (--labeled/--unlabeled/--val), not both.")
     if args.cohort:
         return {"manifest": str(Path(args.cohort).expanduser().resolve())}
-    if args.labeled or args.unlabeled or args.val:
+    if args.labeled or args.unlabeled or args.val or args.anatomy:
         absolute = lambda p: None if p is None else str(Path(p).expanduser().resolve())  # noqa: E731
         return {"labeled": absolute(args.labeled), "unlabeled": absolute(args.unlabeled), "val": absolute(args.val),
-                "labels": args.source_labels}
+                "labels": args.source_labels, "anatomy": absolute(args.anatomy),
+                "anatomy_labels": args.anatomy_labels}
     raise ScdlError("no cohort given.", fix="give --cohort MANIFEST, or --labeled DIR [--unlabeled DIR].")
 
 
@@ -94,7 +100,8 @@ def load_cohort(spec: dict[str, Any]):
 
     if spec.get("manifest"):
         return load_manifest(spec["manifest"])
-    return load_folders(spec.get("labeled"), spec.get("unlabeled"), spec.get("val"), spec.get("labels"))
+    return load_folders(spec.get("labeled"), spec.get("unlabeled"), spec.get("val"), spec.get("labels"),
+                        spec.get("anatomy"), spec.get("anatomy_labels"))
 
 
 def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:

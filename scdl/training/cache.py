@@ -7,6 +7,11 @@ Layout: ``<cache>/<key[:2]>/<key>/`` with
 - ``locations.npy``: int64 flat voxel indices per class, concatenated (class-aware patch centres);
 - ``meta.json``: shape, per-class voxel counts and index ranges into ``locations.npy``, check facts.
 
+Anatomy cases (a label map without image) also store ``structures.npy`` (int16, the map's own values, -1 =
+outside the body) and ``depth.npy`` (uint8 mm) of :mod:`scdl.synth.layout` on the network grid, and
+``meta["anatomy"]`` (tissue per value, spacing, window); ``image.npy`` holds one fixed synthesis (for
+validation and previews) while training synthesises a fresh patch each time (scdl.training.sampling).
+
 The key is a SHA-256 of the image's content hash, the label map's content hash, the label-table mapping and
 every preprocessing setting, so a changed file or setting gives a new entry and an unchanged one is reused
 by every later run. Entries are written atomically (a killed run leaves no half entry). Training never holds
@@ -74,6 +79,12 @@ def class_locations(label: np.ndarray, num_classes: int, max_per_class: int) -> 
     return locations, ranges, [int(c) for c in counts]
 
 
+def _grid_of(image: Any):
+    from scdl.processing.grid import Grid
+
+    return Grid.from_image(image)
+
+
 class CachedCase:
     """One preprocessed case; arrays open lazily as read-only memory maps (cheap to pickle to workers)."""
 
@@ -107,6 +118,21 @@ class CachedCase:
     def label(self) -> Optional[np.ndarray]:
         """int (D, H, W) memory map in the model numbering, or None."""
         return self._array("label") if self.labeled else None
+
+    @property
+    def anatomy(self) -> Optional[dict[str, Any]]:
+        """Synthesis facts of an anatomy case (tissue per value, spacing, window), None for a real CT."""
+        return self.meta.get("anatomy")
+
+    @property
+    def structures(self) -> np.ndarray:
+        """int16 (D, H, W) layout structures of an anatomy case (-1 = outside the body)."""
+        return self._array("structures")
+
+    @property
+    def depth(self) -> np.ndarray:
+        """uint8 (D, H, W) layout depth in mm of an anatomy case."""
+        return self._array("depth")
 
     @property
     def present(self) -> list[int]:
@@ -165,6 +191,56 @@ class PreprocessCache:
 
             self._pre = Preprocessor(self.preprocessing)
         return self._pre
+
+    def put_anatomy(self, key: str, label: Any, source: Any = None,
+                    facts: Optional[dict[str, Any]] = None) -> CachedCase:
+        """Store an anatomy case: the layout of ``label`` (SimpleITK, values of ``source``) on the network grid.
+
+        The network grid is planned exactly as for a CT on the label map's grid, so anatomy and real cases
+        share spacing and orientation.
+        """
+        import SimpleITK as sitk
+
+        from scdl.processing.intensity import window_and_scale
+        from scdl.synth.engine import synthesize
+        from scdl.synth.layout import make_layout
+        from scdl.synth.tissues import tissue_lut
+
+        pre = self._preprocessor()
+        ctx = pre.plan(_grid_of(label))
+        structures = np.asarray(pre.forward_labels(label, ctx)).astype(np.int32)
+        table = source if source is not None else self.target
+        structures[structures >= table.num_classes] = 0
+        spacing_zyx = tuple(float(s) for s in ctx.model_grid.spacing[::-1])
+        layout = make_layout(structures, spacing_zyx)
+        num_classes = int(self.target.num_classes)
+        if source is not None:
+            from scdl.labels.mapping import map_label_array
+
+            lab, _unknown = map_label_array(structures, source, self.target)
+        else:
+            lab = structures
+        lab = np.where((lab >= 0) & (lab < num_classes), lab, 0).astype(label_dtype(num_classes))
+        lut = tissue_lut(table)
+        cfg = pre.config
+        hu, _subject = synthesize(layout.structures, layout.depth, lut, spacing_zyx,
+                                  np.random.default_rng(int(key[:8], 16)), phase="portal")
+        arr = np.ascontiguousarray(window_and_scale(hu, cfg.window, cfg.scale), dtype=np.float32)
+        locations, ranges, counts = class_locations(lab, num_classes, self.max_locations)
+        meta: dict[str, Any] = {"version": CACHE_VERSION, "shape": [int(s) for s in arr.shape], "labeled": True,
+                                "facts": facts or {}, "ranges": {str(k): v for k, v in ranges.items()},
+                                "counts": counts,
+                                "anatomy": {"lut": lut, "spacing_zyx": list(spacing_zyx),
+                                            "window": [float(v) for v in cfg.window],
+                                            "scale": [float(v) for v in cfg.scale]}}
+        with atomic_dir(self.folder(key)) as tmp:
+            np.save(tmp / "image.npy", arr)
+            np.save(tmp / "label.npy", lab)
+            np.save(tmp / "locations.npy", locations)
+            np.save(tmp / "structures.npy", layout.structures)
+            np.save(tmp / "depth.npy", layout.depth)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return CachedCase(self.folder(key), meta)
 
     def put(self, key: str, image: Any, label: Any = None, source: Any = None,
             facts: Optional[dict[str, Any]] = None) -> CachedCase:

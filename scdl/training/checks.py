@@ -117,6 +117,9 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
     if case.split == "val" and not case.labeled:
         problem("error", "unlabeled_val", "a validation case needs a label map.", case.image,
                 "fill in its 'label' column or set its split to train.")
+    if case.anatomy and case.split == "val":
+        problem("error", "anatomy_val", "a validation case needs a real CT (this row has a label map only).",
+                case.label, "give its image, or set its split to train.")
     for path, what in ((case.image, "image"), (case.label, "label map")):
         if path is not None and not Path(path).exists():
             problem("error", "missing", f"the {what} does not exist.", path, "fix the path in the manifest (paths are "
@@ -131,6 +134,8 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
     if problems:
         report.problems.extend(problems)
         return facts
+    if case.anatomy:
+        return _check_anatomy(case, source, target, hashes, cache, prepare, report, prepared, problems, facts)
     try:
         facts["image_hash"] = hashes.hash(case.image)
         facts["label_hash"] = hashes.hash(case.label) if case.label is not None else None
@@ -168,6 +173,70 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
         except ScdlError as err:
             report.problems.append(CohortProblem("error", "preprocessing", err.message, err.path or str(case.image),
                                                  case.row, err.fix or ""))
+    return facts
+
+
+def _label_hash(hashes: HashIndex, path: Path) -> str:
+    """Content hash of a label map file, or of a mask folder (its files' hashes in name order)."""
+    path = Path(path)
+    if path.is_dir():
+        import hashlib
+
+        from scdl.io.mask_folder import mask_files
+
+        digest = hashlib.sha256()
+        for f in mask_files(path):
+            digest.update(f.name.encode() + b"\0" + hashes.hash(f).encode())
+        return digest.hexdigest()
+    return hashes.hash(path)
+
+
+def _check_anatomy(case: Case, source: Any, target: Any, hashes: HashIndex, cache: Optional[PreprocessCache],
+                   prepare: bool, report: CohortReport, prepared: dict[str, CachedCase],
+                   problems: list[CohortProblem], facts: dict[str, Any]) -> dict[str, Any]:
+    """An anatomy case (label map, no image): read and check the map, cache its layout for synthesis."""
+    from scdl.io.image import read_label_map
+
+    def fail(code: str, message: str, path: Any, fix: str) -> dict[str, Any]:
+        report.problems.append(CohortProblem("error", code, message, str(path), case.row, fix))
+        return facts
+
+    facts["anatomy"] = True
+    try:
+        facts["label_hash"] = _label_hash(hashes, case.label)
+    except OSError as err:
+        return fail("unreadable", f"the file cannot be read ({err.strerror or err}).", err.filename or case.label,
+                    "check the file's permissions.")
+    facts["image_hash"] = None
+    key = None
+    if cache is not None:
+        key = cache.key("anatomy", facts["label_hash"], source)
+        hit = cache.get(key)
+        if hit is not None:
+            prepared[case.row] = hit
+            facts.update(present=hit.present, cached=True, shape=hit.shape)
+            return facts
+    try:
+        label = read_label_map(case.label, table=source)
+    except ScdlError as err:
+        return fail("unreadable", err.message, err.path or case.label, err.fix or "replace the label map.")
+    except Exception as err:  # noqa: BLE001 - any reader failure is a problem of this file
+        return fail("unreadable", f"the label map cannot be read ({err}).", case.label, "replace the label map.")
+    import SimpleITK as sitk
+
+    values, _counts = label_values(sitk.GetArrayViewFromImage(label))
+    present, unknown = _map_values(values, source, target)
+    facts["present"] = present
+    if unknown:
+        return fail("unknown_labels", f"{len(unknown)} label values not in the label table "
+                    f"{case.labels or getattr(target, 'name', '')}.", case.label,
+                    "give this label map's own table in the manifest's 'labels' column (e.g. totalsegmentator_v2).")
+    if not present:
+        return fail("empty_label", "none of this label map's classes is a class of the model.", case.label,
+                    "check the 'labels' column (the label map's own table) and --labels (the model's classes).")
+    if cache is not None and prepare:
+        prepared[case.row] = cache.put_anatomy(key, label, source, facts={"label": str(case.label)})
+        facts["shape"] = prepared[case.row].shape
     return facts
 
 

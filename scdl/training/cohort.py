@@ -2,8 +2,10 @@
 
 Manifest columns (CSV header or JSON object keys):
 
-- ``image``: CT file or DICOM folder, relative to the manifest's folder (absolute paths work too);
-- ``label``: label map on the image's grid; empty = an unlabeled case;
+- ``image``: CT file or DICOM folder, relative to the manifest's folder (absolute paths work too); empty with a
+  ``label`` = an *anatomy* case: a label map without image, for which a fresh CT is synthesised
+  (scdl.synth) every time it is sampled;
+- ``label``: label map on the image's grid (or a TotalSegmentator mask folder); empty = an unlabeled case;
 - ``split`` (optional): ``train`` (default), ``val`` or ``test`` (``test`` rows are not used for training);
 - ``labels`` (optional): the label table of this case's label map (a bundled name such as
   ``totalsegmentator_v2`` or a colour-table CSV); its classes are mapped to the model's classes by name.
@@ -41,14 +43,14 @@ class Case:
     """One row of a cohort.
 
     Attributes:
-        image: CT file or DICOM folder (absolute).
+        image: CT file or DICOM folder (absolute), or None for an anatomy case (label map only).
         label: label map (absolute) or None for an unlabeled case.
         split: ``train`` | ``val`` | ``test``.
         labels: label table of the label map (bundled name or absolute CSV path), None = model numbering.
         row: where the case was declared (``manifest.csv:3`` or the folder) for messages.
     """
 
-    image: Path
+    image: Optional[Path]
     label: Optional[Path] = None
     split: str = "train"
     labels: Optional[str] = None
@@ -60,11 +62,16 @@ class Case:
         return self.label is not None
 
     @property
+    def anatomy(self) -> bool:
+        """A label map without image: its CT is synthesised from the labels (scdl.synth)."""
+        return self.image is None and self.label is not None
+
+    @property
     def name(self) -> str:
-        return image_stem(self.image)
+        return image_stem(self.label if self.image is None else self.image)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": str(self.image), "label": None if self.label is None else str(self.label),
+        return {"image": None if self.image is None else str(self.image), "anatomy": self.anatomy, "label": None if self.label is None else str(self.label),
                 "split": self.split, "labels": self.labels, "row": self.row}
 
 
@@ -92,7 +99,7 @@ class Cohort:
         return self.select(split="val", labeled=True)
 
     def summary(self) -> dict[str, int]:
-        return {"labeled": len(self.labeled_train), "unlabeled": len(self.unlabeled_train), "val": len(self.val),
+        return {"labeled": len(self.labeled_train), "anatomy": sum(c.anatomy for c in self.labeled_train), "unlabeled": len(self.unlabeled_train), "val": len(self.val),
                 "test": len(self.select(split="test"))}
 
 
@@ -161,7 +168,7 @@ def load_manifest(path: os.PathLike | str) -> Cohort:
         image = str(row.get("image") or "").strip()
         label = str(row.get("label") or "").strip()
         split = str(row.get("split") or "train").strip().lower()
-        if not image:
+        if not image and not label:
             problems.append(CohortProblem("error", "no_image", "this row names no image.", str(path), where,
                                           "fill in the 'image' column or delete the row."))
             continue
@@ -170,7 +177,7 @@ def load_manifest(path: os.PathLike | str) -> Cohort:
                                           str(path), where, "use train, val or test."))
             continue
         extra = {k: v for k, v in row.items() if k not in ("image", "label", "split", "labels")}
-        cases.append(Case(image=_resolve(base, image), label=_resolve(base, label) if label else None, split=split,
+        cases.append(Case(image=_resolve(base, image) if image else None, label=_resolve(base, label) if label else None, split=split,
                           labels=_table_ref(base, row.get("labels")), row=where, extra=extra))
     if not rows:
         problems.append(CohortProblem("error", "empty_manifest", "the manifest lists no case.", str(path), "",
@@ -195,12 +202,29 @@ def _strip_channel(stem: str) -> str:
     return stem[:-5] if stem.endswith("_0000") else stem
 
 
+def anatomy_entries(folder: Path) -> list[Path]:
+    """Label maps of an ``--anatomy`` folder: label files and TotalSegmentator mask sub-folders. A folder whose
+    files are all named after TotalSegmentator structures (``liver.nii.gz``, ...) is itself one case."""
+    from scdl.io.mask_folder import is_mask_folder, mask_files, _stem
+    from scdl.labels.names import normalize_name
+    from scdl.labels.table import LabelTable
+
+    if is_mask_folder(folder):
+        known = {normalize_name(e.name) for e in LabelTable.load("totalsegmentator_v2").entries}
+        if all(normalize_name(_stem(f)) in known for f in mask_files(folder)):
+            return [folder]
+    return _list_images(folder)
+
+
 def load_folders(labeled: Optional[os.PathLike | str] = None, unlabeled: Optional[os.PathLike | str] = None,
-                 val: Optional[os.PathLike | str] = None, labels: Optional[str] = None) -> Cohort:
+                 val: Optional[os.PathLike | str] = None, labels: Optional[str] = None,
+                 anatomy: Optional[os.PathLike | str] = None, anatomy_labels: Optional[str] = None) -> Cohort:
     """Build a cohort from folders: ``labeled``/``val`` hold ``images/`` + ``labels/``; ``unlabeled`` holds images.
 
     Args:
         labels: label table of the label maps (bundled name or CSV path), None = the model's numbering.
+        anatomy: folder of label maps without images (files or TotalSegmentator mask folders): anatomy cases.
+        anatomy_labels: their label table (default: ``labels``, else totalsegmentator_v2).
     """
     cases: list[Case] = []
     problems: list[CohortProblem] = []
@@ -232,7 +256,15 @@ def load_folders(labeled: Optional[os.PathLike | str] = None, unlabeled: Optiona
             raise ScdlError("the unlabeled folder does not exist.", folder, "give a folder of CT images.")
         for image in _list_images(folder):
             cases.append(Case(image=image, label=None, split="train", row=str(folder)))
-    if labeled is None and unlabeled is None and val is None:
+    if anatomy is not None:
+        folder = Path(anatomy).expanduser().resolve()
+        if not folder.is_dir():
+            raise ScdlError("the anatomy folder does not exist.", folder, "give a folder of label maps.")
+        table_a = _table_ref(Path.cwd(), anatomy_labels) or table or "totalsegmentator_v2"
+        for entry in anatomy_entries(folder):
+            cases.append(Case(image=None, label=entry, split="train", labels=table_a, row=str(folder)))
+    if labeled is None and unlabeled is None and val is None and anatomy is None:
         raise ScdlError("no cohort given.", fix="give --cohort MANIFEST or --labeled DIR [--unlabeled DIR].")
-    source = " + ".join(str(Path(f).expanduser().resolve()) for f in (labeled, unlabeled, val) if f is not None)
+    source = " + ".join(str(Path(f).expanduser().resolve()) for f in (labeled, unlabeled, val, anatomy)
+                        if f is not None)
     return Cohort(cases=cases, source=source, problems=problems)

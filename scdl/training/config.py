@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "organ_shift": False, "organ_shift_prob": 0.5, "organ_shift_range": [-0.05, 0.3],   # ours, see augment.py
         "slab": False, "slab_prob": 0.3, "slab_min": 0.25, "slab_value": 0.0,              # ours, see augment.py
     },
+    "synth": None,                      # filled below: scdl.synth.engine.SYNTH_DEFAULTS (anatomy cases only)
     "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
              "resample_labels": False},   # True: a label map on another grid is resampled onto its CT (nearest)
     "validation": {"every": 500,        # iterations; 0: only at the end; -1: never (the package holds the last weights)
@@ -74,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
+
+from scdl.synth.engine import SYNTH_DEFAULTS as _SYNTH_DEFAULTS  # noqa: E402 - the owner of the synthesis keys
+
+DEFAULTS["synth"] = dict(_SYNTH_DEFAULTS)
 
 #: A small setting for a 2-core CPU: width 8, 48³ patches on a 4 mm grid, class-aware sampling, light
 #: augmentation. bench/train.py measured 1.6 CPU-s per CPS+SCDL iteration here (3.0-4.2 s wall on the shared

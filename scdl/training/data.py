@@ -59,6 +59,8 @@ class StepBatches(Dataset):
         augment: the ``augment`` config block.
         seed: run seed. rank / world_size: this process among the distributed ones.
         accumulate: micro-batches per step A (gradient accumulation; 1 = none).
+        synth: the ``synth`` config block (scdl.synth.engine.SYNTH_DEFAULTS): how anatomy cases (label maps
+            without image) are synthesised, anew for every patch.
         unlabeled_from_labeled: for semi-supervised runs without unlabeled CTs, unlabeled patches are cut from
             the labeled cases (labels ignored). Off by default (the cohort check asks for unlabeled cases).
     Item: ``{"labeled_image": float32 (Bl, 1, D, H, W), "labeled_label": int64 (Bl, D, H, W),
@@ -69,7 +71,8 @@ class StepBatches(Dataset):
     def __init__(self, labeled: Sequence[CachedCase], unlabeled: Sequence[CachedCase], patch: Sequence[int],
                  labeled_batch: int, unlabeled_batch: int, class_prob: float, augment: Mapping[str, Any],
                  seed: int, rank: int = 0, world_size: int = 1, pad_value: float = 0.0,
-                 unlabeled_from_labeled: bool = False, accumulate: int = 1):
+                 unlabeled_from_labeled: bool = False, accumulate: int = 1,
+                 synth: Optional[Mapping[str, Any]] = None):
         self.labeled = list(labeled)
         self.unlabeled = list(unlabeled) if unlabeled or not unlabeled_from_labeled else list(labeled)
         self.patch = tuple(int(p) for p in patch)
@@ -79,6 +82,7 @@ class StepBatches(Dataset):
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.accumulate = max(int(accumulate), 1)
         self.pad_value = float(pad_value)
+        self.synth = dict(synth or {})
         if not self.labeled:
             raise ValueError("no labeled training case")
         if self.unlabeled_batch and not self.unlabeled:
@@ -98,7 +102,7 @@ class StepBatches(Dataset):
             rng = np.random.default_rng([self.seed, step, stream, j])
             case = cases[int(order[j])]
             image, label, cls = sample_patch(case, self.patch, rng, self.class_prob if with_labels else 0.0,
-                                             self.pad_value)
+                                             self.pad_value, self.synth)
             image, label = self.augmenter(image, label if with_labels else None, int(rng.integers(2**31)))
             images.append(image[None])
             if with_labels:

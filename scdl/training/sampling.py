@@ -8,7 +8,7 @@ volumes smaller than the patch are padded (image with ``pad_value``, labels with
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -50,10 +50,43 @@ def choose_start(case: CachedCase, patch: Sequence[int], rng: np.random.Generato
     return start, None
 
 
+def synthesize_patch(case: CachedCase, start: Sequence[int], patch: Sequence[int], rng: np.random.Generator,
+                     synth: Optional[Mapping[str, Any]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """A freshly synthesised patch of an anatomy case: (image float32 (D, H, W) in network scale, label).
+
+    The layout is cropped (outside the volume = air), deformed (elastic, organ shrinking), synthesised in
+    HU (scdl.synth.engine) and windowed/scaled like a real CT.
+    """
+    from scdl.processing.intensity import window_and_scale
+    from scdl.synth.engine import SYNTH_DEFAULTS, synthesize
+    from scdl.synth.layout import OUTSIDE
+    from scdl.synth.spatial import elastic, shrink_organs
+
+    c = {**SYNTH_DEFAULTS, **dict(synth or {})}
+    info = case.anatomy
+    spacing = info["spacing_zyx"]
+    structures = crop(case.structures, start, patch, OUTSIDE)
+    depth = crop(case.depth, start, patch, 0)
+    label = crop(case.label, start, patch, 0)
+    if float(c["elastic_mm"]) > 0:
+        structures, depth, label = elastic([structures, depth, label], spacing, rng, float(c["elastic_mm"]),
+                                           float(c["elastic_scale_mm"]))
+    structures, label = shrink_organs(structures, depth, label, rng, float(c["shrink_prob"]), float(c["shrink_mm"]))
+    hu, _subject = synthesize(structures, depth, info["lut"], spacing, rng, c)
+    return window_and_scale(hu, info["window"], info["scale"]).astype(np.float32), label
+
+
 def sample_patch(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float,
-                 pad_value: float = 0.0) -> tuple[np.ndarray, Optional[np.ndarray], Optional[int]]:
-    """One patch: image float32 (D, H, W), label (D, H, W) or None, and the class it was centred on."""
+                 pad_value: float = 0.0, synth: Optional[Mapping[str, Any]] = None,
+                 ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[int]]:
+    """One patch: image float32 (D, H, W), label (D, H, W) or None, and the class it was centred on.
+
+    Anatomy cases (label map only) get a fresh synthetic image each call (:func:`synthesize_patch`).
+    """
     start, cls = choose_start(case, patch, rng, class_prob)
+    if case.anatomy:
+        image, label = synthesize_patch(case, start, patch, rng, synth)
+        return image, label, cls
     image = crop(case.image, start, patch, pad_value)
     label = crop(case.label, start, patch, 0) if case.labeled else None
     return image, label, cls

@@ -339,7 +339,7 @@ class Trainer:
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
-                              accumulate=int(cfg["accumulate"]))
+                              accumulate=int(cfg["accumulate"]), synth=cfg.get("synth"))
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
