@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "Resources" / "Models" / "recipes" / "scdl-abdominal-ct"
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 SMOKE_ITERATIONS = 4
+#: Extra ``scdl train`` arguments of the main run (``--init``).
+TRAIN_EXTRA: list[str] = []
 
 
 def log(text: str) -> None:
@@ -136,6 +138,13 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
         for img, lab in pairs:
             rows.append({"image": str(img), "label": str(lab), "split": "train", "labels": case["labels"]})
         described["labeled"].append({**case, "cases_in_manifest": [str(p[0]) for p in pairs]})
+    described["anatomy"] = []
+    for case in cohort.get("anatomy", []):          # label maps without image: synthesised per sample
+        label = data / case["label"]
+        if not label.exists():
+            raise fail(f"{label}: training data missing (give the shared data folder with --data).")
+        rows.append({"image": "", "label": str(label), "split": "train", "labels": case["labels"]})
+        described["anatomy"].append(case)
     ph = dict(cohort["phantoms"])
     if smoke:
         ph.update(cases=ph.get("labeled", 0) + 3, val=1)
@@ -264,7 +273,7 @@ def train(manifest: Path, config: Path, out: Path, iterations: int, device: str,
     run_dir = out / "train"
     if (run_dir / "checkpoint.pt").exists():
         raise fail(f"{run_dir}: holds an earlier run; choose a new --out folder.")
-    result = run_train(manifest, config, run_dir, iterations, device, cache, deadline_s)
+    result = run_train(manifest, config, run_dir, iterations, device, cache, deadline_s, extra=TRAIN_EXTRA)
     if result["stopped"]:
         from scdl.training import checkpoint as ckpt
 
@@ -339,14 +348,17 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
                          f"{m['organs_labelled']} organs" for p, m in held_out.items())
     data = [f"{c['patient']}: {c['description']} (labeled; {len(c.get('cases_in_manifest', []))} sub-volume(s))"
             for c in described["labeled"]]
+    data += [f"{c['patient']}: {c['description']} (anatomy case: label map only, CT synthesised by scdl.synth)"
+             for c in described.get("anatomy", [])]
     data.append(f"{ph['cases'] - ph.get('labeled', 0) - ph.get('val', 0)} synthetic phantoms (scdl phantom, seed "
                 f"{ph['seed']}, {ph['spacing_mm']} mm) as unlabeled data; {ph.get('labeled', 0)} labeled phantoms; "
                 f"{ph.get('val', 0)} phantom as the validation case")
     licences = "; ".join(f"{c['patient']}: {c['licence']}" for c in cohort["labeled"])
+    licences += "".join(f"; {c['patient']}: {c['licence']}" for c in cohort.get("anatomy", []))
     licences += f"; phantoms: {cohort['phantoms']['licence']}"
     warnings = [
-        "Trained on ONE real patient (A) with TotalSegmentator silver labels (model predictions, not manual "
-        "annotation); held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough "
+        "Trained on ONE real CT image (patient A, TotalSegmentator silver labels, model predictions) plus "
+        "synthetic CTs made from the label maps of A and three TotalSegmentator dataset subjects; held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough "
         "indication of accuracy, not a validation.",
         "Not for clinical use.",
         "The unlabeled phantoms' contrast-phase organ intensities (HU mean and std) were measured on patient "
@@ -354,9 +366,12 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         "the held-out patient; no voxel or label of B is trained on.",
     ]
     warnings += [str(w) for w in cohort.get("warnings", [])]      # the recipe's own (design decisions to disclose)
-    if not ph.get("labeled"):
+    if not ph.get("labeled") and not described.get("anatomy"):
         warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
                         "oesophagus, no labeled phantoms), so the model has not learned it.")
+    if described.get("anatomy"):
+        warnings.append("esophagus: only ONE training subject (s0004, a synthetic image) contains it; expect "
+                        "it to be weak.")
     if training.get("stopped_at_limit"):
         warnings.append(f"training was stopped at the time limit after {training['iteration']} of "
                         f"{training['planned_iterations']} planned iterations (learning-rate schedule cut).")
@@ -516,6 +531,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="Resources folder to install into (default: the package's Resources, SCDL_RESOURCES)")
     parser.add_argument("--no-install", action="store_true", help="build and verify the package only")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--init", default=None, metavar="MODEL",
+                        help="fine-tune from this model package (path or id) instead of a fresh start; 3.0.0 was "
+                             "trained with --init <the 2.0.0 package> (git show 79aeb6e:Resources/Models/...)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"pipeline check: {SMOKE_ITERATIONS} iterations, 2 unlabeled phantoms; installs only "
                              "into an explicit --resources folder")
@@ -524,6 +542,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from scdl.resources import resources_dir
 
     started = time.monotonic()
+    if args.init:
+        TRAIN_EXTRA.extend(["--init", str(Path(args.init).resolve()) if Path(args.init).exists() else args.init])
     cohort, config_path = load_recipe(args.recipe)
     config = json.loads(config_path.read_text(encoding="utf-8"))
     budget = dict(cohort["budget"])
