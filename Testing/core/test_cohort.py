@@ -46,14 +46,16 @@ def test_manifest_paths_relative_and_splits(crops: Path, tmp_path: Path) -> None
             {"image": "v.nii.gz", "label": "v_seg.nii.gz", "split": "VAL", "labels": "totalsegmentator_v2"},
             {"image": "t.nii.gz", "split": "test"},
             {"image": "b.nii.gz", "split": "holdout"},
-            {"image": "", "label": "orphan.nii.gz"}]
+            {"image": "", "label": "anatomy.nii.gz"},        # a label map without image: an anatomy case
+            {"image": ""}]
     cohort = load_manifest(_write_manifest(sub, rows))
-    assert [c.split for c in cohort.cases] == ["train", "train", "val", "test"]
+    assert [c.split for c in cohort.cases] == ["train", "train", "val", "test", "train"]
+    assert cohort.cases[4].anatomy and cohort.cases[4].image is None and cohort.cases[4].name == "anatomy"
     assert cohort.cases[1].image == sub / "../x/unl.nii.gz" and not cohort.cases[1].labeled
     assert cohort.cases[2].label == sub / "v_seg.nii.gz" and cohort.cases[2].labels == "totalsegmentator_v2"
-    assert cohort.summary() == {"labeled": 1, "unlabeled": 1, "val": 1, "test": 1}
+    assert cohort.summary() == {"labeled": 2, "anatomy": 1, "unlabeled": 1, "val": 1, "test": 1}
     codes = {(p.code, p.case) for p in cohort.problems}
-    assert codes == {("bad_split", "cohort.csv:6"), ("no_image", "cohort.csv:7")}
+    assert codes == {("bad_split", "cohort.csv:6"), ("no_image", "cohort.csv:8")}
 
     js = sub / "cohort.json"
     js.write_text(json.dumps({"cases": [{"image": "a.nii.gz", "label": "a_seg.nii.gz", "split": "val"}]}))
