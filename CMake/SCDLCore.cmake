@@ -23,6 +23,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/cli/models.py
   scdl/cli/phantom.py
   scdl/cli/segment.py
+  scdl/cli/synth.py
   scdl/cli/train.py
   scdl/errors.py
   scdl/inference/__init__.py
@@ -39,6 +40,8 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/io/formats.py
   scdl/io/geometry.py
   scdl/io/image.py
+  scdl/io/mask_folder.py
+  scdl/io/nifti_nibabel.py
   scdl/io/segnrrd.py
   scdl/io/validation.py
   scdl/io/writers.py
@@ -99,6 +102,12 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/processing/resample.py
   scdl/progress.py
   scdl/resources.py
+  scdl/synth/__init__.py
+  scdl/synth/engine.py
+  scdl/synth/layout.py
+  scdl/synth/spatial.py
+  scdl/synth/tissues.py
+  scdl/synth/volume.py
   scdl/training/__init__.py
   scdl/training/augment.py
   scdl/training/cache.py
