@@ -210,7 +210,7 @@ def test_cli_writes_cohort_manifest_and_files(tmp_path, capsys):
     # the trainer reads this manifest format
     from scdl.training.cohort import load_manifest
 
-    assert load_manifest(out / "manifest.csv").summary() == {"labeled": 2, "unlabeled": 1, "val": 1, "test": 1}
+    assert load_manifest(out / "manifest.csv").summary() == {"labeled": 2, "anatomy": 0, "unlabeled": 1, "val": 1, "test": 1}
 
     # a second run does not overwrite silently; --overwrite replaces an earlier cohort
     assert main(argv) == 2
