@@ -55,6 +55,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/losses/cps.py
   scdl/losses/ga_ce.py
   scdl/losses/ga_dice.py
+  scdl/losses/partial.py
   scdl/losses/supervised.py
   scdl/method/__init__.py
   scdl/method/assignments.py
@@ -109,6 +110,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/synth/tissues.py
   scdl/synth/volume.py
   scdl/training/__init__.py
+  scdl/training/annotation.py
   scdl/training/augment.py
   scdl/training/cache.py
   scdl/training/checkpoint.py

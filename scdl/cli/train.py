@@ -146,8 +146,12 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         values["data"] = data
     values["cohort"] = _cohort_spec(args)
     preset = args.preset
+    file_values = load_config_file(args.config) if args.config else {}
     if preset is None and args.config:      # a config file may name its preset; --preset wins
-        preset = load_config_file(args.config).get("preset")
+        preset = file_values.get("preset")
+    if args.init and "patch_size" not in file_values and not any(
+            o.split("=", 1)[0].strip() == "patch_size" for o in args.overrides):
+        values["patch_size"] = "init"       # fine-tuning: the init model's patch (Trainer resolves it)
     config = resolve_config(preset or "paper", args.config, values, args.overrides)
     return config, run_dir, False
 

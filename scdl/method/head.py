@@ -14,7 +14,8 @@ from scdl.method.config import SCDLConfig
 from scdl.method.embedding import embedding_mlp
 from scdl.method.proxies import init_proxies, proxy_means, sample_proxies
 from scdl.method.sac import sac_loss
-from scdl.method.tokens import class_tokens
+from scdl.losses.partial import is_partial
+from scdl.method.tokens import annotated_anchor_proportions, class_tokens, partial_token_weights
 
 #: Initial value of ``sigma_emb`` (as in the authors' reference state).
 SIGMA_EMB_INIT = 0.05
@@ -64,6 +65,7 @@ class SCDLHead(nn.Module):
         eps: Optional[Tensor] = None,
         x_cls: Optional[Tensor] = None,
         y_cls: Optional[Tensor] = None,
+        annotated: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         """SCDL loss terms of one batch of tokens.
 
@@ -75,6 +77,10 @@ class SCDLHead(nn.Module):
             eps: (C, S, D) proxy noise; drawn from N(0, I) when None.
             x_cls, y_cls: class tokens (K, F) and their ids (K,) for SAC, given directly; by default they
                 are built from ``y_dist`` (:func:`scdl.method.tokens.class_tokens`).
+            annotated: (B_l, C) bool, the classes annotated in each labeled patch, or None (all). In a
+                partial patch the background mass of y_dist is shared over background and the not-annotated
+                classes by stopgrad(bi) (:func:`scdl.method.tokens.partial_token_weights`), and SAC takes no
+                background anchor from it; with every class annotated nothing changes.
 
         Returns:
             dict of scalars: ``p2e``, ``e2p``, ``proxy`` (= p2e + e2p_weight·e2p) when ``use_cdba``;
@@ -92,10 +98,12 @@ class SCDLHead(nn.Module):
         z = self.embed(x) if (cfg.use_cdba or cfg.use_kl) else None   # the MLP may run under autocast
         # The losses sum over many tokens: compute them in float32 at least, outside autocast.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._losses(_float32_at_least(x), z, y_dist, eps, x_cls, y_cls, n_labeled)
+            return self._losses(_float32_at_least(x), z, y_dist, eps, x_cls, y_cls, n_labeled,
+                                annotated if y_dist is not None and is_partial(annotated) else None)
 
     def _losses(self, x: Tensor, z: Optional[Tensor], y_dist: Optional[Tensor], eps: Optional[Tensor],
-                x_cls: Optional[Tensor], y_cls: Optional[Tensor], n_labeled: int) -> dict[str, Tensor]:
+                x_cls: Optional[Tensor], y_cls: Optional[Tensor], n_labeled: int,
+                annotated: Optional[Tensor] = None) -> dict[str, Tensor]:
         """The loss terms (see :meth:`forward`); x (B, L, F) and z (B, L, D) in float32 or float64."""
         cfg = self.config
         terms: dict[str, Tensor] = {}
@@ -108,7 +116,10 @@ class SCDLHead(nn.Module):
             # mean_s <z, u_s> = <z, mean_s u_s>: S times fewer products than the (B, L, C, S) tensor.
             sim = torch.einsum("bld,cd->blc", z, samples.mean(dim=1))
             w_unlabeled = asg.bi[n_labeled:].detach()
-            w = w_unlabeled if y_dist is None else torch.cat([y_dist.to(sim.dtype), w_unlabeled.to(sim.dtype)], dim=0)
+            w_labeled = None if y_dist is None else y_dist.to(sim.dtype)
+            if w_labeled is not None and annotated is not None:
+                w_labeled = partial_token_weights(w_labeled, asg.bi[:n_labeled], annotated)
+            w = w_unlabeled if w_labeled is None else torch.cat([w_labeled, w_unlabeled.to(sim.dtype)], dim=0)
             terms["p2e"] = p2e_loss(sim, w)
             terms["e2p"] = e2p_loss(sim, w)
             terms["proxy"] = terms["p2e"] + cfg.e2p_weight * terms["e2p"]
@@ -121,7 +132,10 @@ class SCDLHead(nn.Module):
                 raise ValueError("x_cls needs its class ids y_cls.")
             with torch.no_grad():  # anchors are stop-gradient: only the proxy means learn from SAC
                 if x_cls is None:
-                    x_cls, y_cls = class_tokens(x[:n_labeled], y_dist.to(x.dtype), cfg.min_class_mass)
+                    anchors = y_dist.to(x.dtype)
+                    if annotated is not None:
+                        anchors = annotated_anchor_proportions(anchors, annotated)
+                    x_cls, y_cls = class_tokens(x[:n_labeled], anchors, cfg.min_class_mass)
                 z_cls = self.embed(_float32_at_least(x_cls))
             terms["sac"] = sac_loss(z_cls, y_cls.long(), self.proxy_means_unit())
             total = total + cfg.sac_weight * terms["sac"]

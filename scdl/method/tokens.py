@@ -60,3 +60,40 @@ def class_tokens(x: Tensor, y_dist: Tensor, min_mass: float = 1e-6) -> tuple[Ten
     x_cls = sums[present] / mass[present].unsqueeze(-1)
     y_cls = torch.nonzero(present, as_tuple=False)[:, 1]
     return x_cls, y_cls
+
+
+def partial_token_weights(y_dist: Tensor, bi: Tensor, annotated: Tensor) -> Tensor:
+    """Token class weights of partially annotated patches (SCDL's labeled weights, scdl.losses.partial).
+
+    In patch b the background column of ``y_dist`` holds the mass of background AND of the classes U_b that
+    the case does not annotate (their voxels are unknown). That mass is shared over ``{0} ∪ U_b`` in
+    proportion to the token's own soft assignment ``bi`` (as unlabeled tokens are weighted); the annotated
+    foreground columns keep their exact proportions. Patches with every class annotated are returned as
+    they are.
+
+    Args:
+        y_dist: (B, L, C) token class proportions (not-annotated classes 0).
+        bi: (B, L, C) soft assignments of the same tokens (used as constants).
+        annotated: (B, C) bool, column 0 True.
+
+    Returns:
+        (B, L, C) weights; every row keeps the sum of its ``y_dist`` row.
+    """
+    merged = ~annotated.to(device=y_dist.device, dtype=torch.bool)
+    merged[:, 0] = True
+    full = ~merged[:, 1:].any(dim=1)                                   # (B,) patches with every class annotated
+    share = bi.detach().to(y_dist.dtype) * merged[:, None, :].to(y_dist.dtype)
+    norm = share.sum(dim=-1, keepdim=True)
+    fallback = merged[:, None, :].to(y_dist.dtype) / merged.sum(dim=1).to(y_dist.dtype)[:, None, None]
+    share = torch.where(norm > 0, share / norm.clamp_min(torch.finfo(y_dist.dtype).tiny), fallback)
+    spread = y_dist * (~merged)[:, None, :].to(y_dist.dtype) + y_dist[..., :1] * share
+    return torch.where(full[:, None, None], y_dist, spread)
+
+
+def annotated_anchor_proportions(y_dist: Tensor, annotated: Tensor) -> Tensor:
+    """``y_dist`` for SAC's class tokens of partially annotated patches: their background column is zeroed
+    (it mixes background with unknown organs, so it is no anchor of class 0). (B, L, C) -> (B, L, C)."""
+    partial = (~annotated.to(device=y_dist.device, dtype=torch.bool)[:, 1:]).any(dim=1)
+    out = y_dist.clone()
+    out[partial, :, 0] = 0
+    return out

@@ -65,7 +65,8 @@ def _map_values(values: list[int], source: Any, target: Any) -> tuple[list[int],
 def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", labeled_batch: int = 2,
                  unlabeled_batch: int = 2, cache: Optional[PreprocessCache] = None, prepare: bool = False,
                  resample_labels: bool = False, hash_index: Optional[HashIndex] = None,
-                 progress: Any = None) -> tuple[CohortReport, dict[str, CachedCase]]:
+                 progress: Any = None, init_classes: Optional[set[int]] = None,
+                 ) -> tuple[CohortReport, dict[str, CachedCase]]:
     """Check every case of ``cohort`` against the model's label table ``target``.
 
     Args:
@@ -74,6 +75,8 @@ def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", la
         resample_labels: a label map on another grid is resampled onto its CT (nearest) with a warning
             instead of being an error.
         progress: scdl.progress.Progress for a "check" phase.
+        init_classes: model classes the initial model (``--init``) already segments: one that no case annotates
+            is kept from it (a warning) instead of being an error.
     Returns:
         (report, prepared) where ``prepared`` maps ``case.row`` to its CachedCase (only with a cache).
     """
@@ -84,10 +87,15 @@ def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", la
     active = [c for c in cohort.cases if c.split in ("train", "val")]
     image_roles: dict[str, list[tuple[Case, str]]] = {}
     class_presence: set[int] = set()
+    class_annotated: set[int] = set()
     phase = progress.phase("check", total=len(active)) if progress is not None else None
     try:
         for case in active:
             facts = _check_case(case, target, tables, hashes, cache, prepare, resample_labels, report, prepared)
+            if case.labeled:
+                _annotation_facts(case, target, tables, facts, report)
+                if case.split == "train":
+                    class_annotated.update(facts.get("annotated", []))
             if facts.get("image_hash"):
                 role = "val" if case.split == "val" else ("labeled" if case.labeled else "unlabeled")
                 image_roles.setdefault(facts["image_hash"], []).append((case, role))
@@ -101,8 +109,44 @@ def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", la
             phase.close()
         hashes.save()
     _check_overlaps(image_roles, report)
-    _check_counts(cohort, target, framework, labeled_batch, unlabeled_batch, class_presence, report)
+    _check_counts(cohort, target, framework, labeled_batch, unlabeled_batch, class_presence, report,
+                  class_annotated, init_classes)
     return report, prepared
+
+
+def _annotation_facts(case: Case, target: Any, tables: _Tables, facts: dict[str, Any], report: CohortReport) -> None:
+    """``annotated`` (model values) and ``annotated_names`` of a labeled case; its problems (unknown names in
+    the ``annotated`` column; drawn classes that the column leaves out)."""
+    from scdl.training.annotation import case_annotation
+
+    try:
+        source = tables.get(case.labels) if case.labels else None
+    except ScdlError:
+        return                                            # reported by _check_case
+    ann = case_annotation(case.annotated, source, target)
+    names = {int(e.value): e.name for e in target.entries}
+    facts["annotated"] = ann.values
+    facts["annotated_names"] = [names[v] for v in ann.values]
+    facts["annotated_from"] = ann.source
+    n_fg = len([v for v in names if v != 0])
+    facts["partial"] = len(ann.values) < n_fg
+    where = str(case.label)
+    if ann.unknown:
+        report.problems.append(CohortProblem(
+            "error", "unknown_annotated", f"the 'annotated' column names {', '.join(repr(u) for u in ann.unknown)}, "
+            "which is no class of the model.", where, case.row,
+            f"use the model's class names separated by ';' (e.g. {names.get(min(v for v in names if v), '')!r}), "
+            "or leave the column empty when every class of the label table was drawn."))
+    elif ann.source == "column" and not ann.values:
+        report.problems.append(CohortProblem(
+            "error", "nothing_annotated", "the 'annotated' column is given but names no class.", where, case.row,
+            "name the drawn classes separated by ';', or leave the column empty."))
+    drawn = [v for v in facts.get("present", []) if v not in ann.values]
+    if drawn and ann.source == "column":
+        report.problems.append(CohortProblem(
+            "warning", "drawn_not_annotated", f"the label map holds {', '.join(names[v] for v in drawn)}, which its "
+            "'annotated' column leaves out: those voxels are treated as unknown.", where, case.row,
+            "add them to the 'annotated' column if they were drawn completely."))
 
 
 def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cache: Optional[PreprocessCache],
@@ -338,26 +382,54 @@ def _check_overlaps(image_roles: dict[str, list[tuple[Case, str]]], report: Coho
 
 
 def _check_counts(cohort: Cohort, target: Any, framework: str, labeled_batch: int, unlabeled_batch: int,
-                  class_presence: set[int], report: CohortReport) -> None:
+                  class_presence: set[int], report: CohortReport, class_annotated: Optional[set[int]] = None,
+                  init_classes: Optional[set[int]] = None) -> None:
     n_lab, n_unl, n_val = len(cohort.labeled_train), len(cohort.unlabeled_train), len(cohort.val)
     src = cohort.source
-    if n_lab < labeled_batch:
+    plural = lambda n: "s" if n != 1 else ""  # noqa: E731
+    if n_lab == 0:
         report.problems.append(CohortProblem(
-            "error", "too_few_cases", f"{n_lab} labeled training case{'s' if n_lab != 1 else ''}, but a batch needs "
-            f"{labeled_batch} labeled patches from different cases.", src, "",
-            f"add labeled cases, or lower the batch with --set labeled_batch={max(n_lab, 1)}."))
-    if framework != "supervised" and n_unl < unlabeled_batch:
+            "error", "too_few_cases", "no labeled training case.", src, "",
+            "add at least one CT with its label map (a 'label' column, or --labeled DIR with images/ and labels/)."))
+    elif n_lab < labeled_batch:
         report.problems.append(CohortProblem(
-            "error", "too_few_cases", f"{n_unl} unlabeled training case{'s' if n_unl != 1 else ''}, but framework "
-            f"{framework} takes {unlabeled_batch} unlabeled patches per step.", src, "",
-            "add unlabeled CTs (empty 'label' column or --unlabeled DIR), lower --set unlabeled_batch, "
-            "or use --framework supervised."))
+            "warning", "few_cases", f"{n_lab} labeled training case{plural(n_lab)} for {labeled_batch} labeled patches "
+            "per step: some patches of a step come from the same case.", src, "",
+            "add labeled cases for more variety per step (nothing to change otherwise)."))
+    if framework != "supervised":
+        if n_unl == 0:
+            report.problems.append(CohortProblem(
+                "error", "too_few_cases", f"no unlabeled training case, but framework {framework} takes "
+                f"{unlabeled_batch} unlabeled patches per step.", src, "",
+                "add unlabeled CTs (empty 'label' column or --unlabeled DIR), or use --framework supervised."))
+        elif n_unl < unlabeled_batch:
+            report.problems.append(CohortProblem(
+                "warning", "few_cases", f"{n_unl} unlabeled training case{plural(n_unl)} for {unlabeled_batch} "
+                "unlabeled patches per step: some patches of a step come from the same case.", src, "",
+                "add unlabeled CTs for more variety per step (nothing to change otherwise)."))
     if n_val == 0:
         report.validation_source = "train-labeled" if n_lab else "none"
         report.problems.append(CohortProblem(
             "warning", "no_validation", f"no validation case: validation Dice is computed on the {n_lab} labeled "
             "training cases instead (optimistic), and the best checkpoint is chosen on them.", src, "",
             "mark at least one labeled case with split=val (or give --val DIR)."))
+    if n_lab and class_annotated is not None:
+        never = [e for e in target.entries if int(e.value) != 0 and int(e.value) not in class_annotated]
+        kept = [e.name for e in never if init_classes and int(e.value) in init_classes]
+        lost = [e.name for e in never if not (init_classes and int(e.value) in init_classes)]
+        if kept:
+            report.problems.append(CohortProblem(
+                "warning", "class_kept_from_init", f"no labeled training case annotates {', '.join(kept)}: the model "
+                "keeps what the initial model knows of them (not annotated = unknown, never taught as background); "
+                "they are not learned anew.", src, "", "annotate them in some case to improve them, or drop them "
+                "with --labels TABLE."))
+        if lost:
+            report.problems.append(CohortProblem(
+                "error", "class_not_annotated", f"no labeled training case annotates {', '.join(lost)}, and no initial "
+                "model brings them: the model would never learn them.", src, "",
+                "drop them with --labels TABLE (the classes to train), start from a model that has them with "
+                "--init MODEL, or add cases whose label table lists them."))
+        class_presence = class_presence | {int(e.value) for e in never}     # reported above, not again below
     if n_lab:
         missing = [e.name for e in target.entries if int(e.value) != 0 and int(e.value) not in class_presence]
         if missing:

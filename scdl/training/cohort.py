@@ -10,6 +10,11 @@ Manifest columns (CSV header or JSON object keys):
 - ``labels`` (optional): the label table of this case's label map (a bundled name such as
   ``totalsegmentator_v2`` or a colour-table CSV); its classes are mapped to the model's classes by name.
   Empty: the label values already use the model's numbering.
+- ``annotated`` (optional): the model classes that were drawn in this label map, names (or model values)
+  separated by ``;`` (``liver`` or ``liver; spleen``). Empty: every model class that the ``labels`` table
+  names (all of them when ``labels`` is empty). A model class that a case does not annotate is *unknown* in
+  it, not background (scdl.losses.partial): a liver study's label maps teach the liver without teaching that
+  the spleen is background.
 
 Other columns (e.g. ``reference``, written by ``scdl phantom``) are kept in :attr:`Case.extra` and ignored.
 A JSON manifest is a list of such objects or ``{"cases": [...]}``.
@@ -48,6 +53,8 @@ class Case:
         split: ``train`` | ``val`` | ``test``.
         labels: label table of the label map (bundled name or absolute CSV path), None = model numbering.
         row: where the case was declared (``manifest.csv:3`` or the folder) for messages.
+        annotated: the ``annotated`` column, split at ``;`` (class names or model values), or None (empty:
+            every class the label table names is annotated; see scdl.training.annotation).
     """
 
     image: Optional[Path]
@@ -56,6 +63,7 @@ class Case:
     labels: Optional[str] = None
     row: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    annotated: Optional[list[str]] = None
 
     @property
     def labeled(self) -> bool:
@@ -72,7 +80,7 @@ class Case:
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": None if self.image is None else str(self.image), "anatomy": self.anatomy, "label": None if self.label is None else str(self.label),
-                "split": self.split, "labels": self.labels, "row": self.row}
+                "split": self.split, "labels": self.labels, "row": self.row, "annotated_column": self.annotated}
 
 
 @dataclass
@@ -152,6 +160,15 @@ def _rows_from_json(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def parse_annotated(text: Any) -> Optional[list[str]]:
+    """The ``annotated`` column: ``"liver; spleen"`` -> ``["liver", "spleen"]``; empty -> None (JSON lists too)."""
+    if text is None:
+        return None
+    parts = [str(t) for t in text] if isinstance(text, (list, tuple)) else str(text).split(";")
+    names = [p.strip() for p in parts if p.strip()]
+    return names or None
+
+
 def load_manifest(path: os.PathLike | str) -> Cohort:
     """Read a CSV or JSON manifest; paths are relative to the manifest's folder."""
     path = Path(path).expanduser()
@@ -176,9 +193,10 @@ def load_manifest(path: os.PathLike | str) -> Cohort:
             problems.append(CohortProblem("error", "bad_split", f"split {split!r} is not one of {', '.join(SPLITS)}.",
                                           str(path), where, "use train, val or test."))
             continue
-        extra = {k: v for k, v in row.items() if k not in ("image", "label", "split", "labels")}
+        extra = {k: v for k, v in row.items() if k not in ("image", "label", "split", "labels", "annotated")}
         cases.append(Case(image=_resolve(base, image) if image else None, label=_resolve(base, label) if label else None, split=split,
-                          labels=_table_ref(base, row.get("labels")), row=where, extra=extra))
+                          labels=_table_ref(base, row.get("labels")), row=where, extra=extra,
+                          annotated=parse_annotated(row.get("annotated"))))
     if not rows:
         problems.append(CohortProblem("error", "empty_manifest", "the manifest lists no case.", str(path), "",
                                       "add one row per CT (image,label,split)."))

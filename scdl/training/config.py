@@ -26,6 +26,9 @@ PRESETS: tuple[str, ...] = ("paper", "cpu")
 #: Optimisers of ``optimizer.name``: the paper's SGD (momentum, weight decay, poly decay) or AdamW (same decay).
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
+#: ``finetune.norm_stats``: batch-norm running statistics while training (see DEFAULTS).
+NORM_STATS: tuple[str, ...] = ("auto", "frozen", "update")
+
 #: The paper's setting (METHOD.md §2, §5). Values the paper does not state are marked "ours".
 DEFAULTS: dict[str, Any] = {
     "preset": "paper",
@@ -72,6 +75,11 @@ DEFAULTS: dict[str, Any] = {
                     "find_unused_parameters": "auto"},   # auto: on for SCDL ablations (parts of the head unused)
     "cohort": None,                      # set by scdl train: where the cases came from (for --resume)
     "init": None,                        # set by scdl train --init: the package fine-tuned from
+    # ours: "auto" keeps the batch-norm running statistics of an --init model fixed (normalisation uses them,
+    # the affine weights still learn): 2 iterations of updating them on a few CPU patches (momentum 0.1)
+    # cost the default model spleen Dice 0.28 -> 0.15 on held-out B with the learning rate at 1e-9
+    # (docs/training.md "Partially labeled cohorts"). "update": as in training from scratch; "frozen": always.
+    "finetune": {"norm_stats": "auto"},
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
@@ -206,7 +214,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     if not isinstance(config["iterations"], int) or config["iterations"] < 1:
         raise bad("iterations", f"{config['iterations']!r} is not a positive integer.", "use e.g. --iterations 2000.")
     patch = config["patch_size"]
-    if (not isinstance(patch, (list, tuple)) or len(patch) != 3
+    if patch == "init":
+        pass                      # fine-tuning: the init model's patch, resolved by the Trainer
+    elif (not isinstance(patch, (list, tuple)) or len(patch) != 3
             or any(not isinstance(p, int) or p < 16 or p % 16 for p in patch)):
         raise bad("patch_size", f"{patch!r} must be three multiples of 16 (the VNet down-samples 16x).",
                   "use e.g. --set patch_size=[64,64,64].")
@@ -248,6 +258,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for key in ("checkpoint_every", "log_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise bad(key, "must be a positive integer.", f"use e.g. --set {key}=100.")
+    if config["finetune"]["norm_stats"] not in NORM_STATS:
+        raise bad("finetune.norm_stats", f"{config['finetune']['norm_stats']!r} is not one of {', '.join(NORM_STATS)}.",
+                  "use auto (frozen when fine-tuning with --init), frozen or update.")
     if not isinstance(config["threads"], int) or config["threads"] < 0:
         raise bad("threads", f"{config['threads']!r} is not an integer >= 0.", "use 0 (torch's default) or 1, 2, ...")
     workers = config["data"]["num_workers"]

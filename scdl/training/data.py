@@ -63,6 +63,10 @@ class StepBatches(Dataset):
             without image) are synthesised, anew for every patch.
         unlabeled_from_labeled: for semi-supervised runs without unlabeled CTs, unlabeled patches are cut from
             the labeled cases (labels ignored). Off by default (the cohort check asks for unlabeled cases).
+        annotated: per labeled case, a bool (C,) array of the classes it annotates (column 0 True), or None for
+            a cohort where every case annotates every class. With it, each item carries
+            ``"labeled_annotated"`` bool (Bl, C), and voxels of a class a case does not annotate are 0 in its
+            labels (unknown: the partial-label losses merge them with background, scdl.losses.partial).
     Item: ``{"labeled_image": float32 (Bl, 1, D, H, W), "labeled_label": int64 (Bl, D, H, W),
     "unlabeled_image": float32 (Bu, 1, D, H, W), "step": int, "centre_classes": int64 (Bl,)}``
     (centre class -1 = random crop).
@@ -72,8 +76,12 @@ class StepBatches(Dataset):
                  labeled_batch: int, unlabeled_batch: int, class_prob: float, augment: Mapping[str, Any],
                  seed: int, rank: int = 0, world_size: int = 1, pad_value: float = 0.0,
                  unlabeled_from_labeled: bool = False, accumulate: int = 1,
-                 synth: Optional[Mapping[str, Any]] = None):
+                 synth: Optional[Mapping[str, Any]] = None,
+                 annotated: Optional[Sequence[np.ndarray]] = None):
         self.labeled = list(labeled)
+        self.annotated = None if annotated is None else [np.asarray(a, dtype=bool) for a in annotated]
+        if self.annotated is not None and len(self.annotated) != len(self.labeled):
+            raise ValueError(f"{len(self.annotated)} annotation masks for {len(self.labeled)} labeled cases")
         self.unlabeled = list(unlabeled) if unlabeled or not unlabeled_from_labeled else list(labeled)
         self.patch = tuple(int(p) for p in patch)
         self.labeled_batch, self.unlabeled_batch = int(labeled_batch), int(unlabeled_batch)
@@ -96,7 +104,7 @@ class StepBatches(Dataset):
         total = per_rank * self.world_size * self.accumulate
         order = _case_order(len(cases), total, self.seed, step, stream)
         chunk = self.rank * self.accumulate + micro
-        images, labels, centres = [], [], []
+        images, labels, centres, masks = [], [], [], []
         for k in range(per_rank):
             j = chunk * per_rank + k                # global sample index: same patch for any world size
             rng = np.random.default_rng([self.seed, step, stream, j])
@@ -106,19 +114,25 @@ class StepBatches(Dataset):
             image, label = self.augmenter(image, label if with_labels else None, int(rng.integers(2**31)))
             images.append(image[None])
             if with_labels:
+                if self.annotated is not None:
+                    mask = self.annotated[int(order[j])]
+                    label = np.where(mask[np.clip(label, 0, len(mask) - 1)], label, 0)   # unknown -> merged bg
+                    masks.append(mask)
                 labels.append(label)
             centres.append(-1 if cls is None else cls)
-        return images, labels, centres
+        return images, labels, centres, masks
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         step, micro = divmod(int(index), self.accumulate)
-        images, labels, centres = self._stream(self.labeled, self.labeled_batch, step, micro, _LABELED, True)
+        images, labels, centres, masks = self._stream(self.labeled, self.labeled_batch, step, micro, _LABELED, True)
         out = {"step": step, "micro": micro,
                "labeled_image": torch.from_numpy(np.stack(images)),
                "labeled_label": torch.from_numpy(np.stack(labels).astype(np.int64)),
                "centre_classes": torch.tensor(centres, dtype=torch.int64)}
+        if self.annotated is not None:
+            out["labeled_annotated"] = torch.from_numpy(np.stack(masks))
         if self.unlabeled_batch:
-            u_images, _, _ = self._stream(self.unlabeled, self.unlabeled_batch, step, micro, _UNLABELED, False)
+            u_images, _, _, _ = self._stream(self.unlabeled, self.unlabeled_batch, step, micro, _UNLABELED, False)
             out["unlabeled_image"] = torch.from_numpy(np.stack(u_images))
         else:
             out["unlabeled_image"] = torch.zeros((0, 1, *self.patch), dtype=torch.float32)

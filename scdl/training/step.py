@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from scdl.errors import ScdlError
 from scdl.losses.cps import cps_loss, cps_weight
-from scdl.losses.supervised import supervised_loss
+from scdl.losses.supervised import supervised_terms
 from scdl.method.config import SCDLConfig, dataclass_from_dict
 from scdl.method.head import SCDLHead
 from scdl.method.tokens import class_proportions, pool_tokens
@@ -56,6 +56,8 @@ class StepConfig:
             clamp(N(0, std²), -clip, clip) (0.1, 0.2; UA-MT's values).
         consistency_weight, consistency_ramp: Mean Teacher only: weight of the softmax-MSE consistency,
             consistency_weight · exp(-consistency_ramp · (1 - t)²) (0.1, 5: the CPS ramp).
+        exclusion_weight: partially annotated patches only: weight of the exclusion Dice added to the
+            (marginal) supervised loss (1: Shi et al. 2021 add it unweighted; see scdl.losses.partial).
     """
 
     sup_k: float = 10.0
@@ -71,6 +73,7 @@ class StepConfig:
     mt_noise_clip: float = 0.2
     consistency_weight: float = 0.1
     consistency_ramp: float = 5.0
+    exclusion_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("sup_k", "cps_k"):
@@ -186,6 +189,7 @@ class TrainingStep(nn.Module):
         unlabeled_x: Optional[Tensor] = None,
         progress: float = 0.0,
         eps: Optional[Tensor] = None,
+        annotated: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         """Loss terms of one iteration.
 
@@ -195,9 +199,15 @@ class TrainingStep(nn.Module):
             unlabeled_x: (B_u, 1, D, H, W) unlabeled patches, or None / B_u = 0.
             progress: training progress t in [0, 1] (iteration / max iterations) for the ramps.
             eps: SCDL proxy noise (C, S, D), drawn when None (tests inject it).
+            annotated: (B_l, C) bool, class c annotated in labeled patch b (column 0 True), or None = every
+                class. Not-annotated classes are unknown, not background: the supervised terms become marginal
+                + exclusion losses and SCDL's labeled weights and anchors use only the annotated classes
+                (scdl.losses.partial); the CPS partner's pseudo-labels still cover every voxel. With every
+                entry True the terms equal those of ``annotated=None`` exactly.
 
         Returns:
-            dict of scalar tensors: ``total`` (backpropagate this), ``sup`` and ``sup_<i>`` per network;
+            dict of scalar tensors: ``total`` (backpropagate this), ``sup`` and ``sup_<i>`` per network
+            (``exclusion``, its part summed over the networks, when ``annotated`` is given);
             CPS: ``cps``, ``w_cps``; Mean Teacher: ``consistency``, ``w_consistency``; SCDL: ``scdl``
             (λ-weighted, included in ``total``) and its terms ``proxy``, ``p2e``, ``e2p``, ``kl``, ``sac``
             (those enabled).
@@ -221,13 +231,20 @@ class TrainingStep(nn.Module):
                 out = net(x)
             logits.append(out)
 
+        if annotated is not None and annotated.shape != (n_labeled, self.n_classes):
+            raise ValueError(f"annotated {tuple(annotated.shape)} does not fit {n_labeled} labeled patches and "
+                             f"{self.n_classes} classes.")
         sup = x.new_zeros(())
+        exclusion = x.new_zeros(())
         for i, out in enumerate(logits):
-            term = supervised_loss(out[:n_labeled], labeled_y, cfg.sup_k, cfg.sup_gamma,
-                                   cfg.sup_ce_weight, cfg.sup_dice_weight)
-            terms[f"sup_{i}"] = term
-            sup = sup + term
+            parts = supervised_terms(out[:n_labeled], labeled_y, cfg.sup_k, cfg.sup_gamma, cfg.sup_ce_weight,
+                                     cfg.sup_dice_weight, annotated, cfg.exclusion_weight)
+            terms[f"sup_{i}"] = parts["total"]
+            sup = sup + parts["total"]
+            exclusion = exclusion + parts["exclusion"].detach()
         terms["sup"] = sup
+        if annotated is not None:
+            terms["exclusion"] = exclusion
         total = sup
 
         if self.host == "cps":
@@ -246,7 +263,7 @@ class TrainingStep(nn.Module):
             tokens = pool_tokens(features, grid)
             y_dist = class_proportions(labeled_y, self.n_classes, grid,
                                        dtype=torch.promote_types(tokens.dtype, torch.float32))
-            scdl_terms = self.scdl(tokens, y_dist, eps=eps)
+            scdl_terms = self.scdl(tokens, y_dist, eps=eps, annotated=annotated)
             terms["scdl"] = scdl_terms.pop("total")
             terms.update(scdl_terms)
             total = total + terms["scdl"]

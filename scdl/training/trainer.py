@@ -30,7 +30,7 @@ import torch
 from scdl.errors import Cancelled, ScdlError
 from scdl.training import checkpoint as ckpt
 from scdl.training.cohort import Cohort
-from scdl.training.config import save_config, validate_config
+from scdl.training.config import DEFAULTS, save_config, validate_config
 from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
 from scdl.training.runlog import RunLog
@@ -143,9 +143,15 @@ class Trainer:
             self.config["network"].update(n_filters=int(arch["n_filters"]), norm=str(arch["norm"]),
                                           in_channels=int(arch["in_channels"]))
             pre = self.init.preprocessing
-            pre.pop("patch_size", None)
+            init_patch = pre.pop("patch_size", None)
+            if self.config.get("patch_size") == "init":
+                # the patch the init model was trained with (and its card's sliding window): same BN regime,
+                # same inference window; an explicit --set patch_size wins
+                self.config["patch_size"] = [int(v) for v in (init_patch or DEFAULTS["patch_size"])]
             self.config["preprocessing"] = pre
             self.config["init"] = {"model": self.init.source, "id": self.init.card.get("id")}
+        if self.config.get("patch_size") == "init":
+            raise ScdlError("patch_size 'init' needs --init MODEL.", fix="give --set patch_size=[x,y,z] or --init MODEL.")
         labels = self.config["labels"]
         if labels in (None, "", "init"):
             if self.init is None:
@@ -176,7 +182,8 @@ class Trainer:
                 self.cohort, self.target, framework=self.config["framework"],
                 labeled_batch=self.config["labeled_batch"], unlabeled_batch=self.config["unlabeled_batch"],
                 cache=cache, prepare=not check_only, resample_labels=bool(data.get("resample_labels")),
-                hash_index=HashIndex(cache.root / "hashes.json"), progress=self.progress)
+                hash_index=HashIndex(cache.root / "hashes.json"), progress=self.progress,
+                init_classes=self._init_classes())
             payload = (report, {row: str(c.folder) for row, c in prepared.items()})
         barrier(self.dist)
         report, folders = broadcast_object(self.dist, payload)
@@ -199,11 +206,34 @@ class Trainer:
         self._prepared = True
         return report
 
+    def _init_classes(self) -> Optional[set[int]]:
+        """Model classes the initial model segments (matched by name), None without --init."""
+        if self.init is None:
+            return None
+        from scdl.labels.mapping import match_tables
+
+        return {int(v) for v in match_tables(self.init.labels, self.target).value_map.values() if int(v) != 0}
+
+    def _annotation_masks(self, cases: list) -> list:
+        """bool (C,) per labeled case (scdl.training.annotation), from the cohort report."""
+        from scdl.training.annotation import annotation_mask
+
+        facts = {c["row"]: c for c in (self.report.cases if self.report else [])}
+        n = int(self.target.num_classes)
+        every = [int(e.value) for e in self.target.entries]
+        return [annotation_mask(facts.get(c.row, {}).get("annotated", every), n) for c in cases]
+
     def _cases(self) -> tuple[list, list, list]:
         pick = lambda cases: [self.prepared[c.row] for c in cases if c.row in self.prepared]  # noqa: E731
         labeled, unlabeled, val = pick(self.cohort.labeled_train), pick(self.cohort.unlabeled_train), pick(self.cohort.val)
+        rows = [c for c in self.cohort.labeled_train if c.row in self.prepared]
+        self.labeled_masks = self._annotation_masks(rows)
+        val_rows = [c for c in self.cohort.val if c.row in self.prepared]
+        self.val_masks = self._annotation_masks(val_rows)
         if not val:
             val = list(labeled)
+            self.val_masks = list(self.labeled_masks)
+        self.case_names = [c.name for c in rows]
         return labeled, unlabeled, val
 
     def _build(self) -> None:
@@ -336,10 +366,23 @@ class Trainer:
         patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
         unlabeled_batch = 0 if cfg["framework"] == "supervised" else int(cfg["unlabeled_batch"])
+        from scdl.training.annotation import is_partial_cohort
+
+        self.partial = is_partial_cohort(self.labeled_masks)
+        if self.partial:
+            names = {int(e.value): e.name for e in self.target.entries}
+            cases = [{"case": name, "annotated": [names[int(v)] for v in m.nonzero()[0] if int(v) != 0]}
+                     for name, m in zip(self.case_names, self.labeled_masks)]
+            self.progress.event("annotation", partial=True, cases=cases)
+            for c in cases:
+                if len(c["annotated"]) < len(names) - 1:
+                    self.progress.message(f"{c['case']}: annotated {', '.join(c['annotated'])}; the other classes "
+                                          "are unknown there (partial-label losses), not background")
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
-                              accumulate=int(cfg["accumulate"]), synth=cfg.get("synth"))
+                              accumulate=int(cfg["accumulate"]), synth=cfg.get("synth"),
+                              annotated=self.labeled_masks if self.partial else None)
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
@@ -437,6 +480,7 @@ class Trainer:
         acc = int(self.config.get("accumulate", 1))
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.model.train()
+        self._freeze_norm_stats()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         wait = 0.0
@@ -450,11 +494,14 @@ class Trainer:
             lx = batch["labeled_image"].to(dev, non_blocking=True)
             ly = batch["labeled_label"].to(dev, non_blocking=True)
             ux = batch["unlabeled_image"].to(dev, non_blocking=True)
+            ann = batch.get("labeled_annotated")
+            ann = None if ann is None else ann.to(dev, non_blocking=True)
             # DDP: all-reduce the gradients only after the last micro-batch
             sync = self.dist.enabled and micro < acc - 1
             with (self.model.no_sync() if sync else contextlib.nullcontext()):
                 with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
-                    terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=iteration / total)
+                    terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=iteration / total,
+                                       annotated=ann)
                 self.scaler.scale(terms["total"] / acc).backward()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach().float().item()) / acc
@@ -467,6 +514,16 @@ class Trainer:
                             "resume from the last checkpoint with --resume.")
         return sums, lr, wait
 
+    def _freeze_norm_stats(self) -> None:
+        """``finetune.norm_stats``: with "frozen" (or "auto" and --init) batch-norm layers normalise with their
+        running statistics and do not update them; their weight and bias still learn."""
+        mode = self.config.get("finetune", {}).get("norm_stats", "auto")
+        fine_tuning = bool(self.config.get("init"))
+        if mode == "frozen" or (mode == "auto" and fine_tuning):
+            for module in self.step.networks.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int]) -> None:
         from scdl.training.distributed import barrier
         from scdl.training.validation import validate
@@ -475,7 +532,8 @@ class Trainer:
             v = self.config["validation"]
             result = validate(list(self.step.networks), cases, patch, int(self.target.num_classes), self.device,
                               overlap=float(v["overlap"]), sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]),
-                              amp=self.use_amp, progress=None if self.dist.enabled else self.progress)
+                              amp=self.use_amp, progress=None if self.dist.enabled else self.progress,
+                              annotated=getattr(self, "val_masks", None))
             row = self.log.add_validation(iteration, result)
             improved = math.isfinite(result["mean_dice"]) and result["mean_dice"] > self.best.get("mean_dice", -1.0)
             if improved:

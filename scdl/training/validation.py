@@ -8,7 +8,7 @@ case (skipped in means); absent from one only: Dice 0.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +43,14 @@ class _Ensemble(nn.Module):
 @torch.no_grad()
 def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: Sequence[int], n_classes: int,
              device: torch.device, *, overlap: float = 0.5, sw_batch_size: int = 2, mode: str = "gaussian",
-             amp: bool = True, progress: Any = None) -> dict[str, Any]:
+             amp: bool = True, progress: Any = None,
+             annotated: Optional[Sequence[np.ndarray]] = None) -> dict[str, Any]:
     """Mean logits of ``networks`` on every case, Dice per class.
 
     Args:
         cases: cached labeled cases (image (D, H, W) float32, label (D, H, W)).
         patch: window (D, H, W).
+        annotated: per case a bool (C,) of its annotated classes (None: every class of every case).
     Returns:
         ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...]}``
     """
@@ -69,7 +71,10 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
                 logits = sliding_window_inference(x, tuple(int(p) for p in patch), int(sw_batch_size), ensemble,
                                                   overlap=float(overlap), mode=mode)
             pred = torch.as_tensor(logits).float().argmax(dim=1)[0].cpu().numpy()
-            per_case.append(dice_per_class(pred, np.asarray(case.label), n_classes))
+            dice = dice_per_class(pred, np.asarray(case.label), n_classes)
+            if annotated is not None:
+                dice = np.where(np.asarray(annotated[len(per_case)], dtype=bool)[1:], dice, np.nan)
+            per_case.append(dice)
     finally:
         for net, flag in zip(networks, was_training):
             net.train(flag)
