@@ -298,6 +298,16 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         node = self._parameterNode
+        if not node.runName and not node.runFolder:       # a new panel state: defaults that fit this machine
+            try:
+                defaults = self.logic.panelDefaults(node.advanced.splitlines())
+            except Exception as err:  # noqa: BLE001 - the panel opens with the dataclass defaults
+                logging.warning(f"SCDLTrain: no machine defaults ({err})")
+                defaults = {}
+            wasModified = node.StartModify()
+            for key, value in defaults.items():
+                setattr(node, key, value)
+            node.EndModify(wasModified)
         if not node.runsFolder:
             node.runsFolder = str(self.logic.defaultRunsFolder())
         if not node.runName:
@@ -436,6 +446,8 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         if self._parameterNode is None or self._updating:
             return
         iterations, patch = self.logic.presetDefaults("cpu" if checked else "paper")
+        if self._parameterNode.initModel:
+            patch = 0                                      # automatic: the initial model's own patch
         wasModified = self._parameterNode.StartModify()
         self._parameterNode.cpuPreset = bool(checked)
         self._parameterNode.iterations = iterations
@@ -949,6 +961,35 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                 labels = str(parse_value(value.strip()))
         return LabelTable.load(labels)
 
+    def panelDefaults(self, advanced=(), cuda=None) -> dict:
+        """Parameter values for a new panel state that fit this machine (names of SCDLTrainParameterNode).
+
+        Without CUDA: the CPU preset (its iterations; the paper's 17,000 would take days on a CPU). The initial
+        model: the installed default model when its classes are the ones the run would learn (fine-tuning is
+        the common case), with the automatic patch (its own). ``cuda``: None = ask torch (if installed).
+        """
+        from scdl.models.catalog import default_model_id
+
+        if cuda is None:
+            cuda = False
+            if devices.torch_installed():
+                import torch
+
+                cuda = bool(torch.cuda.is_available())
+        preset = "paper" if cuda else "cpu"
+        iterations, patch = self.presetDefaults(preset)
+        out = {"cpuPreset": not cuda, "iterations": iterations, "patchSize": patch}
+        model_id = default_model_id()
+        installed = {m["id"] for m in self.listModels() if m.get("installed")}
+        if model_id in installed:
+            try:
+                same = self.targetTable(model_id).names == self.targetTable("", advanced).names
+            except Exception:  # noqa: BLE001 - an unreadable package is not proposed
+                same = False
+            if same:
+                out.update(initModel=model_id, patchSize=0)
+        return out
+
     @staticmethod
     def presetDefaults(preset: str) -> tuple:
         """(iterations, patch edge) of a preset (``scdl.training.config``)."""
@@ -983,7 +1024,8 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                 "load CT volumes (and segment some of them), or choose folders or a manifest."))
             return None, problems
         result = export.export_scene_cohort(cases, segmentmap.value_map(matches),
-                                            os.path.join(str(runDir), "cohort"))
+                                            os.path.join(str(runDir), "cohort"),
+                                            class_names={int(e.value): e.name for e in table.entries if int(e.value)})
         return result, problems + result.problems
 
     def caseProblem(self, problem: dict, exported=None):

@@ -5,8 +5,14 @@ cancelled export leaves nothing half-written)::
 
     images/<case>.nrrd      the CT volume with its own IJK->RAS (a parent transform is not hardened)
     labels/<case>.nrrd      its segments as ONE label map on the volume's grid, in the model's numbering
-    manifest.csv            image,label,split,labels,name,volume_id  (labels empty: the model's numbering;
-                            name and volume_id say which scene volume a row came from)
+    manifest.csv            image,label,split,labels,annotated,name,volume_id  (labels empty: the model's
+                            numbering; annotated: the model classes this case's segments map to, ';'-separated,
+                            empty when it has every class; name and volume_id say which scene volume a row
+                            came from)
+
+A labeled volume whose segmentation holds only some of the model's classes (a liver study: one "Liver"
+segment) annotates only those: the other classes are unknown in it, not background (scdl.losses.partial).
+A mapped segment that is empty still counts as annotated (drawn and found absent).
 
 Segments are exported onto the volume's grid by Slicer's own ``ExportSegmentsToLabelmapNode`` (nearest
 neighbour; transforms between segmentation and volume are applied), then relabelled from segment order to
@@ -50,6 +56,7 @@ class ExportedCase:
     label: Optional[Path]
     row: str                                            # how the core names the row: "manifest.csv:<line>"
     voxels: dict[int, int] = field(default_factory=dict)  # class value -> voxel count on the CT grid
+    annotated: list[int] = field(default_factory=list)    # model classes its segments map to
 
 
 @dataclass
@@ -204,13 +211,33 @@ def write_label_array(array: np.ndarray, volume, path: os.PathLike | str) -> Pat
     return path
 
 
-def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], folder: os.PathLike | str) -> ExportResult:
+def case_annotated(case: SceneCase, value_of_key: dict[str, int]) -> list[int]:
+    """The model classes a case annotates: the values its segments map to (sorted, foreground)."""
+    from SCDLTrainLib.segmentmap import segment_key
+
+    return sorted({int(v) for name, _t, _n, _s in case.segments()
+                   if (v := value_of_key.get(segment_key(name)))})
+
+
+def annotated_column(values: list[int], class_names: Optional[dict[int, str]]) -> str:
+    """The manifest's ``annotated`` text: class names joined by ';', empty when every class is annotated
+    (``class_names`` None: the values themselves, always written)."""
+    if class_names is None:
+        return ";".join(str(v) for v in values)
+    if set(values) >= {v for v in class_names if v}:
+        return ""
+    return ";".join(class_names[v] for v in values if v in class_names)
+
+
+def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], folder: os.PathLike | str,
+                        class_names: Optional[dict[int, str]] = None) -> ExportResult:
     """Write the cases (not the excluded ones) into ``folder`` (replaced as a whole when complete).
 
     Args:
         cases: from :func:`SCDLTrainLib.scenecohort.scene_cases`.
         value_of_key: ``{segment key: model class value}`` (see ``segmentmap.value_map``).
         folder: the export folder (e.g. ``RUN_DIR/cohort``).
+        class_names: ``{value: name}`` of the model's foreground classes, for the ``annotated`` column.
     """
     from scdl.io.atomic import atomic_dir
 
@@ -228,6 +255,7 @@ def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], fo
             image = sceneio.write_volume(case.volume, tmp / "images" / f"{stem}.nrrd")
             label_path = None
             voxels: dict[int, int] = {}
+            annotated, annotated_values = "", []
             if case.labeled:
                 array, problems = case_label_array(case, value_of_key)
                 result.problems.extend(problems)
@@ -236,13 +264,17 @@ def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], fo
                 label_path = write_label_array(array, case.volume, tmp / "labels" / f"{stem}.nrrd")
                 values, counts = np.unique(array, return_counts=True)
                 voxels = {int(v): int(n) for v, n in zip(values, counts) if v != 0}
+                annotated_values = case_annotated(case, value_of_key)
+                annotated = annotated_column(annotated_values, class_names)
             row_tag = f"{MANIFEST_NAME}:{len(rows) + 2}"
             rows.append({"image": f"images/{image.name}", "label": f"labels/{label_path.name}" if label_path else "",
-                         "split": case.split, "labels": "", "name": case.name, "volume_id": case.volume_id})
+                         "split": case.split, "labels": "", "annotated": annotated, "name": case.name,
+                         "volume_id": case.volume_id})
             result.cases.append(ExportedCase(case.name, case.split, folder / "images" / image.name,
-                                             folder / "labels" / label_path.name if label_path else None, row_tag, voxels))
+                                             folder / "labels" / label_path.name if label_path else None, row_tag, voxels,
+                                             annotated_values))
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", "label", "split", "labels", "name", "volume_id"], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=["image", "label", "split", "labels", "annotated", "name", "volume_id"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         (tmp / MANIFEST_NAME).write_text(buffer.getvalue(), encoding="utf-8")

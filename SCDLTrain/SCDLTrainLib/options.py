@@ -67,6 +67,8 @@ class TrainOptions:
         cohort: ``{"manifest": path}`` or ``{"labeled": dir, "unlabeled": dir, "val": dir, "labels": table}``.
         init: initial model (id or package path) for fine-tuning; None trains from scratch.
         preset: ``"paper"`` or ``"cpu"``.
+        patch_size: edge of the cubic patch; 0 = automatic: the initial model's patch when fine-tuning
+            (what it was trained and slides with), else the preset's.
         advanced: ``key=value`` overrides (applied last).
     """
 
@@ -87,7 +89,8 @@ class TrainOptions:
     def overrides(self) -> list[str]:
         """``--set`` values from the panel's fields, then the Advanced lines (which win)."""
         p = int(self.patch_size)
-        out = [f"patch_size=[{p},{p},{p}]", f"labeled_batch={int(self.labeled_batch)}"]
+        out = [f"patch_size=[{p},{p},{p}]"] if p > 0 else []
+        out.append(f"labeled_batch={int(self.labeled_batch)}")
         if self.framework != "supervised":
             out.append(f"unlabeled_batch={int(self.unlabeled_batch)}")
         if self.framework in SCDL_FRAMEWORKS:
@@ -137,10 +140,24 @@ class TrainOptions:
         values: dict[str, Any] = {"framework": self.framework, "iterations": int(self.iterations)}
         if self.init:
             values["labels"] = "init"
+            if int(self.patch_size) <= 0:
+                values["patch_size"] = self._init_patch()
         try:
             return resolve_config(self.preset or "paper", None, values, self.overrides())
         except ScdlError as err:
             raise OptionsError(str(err)) from None
+
+
+    def _init_patch(self) -> list[int]:
+        """The initial model's training patch (its card), the trainer's choice for patch 0 with --init."""
+        from scdl.models.catalog import resolve_model
+        from scdl.models.package import ModelPackage
+
+        try:
+            card = ModelPackage.load(resolve_model(str(self.init)), verify=False).card
+            return [int(v) for v in card["preprocessing"]["patch_size"]]
+        except Exception as err:  # noqa: BLE001 - the check reports an unusable init model in full
+            raise OptionsError(f"The initial model {self.init!r} cannot be read ({err}).") from None
 
 
 def resume_args(run_dir: os.PathLike | str, iterations: Optional[int] = None, device: str = "auto") -> list[str]:

@@ -121,11 +121,38 @@ def test_export_writes_label_maps_on_the_volume_grid_in_the_model_numbering(trai
         rows = list(csv.DictReader(handle))
     assert [(r["name"], r["split"], bool(r["label"]), r["labels"]) for r in rows] == [
         (c.name, c.split, c.label is not None, "") for c in result.cases]
-    assert rows[2] == {"image": "images/blockC.nrrd", "label": "", "split": "train", "labels": "", "name": "blockC",
-                       "volume_id": train_scene["blockC"][0].GetID()}
+    assert rows[2] == {"image": "images/blockC.nrrd", "label": "", "split": "train", "labels": "", "annotated": "",
+                       "name": "blockC", "volume_id": train_scene["blockC"][0].GetID()}
     assert result.case_for_row("manifest.csv:3") == rows[1]["name"]
     # nothing of the export is left in the scene (temporary label map nodes and their colour tables)
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0
+
+
+def test_a_segmentation_with_only_some_organs_annotates_only_those(train_scene, logic, tmp_path):
+    """blockA keeps only its liver segment (a liver study): the manifest says so, and the core's check treats
+    the other classes as unknown in that case (not background)."""
+    from scdl.training.checks import check_cohort
+    from scdl.training.cohort import load_manifest
+
+    _va, seg_a = train_scene["blockA"]
+    content = seg_a.GetSegmentation()
+    for segment_id in [content.GetNthSegmentID(i) for i in range(content.GetNumberOfSegments())]:
+        if content.GetSegment(segment_id).GetName() != "liver":
+            content.RemoveSegment(segment_id)
+    result, _problems = logic.exportSceneCohort(tmp_path / "run", valFraction=0.5)
+    with result.manifest.open() as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    synapse = LabelTable.load("synapse")
+    assert rows["blockA"]["annotated"] == "liver"
+    case_b = next(c for c in result.cases if c.name == "blockB")
+    names_b = [synapse.by_value(v).name for v in case_b.annotated]
+    assert "liver" in names_b and len(names_b) > 5
+    assert rows["blockB"]["annotated"] in ("", ";".join(names_b))
+    report, _ = check_cohort(load_manifest(result.manifest), synapse, framework="cps",
+                             init_classes={e.value for e in synapse.entries if e.value})
+    facts = {c["name"]: c for c in report.cases}
+    assert facts["blockA"]["annotated_names"] == ["liver"] and facts["blockA"]["partial"]
+    assert "liver" in facts["blockB"]["annotated_names"]
 
 
 def test_problems_are_reported_per_case(train_scene, logic, tmp_path):

@@ -78,7 +78,7 @@ def _edit(table, row, column, text, handler, fake_qt):
 TINY = "network.n_filters = 2\npreprocessing.spacing_mm = [8, 8, 8]\ndata.num_workers = 0\nthreads = 1\n"
 
 
-def test_every_control_is_connected_and_defaults_are_the_papers(widget, scdl_home):
+def test_every_control_is_connected_and_defaults_fit_the_machine(widget, scdl_home):
     ui = widget.ui
     expected = {
         "cohortSourceSelector": ("currentIndexChanged(int)", widget.onCohortSourceChanged),
@@ -116,15 +116,35 @@ def test_every_control_is_connected_and_defaults_are_the_papers(widget, scdl_hom
     for name, connection in expected.items():
         assert getattr(ui, name).connections == [connection], name
     node = widget._parameterNode
-    assert (node.framework, node.iterations, node.patchSize, node.labeledBatch, node.unlabeledBatch, node.scdlWeight) == (
-        "cps-scdl", 17000, 96, 2, 2, 0.1)
-    assert (ui.iterationsSpinBox.value, ui.patchSizeSpinBox.value, ui.scdlWeightSpinBox.value) == (17000, 96, 0.1)
+    # no CUDA here: the panel starts with the CPU preset (the paper's 17,000 iterations would take days)
+    assert (node.framework, node.iterations, node.patchSize, node.labeledBatch, node.unlabeledBatch, node.scdlWeight,
+            node.cpuPreset) == ("cps-scdl", 1500, 48, 2, 2, 0.1, True)
+    assert (ui.iterationsSpinBox.value, ui.patchSizeSpinBox.value, ui.scdlWeightSpinBox.value) == (1500, 48, 0.1)
+    assert ui.cpuPresetCheckBox.checked is True
     assert node.runsFolder == str(scdl_home / "runs") and ui.runNameLineEdit.text == node.runName != ""
     assert [i[1] for i in ui.frameworkSelector.items] == ["cps-scdl", "cps", "supervised"]
     assert [i[1] for i in ui.initModelSelector.items] == [""]        # nothing installed: from scratch only
     assert ui.mappingTable.headers == ["Segment", "Model class", "Matched by", "Cases"]
     assert ui.startButton.enabled is False and ui.stopButton.enabled is False and ui.resumeButton.enabled is False
-    assert "extrapolated" in ui.estimateLabel.text      # the paper's 96³ / width 16 is beyond the measured range
+    assert "extrapolated" not in ui.estimateLabel.text and "h" in ui.estimateLabel.text   # 48³ / width 8: measured
+
+
+def test_panel_defaults(widget, monkeypatch) -> None:
+    """With CUDA the paper's settings; without, the CPU preset; the installed default model is the initial
+    model when its classes are the run's (the automatic patch: its own), not when Advanced asks for others."""
+    from harness import REPO
+
+    logic = widget.logic
+    assert logic.panelDefaults(cuda=True) == {"cpuPreset": False, "iterations": 17000, "patchSize": 96}
+    assert logic.panelDefaults(cuda=False) == {"cpuPreset": True, "iterations": 1500, "patchSize": 48}
+    monkeypatch.setenv("SCDL_RESOURCES", str(REPO / "Resources"))          # with the bundled default model
+    assert logic.panelDefaults(cuda=False) == {"cpuPreset": True, "iterations": 1500, "patchSize": 0,
+                                               "initModel": "scdl-abdominal-ct"}
+    assert "initModel" not in logic.panelDefaults(["labels = amos"], cuda=False)
+    opts = logic.makeOptions("/tmp/run", {"manifest": "/tmp/m.csv"}, init="scdl-abdominal-ct", preset="cpu",
+                             patch_size=0)
+    assert not any(a.startswith("patch_size") for a in opts.overrides())
+    assert opts.resolve()["patch_size"] == [64, 64, 32]                  # the default model's card
 
 
 def test_scene_tables_and_corrections(widget, train_scene, dialogs, fake_qt):
