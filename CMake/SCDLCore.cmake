@@ -44,6 +44,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/io/nifti_nibabel.py
   scdl/io/segnrrd.py
   scdl/io/validation.py
+  scdl/io/verify.py
   scdl/io/writers.py
   scdl/labels/__init__.py
   scdl/labels/codes.py

@@ -44,7 +44,7 @@ def test_existing_file_is_replaced_only_on_success(tmp_path) -> None:
 def test_output_gets_umask_permissions_not_0600(tmp_path) -> None:
     old = os.umask(0o022)
     try:
-        target = tmp_path / "labels.nrrd"
+        target = tmp_path / "labels.txt"
         atomic_write_text(target, "x")
         assert stat.S_IMODE(target.stat().st_mode) == 0o644
     finally:

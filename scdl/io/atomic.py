@@ -1,4 +1,9 @@
-"""Atomic file and folder writes: write to a temporary sibling, then rename over the target."""
+"""Atomic file and folder writes: write to a temporary sibling, verify it, then rename over the target.
+
+The temporary file is read back (:func:`scdl.io.verify.verify_file`: full gzip decompression, NIfTI/NRRD sizes,
+JSON parse, ...) before the rename, so a writer that fails silently on a full disk replaces nothing. Errors
+name the target, never the hidden temporary file.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,67 @@ def split_suffix(path: os.PathLike | str) -> tuple[str, str]:
     return stem, "." + ext
 
 
+#: Temporary files and folders are named ``.<stem><PARTIAL_MARK><random><suffix>`` beside their target.
+PARTIAL_MARK = ".partial-"
+
+
+def _verify(tmp: Path, target: Path, suffix: str) -> None:
+    from scdl.io.verify import WriteCheckFailed, verify_file
+
+    try:
+        verify_file(tmp, suffix)
+    except WriteCheckFailed as err:
+        raise ScdlError(f"the file could not be written completely ({err}); nothing was replaced.", target,
+                        "free disk space (a full disk is the usual cause) or choose another output folder.") from None
+
+
+def _retarget(err: ScdlError, tmp: Path, target: Path) -> ScdlError:
+    """The same error, naming ``target`` where it named the temporary path (or a file inside it)."""
+    path = err.path
+    if path and (path == str(tmp) or path.startswith(str(tmp) + os.sep)):
+        rel = os.path.relpath(path, tmp)
+        path = str(target if rel == "." else target / rel) if tmp.is_dir() or rel != "." else str(target)
+        message = err.message.replace(str(tmp), str(target))
+        return ScdlError(message, path, err.fix)
+    return err
+
+
+def remove_stale_partials(folder: os.PathLike | str, stem: str = "") -> list[Path]:
+    """Delete temporary files / folders that a killed writer left in ``folder`` (``.<stem>.partial-*``).
+
+    Call it only where no other writer works at the same time (a run folder at the start and end of its run).
+    Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".{stem}*{PARTIAL_MARK}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _remove(path)
+        removed.append(path)
+    return removed
+
+
+def probe_writable(folder: os.PathLike | str, target: os.PathLike | str | None = None) -> None:
+    """Check BEFORE long work that files can be created in ``folder`` (created if missing): a one-line
+    ScdlError naming ``target`` (default the folder) when it is read-only, missing rights or full."""
+    folder = Path(folder)
+    named = Path(target) if target is not None else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".scdl-probe{PARTIAL_MARK}", dir=folder)
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            _remove(Path(name))
+    except OSError as err:
+        raise _explain_os_error(err, named) from err
+
+
 def _explain_os_error(err: OSError, target: Path) -> ScdlError:
     if err.errno == errno.ENOSPC:
         return ScdlError("the disk is full; nothing was written.", target, "free disk space or choose another output folder.")
@@ -45,21 +111,25 @@ def atomic_path(target: os.PathLike | str) -> Iterator[Path]:
     write never leaves a partial output. The parent folder is created if needed.
     """
     target = Path(target)
+    stem, suffix = split_suffix(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{PARTIAL_MARK}", suffix=suffix, dir=target.parent)
+        os.close(fd)
     except OSError as err:
         raise _explain_os_error(err, target) from err
-    stem, suffix = split_suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.partial-", suffix=suffix, dir=target.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _verify(tmp, target, suffix)
         _apply_umask(tmp)
         os.replace(tmp, target)
     except OSError as err:
         _remove(tmp)
         raise _explain_os_error(err, target) from err
+    except ScdlError as err:
+        _remove(tmp)
+        raise _retarget(err, tmp, target) from err
     except BaseException:
         _remove(tmp)
         raise
@@ -69,10 +139,16 @@ def atomic_path(target: os.PathLike | str) -> Iterator[Path]:
 def atomic_dir(target: os.PathLike | str) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success it replaces ``target`` (an old one is removed)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_MARK}", dir=target.parent))
+    except OSError as err:
+        raise _explain_os_error(err, target) from err
     try:
         yield tmp
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                _verify(path, target / path.relative_to(tmp), split_suffix(path)[1])
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -83,6 +159,9 @@ def atomic_dir(target: os.PathLike | str) -> Iterator[Path]:
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _explain_os_error(err, target) from err
+    except ScdlError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _retarget(err, tmp, target) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

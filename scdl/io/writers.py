@@ -57,12 +57,17 @@ def _write_detached(img: sitk.Image, path: Path, compress: bool) -> None:
     """Header + data file (.nhdr/.mhd): write both in a temporary folder, move the data file(s), then the header."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     except OSError as err:
-        raise ScdlError(f"cannot create the output folder ({err.strerror}).", path, "choose a writable folder.") from err
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        raise ScdlError(f"cannot write here ({err.strerror}).", path, "choose an output folder you can write to.") from err
     try:
-        _sitk_write(img, tmp / path.name, compress)
+        try:
+            _sitk_write(img, tmp / path.name, compress)
+        except ScdlError as err:
+            raise ScdlError(err.message, path, err.fix) from None
         written = sorted(p for p in tmp.iterdir() if p.name != path.name)
+        for data_file in written:
+            _verify_detached(data_file, path)
         for data_file in written:
             os.replace(data_file, path.parent / data_file.name)
         os.replace(tmp / path.name, path)
@@ -70,6 +75,16 @@ def _write_detached(img: sitk.Image, path: Path, compress: bool) -> None:
         raise ScdlError(f"could not be written ({err.strerror}).", path, "check disk space and permissions.") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verify_detached(data_file: Path, target: Path) -> None:
+    from scdl.io.verify import WriteCheckFailed, verify_file
+
+    try:
+        verify_file(data_file)
+    except WriteCheckFailed as err:
+        raise ScdlError(f"the file could not be written completely ({err}); nothing was replaced.", target,
+                        "free disk space (a full disk is the usual cause) or choose another output folder.") from None
 
 
 def write_image(img: sitk.Image, path: "os.PathLike[str] | str") -> Path:
