@@ -77,6 +77,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/models/download.py
   scdl/models/fetch.py
   scdl/models/manifest.py
+  scdl/models/notices.py
   scdl/models/package.py
   scdl/models/source.py
   scdl/models/statedict.py

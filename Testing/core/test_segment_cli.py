@@ -150,3 +150,39 @@ def test_no_model_installed_says_how_to_get_one(patient_a_ct, tmp_path, capsys, 
     line = _error_line(capsys)
     assert "--model" in line and "scdl models" in line
     assert not out.exists()
+
+
+def test_card_warnings_once_per_machine_and_after_input_errors(tiny_model, patient_a_ct, tmp_path, monkeypatch,
+                                                              capsys) -> None:
+    """The model card's notes in full at a model's first use, one line afterwards, in full with --verbose;
+    an input error comes first (no card text before it)."""
+    monkeypatch.setenv("SCDL_HOME", str(tmp_path / "home"))
+    args = ["segment", str(patient_a_ct), "--model", str(tiny_model), "--device", "cpu", "--progress", "none"]
+    assert main(["segment", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "x.nii.gz"),
+                 *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith("error:") and "random weights" not in err
+    assert main([*args, "-o", str(tmp_path / "a.nii.gz")]) == 0
+    first = capsys.readouterr().err
+    assert "model tiny-test-model: random weights: for tests only" in first
+    assert main([*args, "-o", str(tmp_path / "b.nii.gz")]) == 0
+    second = capsys.readouterr().err
+    assert "random weights" not in second and "1 card warning" in second and "scdl models info" in second
+    assert main([*args, "-o", str(tmp_path / "c.nii.gz"), "--verbose"]) == 0
+    assert "random weights: for tests only" in capsys.readouterr().err
+
+
+def test_no_organ_found_is_a_console_warning(tmp_path, monkeypatch, capsys) -> None:
+    """A 4 cm cube of soft tissue (no abdomen in view): the default model finds nothing and says so."""
+    monkeypatch.setenv("SCDL_HOME", str(tmp_path / "home"))
+    rng = np.random.default_rng(0)
+    arr = rng.normal(40, 20, (40, 40, 40)).astype(np.int16)
+    arr[:, :, :4] = -1000                                        # some air: it looks like CT
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((1.0, 1.0, 1.0))
+    ct = tmp_path / "cube.nii.gz"
+    sitk.WriteImage(image, str(ct), True)
+    assert main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--device", "cpu", "--progress", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "no organ was found" in err and "40 x 40 x 40 mm" in err
+    assert int(sitk.GetArrayViewFromImage(sitk.ReadImage(str(tmp_path / "seg.nii.gz"))).max()) == 0

@@ -53,12 +53,19 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
     from scdl.errors import ScdlError
     from scdl.metrics.evaluate import evaluate_files, format_table, write_csv, write_json
 
     if not 0.0 <= args.percentile <= 100.0:
         raise ScdlError(f"--percentile must be between 0 and 100, got {args.percentile}.", fix="use e.g. 95.")
+    from scdl.io.atomic import probe_writable
+
+    for target in (args.csv, args.json):         # before the (slow) surface distances
+        if target:
+            probe_writable(Path(target).expanduser().absolute().parent, target, create=False)
+
     def warn(text: str) -> None:
         print(f"warning: {text}", file=sys.stderr, flush=True)
 

@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     split = default_split(args.cases, args.labeled, args.val, args.test)
+    from pathlib import Path
+
+    from scdl.io.atomic import probe_writable
+
+    out = Path(args.out).expanduser().absolute()
+    probe_writable(out.parent, out, create=False)      # before the volumes are generated
     progress = Progress(args.progress)
     progress.install_signal_handlers()
     start = time.monotonic()

@@ -53,6 +53,9 @@ def register(subparsers) -> None:
                         help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 1)")
     parser.add_argument("--keep-largest", action="store_true", default=None,
                         help="keep only the largest connected component of each organ")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the model card's warnings in full (by default only at a model's first use "
+                             "on this machine)")
     parser.set_defaults(func=run)
 
 
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         sw_batch_size=args.sw_batch_size,
         keep_largest=args.keep_largest,
+        verbose=args.verbose or progress.mode == "json",      # a program (the Slicer module) decides itself
     )
     timings = {k: round(v, 3) for k, v in result.timings.items()}
     if result.uncertainty is not None:

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
             parent = Path(target).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ScdlError("the output folder does not exist.", parent, "create it first.")
+            from scdl.io.atomic import probe_writable
+
+            probe_writable(parent, target, create=False)
     table = LabelTable.load(args.labels)
     label = read_label_map(args.map, table=table)
     ct, lab, subject = synthesize_image(label, table, args.seed, phase=args.phase, spacing=args.spacing,

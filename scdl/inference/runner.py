@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
@@ -56,6 +56,18 @@ def _same_file(a: Path, b: Path) -> bool:
     return False
 
 
+def _warn_if_empty(result: Any, image: Any, progress: Any) -> None:
+    """A console warning when the model found no organ (e.g. a scan of another body region)."""
+    import SimpleITK as sitk
+
+    if int(sitk.GetArrayViewFromImage(result.labels).max()) > 0:
+        return
+    size_mm = [round(n * s) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    progress.warning(f"no organ was found: the label map is empty (field of view {size_mm[0]} x {size_mm[1]} x "
+                     f"{size_mm[2]} mm). The model segments abdominal organs in CT; check that the scan covers "
+                     "the abdomen.")
+
+
 def segment_file(
     input_path: os.PathLike | str,
     output_path: os.PathLike | str,
@@ -69,6 +81,7 @@ def segment_file(
     overlap: Optional[float] = None,
     sw_batch_size: Optional[int] = None,
     keep_largest: Optional[bool] = None,
+    verbose: bool = False,
 ) -> SegmentFileResult:
     """Segment the CT at ``input_path`` and write the label map to ``output_path``.
 
@@ -82,6 +95,7 @@ def segment_file(
         uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
         series_uid: the DICOM series to read when a folder holds several.
         overlap, sw_batch_size, keep_largest: override the model card's inference settings.
+        verbose: show the model card's warnings in full even when they were shown before on this machine.
 
     Returns:
         :class:`SegmentFileResult`.
@@ -105,11 +119,14 @@ def segment_file(
     if not input_path.exists():
         raise ScdlError("the input CT does not exist.", input_path, "check the path (a file or a DICOM folder).")
 
+    from scdl.io.atomic import probe_writable
+
+    for target in targets:          # a read-only or missing folder fails now, not after the inference
+        probe_writable(target.parent, target)
+
     resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
     package = load_package(model)
     InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)  # same for settings
-    for note in package.card.get("warnings") or []:
-        progress.warning(f"model {package.card.get('id', package.path)}: {note}")
 
     t0 = time.perf_counter()
     with progress.phase("read", 1) as phase:
@@ -118,9 +135,14 @@ def segment_file(
         image = read_ct(input_path, series_uid=series_uid, warn=progress.warning)
         phase.advance()
     t_read = time.perf_counter() - t0
+    from scdl.models.notices import show_card_warnings
+
+    # after the input was read: an input error is the first line, not the sixth
+    show_card_warnings(package.card, progress.warning, verbose=verbose, name=Path(package.path).name)
 
     result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
                            overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
+    _warn_if_empty(result, image, progress)
 
     t0 = time.perf_counter()
     from scdl.io.writers import write_image, write_label_map

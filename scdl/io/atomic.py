@@ -78,13 +78,19 @@ def remove_stale_partials(folder: os.PathLike | str, stem: str = "") -> list[Pat
     return removed
 
 
-def probe_writable(folder: os.PathLike | str, target: os.PathLike | str | None = None) -> None:
-    """Check BEFORE long work that files can be created in ``folder`` (created if missing): a one-line
-    ScdlError naming ``target`` (default the folder) when it is read-only, missing rights or full."""
+def probe_writable(folder: os.PathLike | str, target: os.PathLike | str | None = None, create: bool = True) -> None:
+    """Check BEFORE long work that files can be created in ``folder`` (created if missing; with
+    ``create=False`` nothing is created and the nearest existing parent is probed): a one-line ScdlError
+    naming ``target`` (default the folder) when it is read-only, without rights or full."""
     folder = Path(folder)
     named = Path(target) if target is not None else folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:                       # probe the nearest existing folder; create nothing
+            folder = folder.absolute()
+            while not folder.exists() and folder.parent != folder:
+                folder = folder.parent
         fd, name = tempfile.mkstemp(prefix=f".scdl-probe{PARTIAL_MARK}", dir=folder)
         try:
             os.write(fd, b"probe")

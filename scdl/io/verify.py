@@ -8,6 +8,7 @@ rename, and raises :class:`WriteCheckFailed` when the content cannot be complete
 - ``.nii``: the header parses and the file holds ``vox_offset + voxels · bytes per voxel`` bytes;
 - ``.nrrd`` / ``.seg.nrrd``: the header ends, and the data after it is complete (gzip: decompresses; raw:
   the size the header's sizes and type need);
+- ``.mha``: the MetaImage header ends, and its local data is complete (zlib: decompresses; raw: size);
 - ``.json`` / ``.csv`` / ``.txt`` / ``.md``: UTF-8 decodes (Python's own writes report a full disk; the
   content is the caller's);
 - ``.png``: ends with the IEND chunk;
@@ -111,6 +112,44 @@ def _nrrd_complete(path: Path) -> None:
         raise WriteCheckFailed(f"the NRRD data holds {len(body)} of its {need} bytes")
 
 
+_MET_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
+              "MET_ULONG": 8, "MET_LONG": 8, "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _mha_complete(path: Path) -> None:
+    data = path.read_bytes()
+    fields: dict[str, str] = {}
+    offset = 0
+    while offset < len(data):
+        end = data.find(b"\n", offset)
+        if end < 0:
+            raise WriteCheckFailed("the MetaImage header is incomplete")
+        key, _sep, value = data[offset:end].decode("latin-1").partition("=")
+        fields[key.strip()] = value.strip()
+        offset = end + 1
+        if key.strip() == "ElementDataFile":
+            break
+    else:
+        raise WriteCheckFailed("the MetaImage header is incomplete")
+    if fields.get("ElementDataFile", "").upper() != "LOCAL":
+        return
+    voxels = 1
+    for v in fields.get("DimSize", "0").split():
+        voxels *= int(v)
+    need = voxels * _MET_BYTES.get(fields.get("ElementType", "MET_UCHAR"), 1) * int(fields.get("ElementNumberOfChannels", "1"))
+    body = data[offset:]
+    if fields.get("CompressedData", "False").lower() == "true":
+        try:
+            out = zlib.decompressobj()
+            got = len(out.decompress(body)) + len(out.flush())
+        except zlib.error as err:
+            raise WriteCheckFailed(f"the compressed MetaImage data is incomplete ({err})") from None
+        if not out.eof or got < need:
+            raise WriteCheckFailed("the compressed MetaImage data is incomplete")
+    elif len(body) < need:
+        raise WriteCheckFailed(f"the MetaImage data holds {len(body)} of its {need} bytes")
+
+
 def _png_complete(path: Path) -> None:
     with path.open("rb") as handle:
         head = handle.read(8)
@@ -163,6 +202,8 @@ def verify_file(path: os.PathLike | str, suffix: str | None = None) -> None:
             _nifti_complete(path)
         elif suffix in (".nrrd", ".seg.nrrd"):
             _nrrd_complete(path)
+        elif suffix == ".mha":
+            _mha_complete(path)
         elif suffix in (".json", ".csv", ".txt", ".md", ".tsv"):
             path.read_bytes().decode("utf-8")
         elif suffix == ".png":

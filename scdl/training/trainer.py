@@ -171,6 +171,10 @@ class Trainer:
             self._setup_device()
             self._setup_labels_and_init()
         validate_config(self.config)
+        if not check_only and self.dist.is_main:
+            from scdl.io.atomic import probe_writable
+
+            probe_writable(self.run_dir, create=False)     # before the cohort is read and preprocessed
         self.preprocessing = _preprocessing_block(self.config)
         data = self.config["data"]
         cache = PreprocessCache(data.get("cache_dir"), self.preprocessing, self.target,
@@ -338,10 +342,17 @@ class Trainer:
         threads = torch.get_num_threads()
         if int(self.config.get("threads") or 0) > 0:
             torch.set_num_threads(int(self.config["threads"]))
+        from scdl.io.atomic import remove_stale_partials
+
+        if self.dist.is_main:
+            for path in remove_stale_partials(self.run_dir):      # left by a killed checkpoint write
+                self.progress.message(f"removed the unfinished temporary file {path.name} of an earlier run")
         try:
             return self._run(stop_at)
         finally:
             torch.set_num_threads(threads)
+            if self.dist.is_main:
+                remove_stale_partials(self.run_dir)
 
     def _run(self, stop_at: Optional[int]) -> TrainResult:
         from scdl.training.data import StepBatches, make_loader
