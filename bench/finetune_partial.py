@@ -52,13 +52,21 @@ def liver_only(label: Path, out: Path) -> Path:
     return out
 
 
-def evaluate_b(model: str, data: Path, out: Path, tag: str) -> dict[str, Any]:
-    """Per-organ Dice of ``model`` on patient B (its DICOM series, its label map on the native grid)."""
-    pred, report = out / f"B_{tag}.nii.gz", out / f"B_{tag}.json"
-    subprocess.run(_scdl("segment", str(data / "totalsegmentator_fixtures/example_ct_dicom"), "-o", str(pred),
+#: (image, label map) of the evaluation patients, under the shared data folder.
+PATIENTS = {"B": ("totalsegmentator_fixtures/example_ct_dicom", "totalsegmentator_fixtures/example_seg_dicom.nii.gz"),
+            "A": ("totalsegmentator_fixtures/example_ct.nii.gz",
+                  "totalsegmentator_fixtures/example_seg_fast_force_split.nii.gz")}
+
+
+def evaluate(model: str, data: Path, out: Path, tag: str, patient: str = "B") -> dict[str, Any]:
+    """Per-organ Dice of ``model`` on a patient against its full label map (B: held out; A: the fine-tuning CT,
+    whose organs other than the liver were NOT shown to the partial run: the validation of forgetting)."""
+    image, truth = PATIENTS[patient]
+    pred, report = out / f"{patient}_{tag}.nii.gz", out / f"{patient}_{tag}.json"
+    subprocess.run(_scdl("segment", str(data / image), "-o", str(pred),
                          "--model", model, "--device", "cpu", "--progress", "none"), check=True)
     labels = Path(model) / "labels.csv" if Path(model).is_dir() else None
-    cmd = ["evaluate", str(pred), str(data / "totalsegmentator_fixtures/example_seg_dicom.nii.gz"),
+    cmd = ["evaluate", str(pred), str(data / truth),
            "--gt-labels", "totalsegmentator_v2", "--resample", "--json", str(report)]
     if labels is not None:
         cmd[3:3] = ["--labels", str(labels)]
@@ -76,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantoms", type=int, default=4, help="unlabeled phantom CTs (default 4)")
     ap.add_argument("--model", default="scdl-abdominal-ct")
     ap.add_argument("--only", choices=["partial", "background"], help="run one variant only")
+    ap.add_argument("--no-b", action="store_true", help="validation only (patient A): no held-out B measurement "
+                    "(for choosing settings; B is measured once, at the end)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a training setting for both runs (scdl train --set), repeatable")
     args = ap.parse_args(argv)
@@ -95,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = out / "summary.json"
     if summary_path.is_file():
         results.update(json.loads(summary_path.read_text(encoding="utf-8")))
-    if "before" not in results:
+    bundled = ROOT / "Resources" / "Models" / args.model
+    model_path = str(bundled if bundled.is_dir() else args.model)
+    if "before_A" not in results:
+        log("validation patient A (all organs) with the default model")
+        results["before_A"] = evaluate(model_path, args.data, out, "before", "A")
+    if "before" not in results and not args.no_b:
         log("held-out B with the default model")
-        bundled = ROOT / "Resources" / "Models" / args.model
-        results["before"] = evaluate_b(str(bundled if bundled.is_dir() else args.model), args.data, out, "before")
-        summary_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+        results["before"] = evaluate(model_path, args.data, out, "before", "B")
+    summary_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
     variants = {"partial": "liver", "background": ""}
     for name, annotated in variants.items():
         if args.only and name != args.only:
@@ -120,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                              "--cache-dir", str(out / "cache"), "--progress", "none",
                              *[a for kv in args.set for a in ("--set", kv)]), check=True)
         minutes = (time.monotonic() - t0) / 60
-        results[name] = {**evaluate_b(str(run / "model"), args.data, out, name), "train_minutes": round(minutes, 1)}
-        log(f"{name}: B {results[name]}")
+        results[name + "_A"] = evaluate(str(run / "model"), args.data, out, name, "A")
+        log(f"{name}: validation A {results[name + '_A']}")
+        if not args.no_b:
+            results[name] = {**evaluate(str(run / "model"), args.data, out, name, "B"),
+                             "train_minutes": round(minutes, 1)}
+            log(f"{name}: held-out B {results[name]}")
         summary_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(json.dumps(results, indent=1))
     return 0

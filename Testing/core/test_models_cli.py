@@ -210,3 +210,29 @@ def test_import_never_unpickles_code(capsys, tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:5000])
     rc, _, err = scdl(capsys, "models", "import", truncated, "--id", "t", "--labels", "amos", "--spacing", 1, 1, 1)
     assert rc == 2 and "not a readable PyTorch state dict" in err
+
+
+def _walk(parser, path=()):
+    """(command path, parser) of every scdl sub-command, nested ones included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, (*path, name))
+
+
+def test_every_sub_command_has_a_description_and_an_example() -> None:
+    """README: every sub-command's --help has a description and an example (issue 15)."""
+    from scdl.cli.main import build_parser
+
+    commands = list(_walk(build_parser()))
+    names = {" ".join(p) for p, _ in commands}
+    assert {"segment", "evaluate", "models list", "models info", "models verify", "models import",
+            "models download", "models export", "models path", "train", "demo", "phantom", "synth", "bench",
+            "bench ssl"} <= names
+    for path, parser in commands[1:]:
+        text = parser.format_help()
+        assert parser.description, f"scdl {' '.join(path)} has no description"
+        assert "example" in text and f"scdl {path[0]}" in (parser.epilog or ""), f"scdl {' '.join(path)}: no example"

@@ -53,6 +53,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench", help="end-to-end benchmarks (ssl: supervised vs CPS vs CPS+SCDL on phantoms)",
         description="End-to-end benchmarks that train and score models. Run 'scdl bench ssl --help'.",
+        epilog="examples:\n  scdl bench ssl --out runs/ssl --quick        # a smoke run in about a minute\n"
+               "  scdl bench ssl --out runs/ssl --seeds 0,1,2  # the published comparison (hours on a CPU)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
     parser.set_defaults(func=lambda _args: (parser.print_help(sys.stderr), 2)[1])

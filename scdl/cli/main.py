@@ -11,6 +11,8 @@ Exit status: 0 success, 1 unexpected failure, 2 a user error (one line ``error: 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -55,6 +57,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError:
         print("error: out of memory. Fix: use a smaller batch/window, or --device cpu with more RAM.", file=sys.stderr)
         return 2
+    except BrokenPipeError:            # `scdl models list | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")       # noqa: SIM115 - silences the flush at exit
+        return 0
 
 
 if __name__ == "__main__":

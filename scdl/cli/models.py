@@ -22,6 +22,13 @@ EPILOG = """examples:
 """
 
 
+def _action(sub, name: str, help_text: str, description: str, examples: str):
+    """A ``scdl models`` action with its description and examples (every sub-command's --help has one)."""
+    return sub.add_parser(name, help=help_text, description=description,
+                          epilog="examples:\n" + "".join(f"  {line}\n" for line in examples.strip().splitlines()),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "models", help="list, inspect, verify, import and download models",
@@ -30,16 +37,25 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
 
-    p = sub.add_parser("list", help="models in the catalog and in the cache")
+    p = _action(sub, "list", "models in the catalog and in the cache",
+                "Every model SCDL knows: the bundled default, the catalog's downloadable models and the packages in "
+                "your cache (trained or imported), with their id, kind, number of organs (background not counted) "
+                "and whether they are installed.",
+                "scdl models list\nscdl models list --json        # for scripts")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run_list)
 
-    p = sub.add_parser("info", help="show a model's card")
+    p = _action(sub, "info", "show a model's card",
+                "The model card: classes, preprocessing, what it was trained on, its held-out scores and warnings.",
+                "scdl models info scdl-abdominal-ct\nscdl models info runs/a/model --json")
     p.add_argument("model", metavar="ID|PATH")
     p.add_argument("--json", action="store_true", help="print the card (or catalog entry) as JSON")
     p.set_defaults(func=run_info)
 
-    p = sub.add_parser("verify", help="check every checksum, the card and that the networks load")
+    p = _action(sub, "verify", "check every checksum, the card and that the networks load",
+                "Check a package: the SHA-256 of every file against its manifest, the card's schema and that the "
+                "networks load with their stated architecture. Exit status 0 when everything holds.",
+                "scdl models verify scdl-abdominal-ct\nscdl models verify my_model.scdlmodel")
     p.add_argument("model", metavar="ID|PATH")
     p.set_defaults(func=run_verify)
 
@@ -83,19 +99,28 @@ def register(subparsers) -> None:
     g.add_argument("--warning", action="append", default=[], help="a warning shown with the model (repeatable)")
     p.set_defaults(func=run_import)
 
-    p = sub.add_parser("download", help="download a catalog model into the cache (verified)")
+    p = _action(sub, "download", "download a catalog model into the cache (verified)",
+                "Download a catalog model (internet), verify its checksums and install it into the cache. "
+                "Without internet, fetch the files elsewhere and use 'scdl models import --as ID'.",
+                "scdl models download scdl-authors-amos-cps\nscdl models download scdl-authors-amos-cps --force")
     p.add_argument("model", metavar="ID")
     p.add_argument("--force", action="store_true", help="download again even if installed")
     p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
                    help="progress as a bar (default), JSON lines on stdout, or none")
     p.set_defaults(func=run_download)
 
-    p = sub.add_parser("export", help="write a verified copy of a package (folder or single .scdlmodel file)")
+    p = _action(sub, "export", "write a verified copy of a package (folder or single .scdlmodel file)",
+                "Write a verified copy of an installed or trained model, as a folder or one .scdlmodel file to "
+                "hand to a colleague ('scdl models import' reads it).",
+                "scdl models export scdl-abdominal-ct -o default.scdlmodel\nscdl models export runs/a/model -o /media/usb/liver_ft")
     p.add_argument("model", metavar="ID|PATH")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="FILE.scdlmodel or a folder")
     p.set_defaults(func=run_export)
 
-    p = sub.add_parser("path", help="print the model cache folder")
+    p = _action(sub, "path", "print the model cache folder",
+                "Print the folder where downloaded, imported and registered models are kept (SCDL_MODELS_DIR, "
+                "default ~/.scdl/models).",
+                "scdl models path\nls \"$(scdl models path)\"")
     p.set_defaults(func=run_path)
 
     parser.set_defaults(func=lambda args: _no_action(parser))
@@ -114,11 +139,11 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
-    rows = [("ID", "KIND", "STATUS", "CLASSES", "TITLE")]
+    rows = [("ID", "KIND", "STATUS", "ORGANS", "TITLE")]
     for item in items:
         status = item["status"] if not item["status"].startswith("invalid") else "invalid (run verify)"
         mark = " (default)" if item.get("default") else ""
-        rows.append((item["id"], item["kind"], status, str(item.get("n_classes") or "?"), item["title"] + mark))
+        rows.append((item["id"], item["kind"], status, str(int(item["n_classes"]) - 1 if item.get("n_classes") else "?"), item["title"] + mark))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
