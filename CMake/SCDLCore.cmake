@@ -76,6 +76,8 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/models/catalog.py
   scdl/models/download.py
   scdl/models/fetch.py
+  scdl/models/install.py
+  scdl/models/listing.py
   scdl/models/manifest.py
   scdl/models/notices.py
   scdl/models/package.py

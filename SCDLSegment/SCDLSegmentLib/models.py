@@ -22,8 +22,8 @@ except ImportError:  # pragma: no cover
 
 
 def list_models() -> list[dict[str, Any]]:
-    """``scdl.models.catalog.list_models()``: bundled, downloadable, trained and imported models."""
-    from scdl.models.catalog import list_models as core_list_models
+    """``scdl.models.listing.list_models()``: bundled, downloadable, trained and imported models."""
+    from scdl.models.listing import list_models as core_list_models
 
     return core_list_models()
 

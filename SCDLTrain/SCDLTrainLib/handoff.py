@@ -50,16 +50,10 @@ def register_job(model_dir: os.PathLike | str, replace: bool = False, backend: s
 
 
 def catalog_item(model_id: str) -> Optional[dict[str, Any]]:
-    """The model's entry in ``scdl.models.catalog.list_models()`` (None if not listed)."""
+    """The model's entry in ``scdl.models.listing.list_models()`` (None if not listed)."""
     from SCDLSegmentLib.models import list_models
 
     return next((m for m in list_models() if m["id"] == model_id), None)
-
-
-def run_files(run_dir: os.PathLike | str) -> list[Path]:
-    """The run folder's files that exist, in :data:`RUN_FILES` order."""
-    run_dir = Path(run_dir)
-    return [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
 
 
 def can_resume(run_dir: os.PathLike | str) -> bool:
@@ -68,13 +62,3 @@ def can_resume(run_dir: os.PathLike | str) -> bool:
     run_dir = Path(run_dir)
     return ((run_dir / "config.json").is_file() and (run_dir / "checkpoint.pt").is_file()
             and not (run_dir / "model" / "card.json").is_file())
-
-
-def card_summary(card: dict[str, Any]) -> dict[str, Any]:
-    """The facts of a trained model's card the panel lists: data, iterations, metrics."""
-    prov = card.get("provenance") or {}
-    metrics = prov.get("validation_metrics") or {}
-    return {"id": card.get("id"), "data": prov.get("data"), "framework": prov.get("framework"),
-            "iterations": prov.get("iterations"), "selected_iteration": prov.get("selected_iteration"),
-            "mean_dice": metrics.get("mean_dice"), "dice": metrics.get("dice") or {},
-            "training_time_s": prov.get("training_time_s")}

@@ -13,7 +13,8 @@ import torch
 from model_factory import make_tiny_package
 from scdl.cli.main import main
 from scdl.labels.table import table_from_names
-from scdl.models.catalog import DEFAULT_MODEL_ID, list_models, load_catalog, resolve_model
+from scdl.models.catalog import DEFAULT_MODEL_ID, load_catalog, resolve_model
+from scdl.models.listing import list_models
 from scdl.models.package import ModelPackage
 from scdl.networks.vnet import VNet, build_network
 

@@ -133,7 +133,7 @@ def _no_action(parser: argparse.ArgumentParser) -> int:
 
 # -- list / info / verify / path -------------------------------------------------------------------
 def run_list(args: argparse.Namespace) -> int:
-    from scdl.models.catalog import list_models
+    from scdl.models.listing import list_models
 
     items = list_models()
     if args.json:
@@ -259,8 +259,8 @@ def _is_package(path: Path) -> bool:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from scdl.models import cache
     from scdl.models.fetch import import_catalog_files
+    from scdl.models.install import install
     from scdl.models.package import copy_package
 
     paths = [Path(p).expanduser() for p in args.paths]
@@ -272,7 +272,7 @@ def run_import(args: argparse.Namespace) -> int:
             raise ScdlError("--as installs into the cache; --out cannot be combined with it.", fix="drop --out.")
         out = import_catalog_files(args.catalog_id, paths, force=args.force)
     elif len(paths) == 1 and _is_package(paths[0]):
-        out = copy_package(paths[0], Path(args.out).expanduser()) if args.out else cache.install(paths[0], args.force)
+        out = copy_package(paths[0], Path(args.out).expanduser()) if args.out else install(paths[0], args.force)
     else:
         out = _import_state_dicts(args, paths)
     print(out)

@@ -238,11 +238,6 @@ def _check_slice_gaps(reader: sitk.ImageSeriesReader, image: sitk.Image, series:
     )
 
 
-def series_of_file(path: os.PathLike | str) -> str:
-    """Series Instance UID of one DICOM file ("" if it has none)."""
-    return _tag(_header(os.fspath(path)), _TAGS["uid"])
-
-
 def folder_series_for_file(path: os.PathLike | str) -> SeriesInfo:
     """The series, among those in the file's folder, that contains this DICOM file."""
     path = Path(path).resolve()

@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_dir, atomic_path
 from scdl.models.card import CARD_FILE, validate_card
+from scdl.models.catalog import resolve_model
 from scdl.models.manifest import MANIFEST_FILE, build_manifest, parse_manifest, sha256_bytes
 from scdl.models.source import SINGLE_FILE_SUFFIX, PackageSource
 
@@ -56,7 +57,6 @@ class ModelPackage:
         Raises:
             ScdlError: missing, corrupt, tampered or incomplete package, naming the file.
         """
-        from scdl.models.catalog import resolve_model
 
         path = resolve_model(path_or_id)
         with PackageSource(path) as src:

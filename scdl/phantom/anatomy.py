@@ -197,8 +197,3 @@ class Body:
     rib_bottom_z: float = -10.0
     rib_period: float = 32.0
     rib_width: float = 9.0
-
-
-def organ_names() -> dict[int, str]:
-    """Synapse label value -> organ name of every labelled organ in the template."""
-    return dict(SYNAPSE_ORGANS)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scdl.errors import ScdlError
 from scdl.processing.grid import Grid
 
 _AXIS_OF_LETTER = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
@@ -98,14 +97,3 @@ def reorient_grid(grid: Grid, reo: Reorientation) -> Grid:
         origin=tuple(float(v) for v in grid.index_to_physical(corner)),
         direction=tuple(float(v) for v in new_dir.reshape(-1)),
     )
-
-
-def reorient_image(image, code: str):
-    """Reorient a ``SimpleITK.Image`` (exact, no interpolation) with ``SimpleITK.DICOMOrient``."""
-    import SimpleITK as sitk
-
-    try:
-        code = validate_orientation(code)
-    except ValueError as err:
-        raise ScdlError(str(err)) from err
-    return sitk.DICOMOrient(image, code)

@@ -631,18 +631,3 @@ def load_run_config(run_dir: os.PathLike | str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ScdlError(f"the run's config.json cannot be read ({err}).", path, "restore the file or start a new run.") from None
     return config
-
-
-def train(config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
-          init: Optional[str] = None, progress: Any = None, resume: bool = False,
-          stop_at: Optional[int] = None) -> TrainResult:
-    """Check, prepare and train; see :class:`Trainer`. Returns when done, stopped or at ``stop_at``."""
-    from scdl.training.distributed import shutdown
-
-    trainer = Trainer(config, cohort, run_dir, device=device, init=init, progress=progress, resume=resume)
-    try:
-        trainer.prepare()
-        return trainer.run(stop_at=stop_at)
-    finally:
-        if hasattr(trainer, "dist"):
-            shutdown(trainer.dist)
