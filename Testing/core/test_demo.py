@@ -94,7 +94,9 @@ def test_demo_writes_outputs_and_dice_table(demo_resources, tmp_path, capsys):
         assert int(rows[name]["gt_voxels"]) == int((gt == value).sum())
         assert name in printed
     mean_labelled = np.mean([_dice(pred, gt, v) for v in labelled])
-    assert f"mean Dice over the 8 organs labelled in the sample: {mean_labelled:.4f}" in printed
+    assert f"mean over these organs     {mean_labelled:.3f}   (8 organs)" in printed
+    assert printed.count("mean over") == 1                  # one mean, not two
+    assert "not in the reference labels (not scored):" in printed and " ok" not in printed
     assert "held-out test patient" in printed and PATIENT_B in printed
     assert "time taken:" in printed
 
@@ -132,7 +134,8 @@ def test_demo_scores_a_known_prediction(demo_resources, tmp_path, monkeypatch, c
     printed = capsys.readouterr().out
     expected_mean = np.mean([2 * liver_kept / (liver_kept + liver_all), 2 * stomach / (2 * stomach + spleen), 0.0,
                              1.0, 1.0, 1.0, 1.0, 1.0])
-    assert f"mean Dice over the 8 organs labelled in the sample: {expected_mean:.4f}" in printed
+    assert f"mean over these organs     {expected_mean:.3f}   (8 organs)" in printed
+    assert "spleen" in printed and "missed" in printed
 
 
 def test_demo_json_progress(demo_resources, tmp_path, capsys):

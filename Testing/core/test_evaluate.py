@@ -38,7 +38,7 @@ def test_two_cubes_offset_by_k_voxels():
     pred[5:15, 5:15, 5:15] = 1
     gt[5:15, 5:15, 5 + k:15 + k] = 1
     (s,) = class_scores(pred, gt, spacing, {1: "cube"})
-    assert s.status == "ok" and s.pred_voxels == s.gt_voxels == n ** 3
+    assert s.status == "found" and s.pred_voxels == s.gt_voxels == n ** 3
     assert s.dice == pytest.approx((n - k) / n, abs=1e-6)  # overlap 10*10*8 of 1000 + 1000
     d_ab, d_ba = _brute_force(pred == 1, gt == 1, spacing)
     assert max(d_ab.max(), d_ba.max()) == pytest.approx(k * 0.5)  # the plain Hausdorff distance: k * x-spacing
@@ -57,7 +57,7 @@ def test_parallel_plates_have_every_distance_equal():
     pred[2:10, 2:10, 4] = 1  # one voxel thick: every voxel is a surface voxel
     gt[2:10, 2:10, 4 + k] = 1
     (s,) = class_scores(pred, gt, spacing, {1: "plate"})
-    assert s.dice == 0.0 and s.status == "ok"
+    assert s.dice == 0.0 and s.status == "misplaced"
     assert s.hd95 == pytest.approx(k * 2.5, abs=1e-5)
     assert s.asd == pytest.approx(k * 2.5, abs=1e-5)
 
@@ -102,7 +102,7 @@ def test_agrees_with_monai_on_the_full_volume(backend, blobs_and_monai):
     pred, gt, spacing, reference = blobs_and_monai
     ours = class_scores(pred, gt, spacing, {1: "a", 2: "b", 3: "c"}, backend=backend)
     for s, (d, h, a) in zip(ours, reference):
-        assert s.status == "ok" and h > 0.0
+        assert s.status == ("found" if d > 0 else "misplaced") and h > 0.0
         assert abs(s.dice - d) <= 1e-4
         assert abs(s.hd95 - h) <= 1e-4
         assert abs(s.asd - a) <= 1e-4
@@ -116,7 +116,7 @@ def test_empty_classes():
     gt[5:7, 5:7, 5:7] = 2  # missed by the prediction
     pred[5:7, 0:2, 0:2] = 3  # predicted, absent from the ground truth
     scores = {s.value: s for s in class_scores(pred, gt, (1, 1, 1), {1: "a", 2: "b", 3: "c", 4: "d"})}
-    assert scores[1].status == "ok" and scores[1].dice == 1.0
+    assert scores[1].status == "found" and scores[1].dice == 1.0
     assert scores[2].status == "missed" and scores[2].dice == 0.0 and math.isinf(scores[2].hd95)
     assert scores[3].status == "false_positive" and scores[3].dice == 0.0 and math.isinf(scores[3].asd)
     assert scores[4].status == "absent" and math.isnan(scores[4].dice) and math.isnan(scores[4].hd95)
@@ -192,7 +192,7 @@ def test_cli_matches_labels_by_name(patient_a_seg, tmp_path):
     by_status = {}
     for c in report["classes"]:
         by_status.setdefault(c["status"], []).append(c)
-    assert len(by_status["ok"]) == 12  # every Synapse organ but the oesophagus (README)
-    assert all(c["dice"] == 1.0 for c in by_status["ok"])
+    assert len(by_status["found"]) == 12  # every Synapse organ but the oesophagus (README)
+    assert all(c["dice"] == 1.0 for c in by_status["found"])
     assert [c["name"] for c in by_status["absent"]] and len(by_status["absent"]) == 1
     assert report["mean"]["dice"] == 1.0

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from scdl.io.image import read_ct, read_label_map
     from scdl.io.writers import write_label_map
     from scdl.labels.table import LabelTable
-    from scdl.metrics.evaluate import Evaluation, evaluate_arrays, format_table, to_csv_text, to_json_dict
+    from scdl.metrics.evaluate import Evaluation, evaluate_arrays, format_labelled_table, to_csv_text, to_json_dict
     from scdl.metrics.scores import summary
     from scdl.inference.device import resolve_device
     from scdl.inference.predictor import segment_image
@@ -233,10 +233,8 @@ def run(args: argparse.Namespace) -> int:
             "",
             "Per-organ scores against the sample's labels (TotalSegmentator predictions, not manual), on the "
             "CT's own grid:",
-            format_table(evaluation),
+            format_labelled_table(evaluation),
         ]
-        if mean_labelled is not None:
-            lines.append(f"mean Dice over the {len(labelled)} organs labelled in the sample: {mean_labelled:.4f}")
         lines += ["", "wrote " + ", ".join(outputs.values()),
                   f"time taken: {total:.1f} s ({_fmt_seconds(timings)})"]
         print("\n".join(lines), flush=True)

@@ -154,6 +154,29 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_labelled_table(evaluation: Evaluation) -> str:
+    """The demo's table: the organs the ground truth contains, their status, ONE mean (Dice over them), then
+    the organs it lacks (and which of those the prediction marked anyway)."""
+    labelled = [s for s in evaluation.scores if s.gt_voxels > 0]
+    lacking = [s for s in evaluation.scores if s.gt_voxels == 0]
+    width = max([len(s.name) for s in labelled] + [len("mean over these organs")])
+    head = f"{'organ':<{width}}  {'Dice':>6}  {'HD95 mm':>8}  {'ASD mm':>7}  status"
+    lines = [head, "-" * len(head)]
+    for s in labelled:
+        status = s.status.replace("_", " ")
+        lines.append(f"{s.name:<{width}}  {_fmt(s.dice, 3):>6}  {_fmt(s.hd95, 1):>8}  {_fmt(s.asd, 1):>7}  {status}")
+    lines.append("-" * len(head))
+    if labelled:
+        mean = sum(s.dice for s in labelled) / len(labelled)
+        lines.append(f"{'mean over these organs':<{width}}  {mean:>6.3f}   ({len(labelled)} organs)")
+    if lacking:
+        marked = [s.name for s in lacking if s.status == "false_positive"]
+        lines.append(f"not in the reference labels (not scored): {', '.join(s.name for s in lacking)}")
+        if marked:
+            lines.append(f"  the model marked voxels of: {', '.join(marked)} (false positives)")
+    return "\n".join(lines)
+
+
 def format_table(evaluation: Evaluation, show_absent: bool = False) -> str:
     """A plain-text table: one line per class (absent classes summarised), then the means."""
     rows = [s for s in evaluation.scores if show_absent or s.status != "absent"]

@@ -27,6 +27,8 @@ Empty classes:
 - absent in both: status "absent", Dice/HD95/ASD NaN; left out of every mean.
 - absent in one ("missed": only in the ground truth; "false_positive": only in the prediction): Dice 0,
   HD95 and ASD +inf; Dice 0 counts in the mean Dice, the infinite distances are left out of the distance means.
+- in both: "found" when prediction and truth overlap; "misplaced" when they do not (Dice 0, finite distances:
+  the organ was predicted somewhere else).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 #: Status of a class in one comparison.
-STATUSES = ("ok", "missed", "false_positive", "absent")
+STATUSES = ("found", "misplaced", "missed", "false_positive", "absent")
 
 
 @dataclass
@@ -53,7 +55,7 @@ class ClassScore:
         hd95: 95th-percentile symmetric Hausdorff distance in mm (inf when absent in one, NaN in both).
         asd: average symmetric surface distance in mm (same conventions as hd95).
         pred_voxels, gt_voxels: voxel counts.
-        status: "ok", "missed", "false_positive" or "absent" (see the module docstring).
+        status: "found", "misplaced", "missed", "false_positive" or "absent" (see the module docstring).
     """
 
     value: int
@@ -183,7 +185,7 @@ def class_scores(
         mask_p = _crop_mask(pred, value, lo, hi)
         mask_g = _crop_mask(gt, value, lo, hi)
         dice, hd, asd = score_fn(mask_p, mask_g, spacing, percentile)
-        scores.append(ClassScore(value, name, dice, hd, asd, n_p, n_g, "ok"))
+        scores.append(ClassScore(value, name, dice, hd, asd, n_p, n_g, "found" if dice > 0 else "misplaced"))
     return scores
 
 
@@ -191,8 +193,8 @@ def summary(scores: Sequence[ClassScore]) -> dict[str, Optional[float]]:
     """Means: Dice over every class present in either map (missed/false positives count 0); HD95 and ASD over
     the classes present in both. None when nothing qualifies."""
     dice = [s.dice for s in scores if s.status != "absent"]
-    hd = [s.hd95 for s in scores if s.status == "ok"]
-    asd = [s.asd for s in scores if s.status == "ok"]
+    hd = [s.hd95 for s in scores if s.status in ("found", "misplaced")]
+    asd = [s.asd for s in scores if s.status in ("found", "misplaced")]
 
     def mean(values):
         return float(np.mean(values)) if values else None
