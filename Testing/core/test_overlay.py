@@ -59,3 +59,32 @@ def test_mismatched_grids_write_nothing(patient_a_ct, tmp_path):
     with pytest.raises(ValueError, match="not on the CT's grid"):
         render_overlay(ct, small, tmp_path / "p.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_palette_separates_left_and_right_and_draws_the_reference(patient_a_ct, patient_a_seg, tmp_path):
+    """Synapse gives both kidneys one colour; the preview does not. A missed organ (in the reference only)
+    shows as a contour in its colour."""
+    from scdl.labels.mapping import map_label_array
+    from scdl.labels.table import LabelTable
+    from scdl.viz.overlay import legend_from_table
+
+    synapse = LabelTable.load("synapse")
+    assert synapse.by_name("right kidney").color == synapse.by_name("left kidney").color
+    legend = legend_from_table(synapse)
+    colours = [rgb for _name, rgb in legend.values()]
+    assert len(set(colours)) == len(colours) == 13
+    assert legend_from_table(synapse, preview=False)[2][1] == legend_from_table(synapse, preview=False)[3][1]
+    ct = sitk.ReadImage(str(patient_a_ct))
+    mapped, _ = map_label_array(sitk.GetArrayFromImage(sitk.ReadImage(str(patient_a_seg))),
+                                LabelTable.load("totalsegmentator_v2"), synapse)
+    reference = sitk.GetImageFromArray(mapped.astype(np.uint8))
+    reference.CopyInformation(ct)
+    liver = synapse.by_name("liver").value
+    pred = sitk.GetImageFromArray(np.where(mapped == liver, liver, 0).astype(np.uint8))   # everything else missed
+    pred.CopyInformation(ct)
+    out = render_overlay(ct, pred, tmp_path / "ref.png", synapse, reference=reference)
+    png = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    spleen = np.array([int(round(c * 255)) for c in legend[synapse.by_name("spleen").value][1]])
+    image_part = png[:, : int(png.shape[1] * 0.8)]                  # left of the legend
+    near = np.abs(image_part - spleen).sum(axis=2) < 40
+    assert near.sum() > 30                                          # the missed spleen's contour is drawn

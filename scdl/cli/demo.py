@@ -99,6 +99,19 @@ def load_sample_info(folder: Optional[Path] = None) -> dict[str, Any]:
     return info
 
 
+def _reference_in_model_numbering(truth: Any, table_name: str, model_table: Any) -> Any:
+    """The sample's label map renumbered into the model's classes by name (for the overlay's contours)."""
+    import SimpleITK as sitk
+
+    from scdl.labels.mapping import map_label_array
+    from scdl.labels.table import LabelTable
+
+    mapped, _unknown = map_label_array(sitk.GetArrayFromImage(truth), LabelTable.load(table_name), model_table)
+    image = sitk.GetImageFromArray(mapped.astype("uint8"))
+    image.CopyInformation(truth)
+    return image
+
+
 def training_status(card: dict[str, Any], patient: Optional[str]) -> tuple[str, str]:
     """Whether ``patient`` was in the training data of the model with this card.
 
@@ -212,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
         write_label_map(result.labels, tmp[NIFTI])
         phase.advance()
         title = f"scdl demo: {sample.get('title', 'sample CT')} - model {card.get('id', package.path)}"
-        render_overlay(ct, result.labels, tmp[OVERLAY], result.table, title=title)
+        reference = _reference_in_model_numbering(truth, sample.get("label_table", "synapse"), package.labels)
+        render_overlay(ct, result.labels, tmp[OVERLAY], result.table, title=title + " (lines: sample labels)",
+                       reference=reference)
         phase.advance()
         tmp[SCORES].write_text(to_csv_text(evaluation), encoding="utf-8")
         phase.advance()
