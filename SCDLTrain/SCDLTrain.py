@@ -64,7 +64,7 @@ SOURCE_LABEL_TABLES = ("", "totalsegmentator_v2", "synapse", "amos")
 #: The paper's iteration count and patch edge (METHOD.md; ``scdl.training.config.DEFAULTS``).
 PAPER_ITERATIONS, PAPER_PATCH = 17000, 96
 #: Columns of the panel's tables.
-COHORT_COLUMNS = ("Case", "Role", "Segments", "Used as")
+COHORT_COLUMNS = ("Case", "Role", "Segments", "Used as", "Annotated classes")
 MAPPING_COLUMNS = ("Segment", "Model class", "Matched by", "Cases")
 PROBLEM_COLUMNS = ("Case", "Severity", "Problem", "Fix")
 
@@ -497,6 +497,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         overrides = segmentmap.overrides_from_json(node.segmentMapping)
         self._cases = self.logic.sceneCases(node.valFraction)
         self._matches = self.logic.segmentMatches(self._cases, table, overrides)
+        self._n_classes = len([e for e in table.entries if int(e.value) != 0])
         self._fillCohortTable()
         self._fillMappingTable()
         counts = {split: sum(1 for c in self._cases if c.split == split and (c.labeled or split != "val"))
@@ -516,9 +517,22 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             segments = ", ".join(sorted({s[0] for s in case.segments()})) if case.labeled else _("(unlabeled)")
             used = {"train": _("training") if case.labeled else _("training (unlabeled)"),
                     "val": _("validation"), "exclude": _("not used")}[case.split]
-            for column, text in enumerate((case.name, case.role, segments, used)):
+            for column, text in enumerate((case.name, case.role, segments, used, self._annotatedText(case))):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         table.blockSignals(wasBlocked)
+
+    def _annotatedText(self, case) -> str:
+        """The model classes a labeled case annotates (its mapped segments); the others are unknown in it,
+        not background (partial labels)."""
+        if not case.labeled:
+            return ""
+        names = sorted({m.class_name for m in getattr(self, "_matches", []) if m.trained and case.name in m.cases})
+        total = getattr(self, "_n_classes", 0)
+        if total and len(names) >= total:
+            return _("all {n}").format(n=total)
+        if not names:
+            return _("none")
+        return _("{names} (the other {n} unknown)").format(names=", ".join(names), n=max(total - len(names), 0))
 
     def _fillMappingTable(self) -> None:
         table = self.ui.mappingTable

@@ -152,8 +152,10 @@ def test_scene_tables_and_corrections(widget, train_scene, dialogs, fake_qt):
     widget.refreshSceneCohort()
     rows = ui.cohortTable.table()
     assert [r[:2] for r in rows] == [["blockA", "auto"], ["blockB", "auto"], ["blockC", "auto"]]
-    assert rows[2][2:] == ["(unlabeled)", "training (unlabeled)"]
+    assert rows[2][2:] == ["(unlabeled)", "training (unlabeled)", ""]
     assert "liver" in rows[0][2] and rows[0][3] in ("training", "validation")
+    # patient A's blocks hold 12 of the 13 Synapse organs (no oesophagus): that one is unknown there
+    assert rows[0][4].endswith("(the other 1 unknown)") and "liver" in rows[0][4] and "esophagus" not in rows[0][4]
     mapping = {r[0]: r for r in ui.mappingTable.table()}
     assert mapping["liver"][1:3] == ["liver", "name"] and mapping["kidney_right"][1] == "right kidney"
     assert mapping["colon"][1:3] == ["", "UNKNOWN"] and mapping["liver"][3] == "blockA, blockB"
@@ -174,7 +176,7 @@ def test_scene_tables_and_corrections(widget, train_scene, dialogs, fake_qt):
     # roles typed into the cohort table are stored on the volume nodes
     _edit(ui.cohortTable, 2, 1, "exclude", widget.onCohortCellChanged, fake_qt)
     assert train_scene["blockC"][0].GetAttribute("SCDLTrain.Role") == "exclude"
-    assert ui.cohortTable.table()[2][1:] == ["exclude", "(unlabeled)", "not used"]
+    assert ui.cohortTable.table()[2][1:] == ["exclude", "(unlabeled)", "not used", ""]
     _edit(ui.cohortTable, 0, 1, "later", widget.onCohortCellChanged, fake_qt)
     assert "Role 'later' of blockA" in dialogs.errors[-1] and ui.cohortTable.table()[0][1] == "auto"
 
@@ -212,6 +214,21 @@ def test_check_of_the_scene_enables_start_until_something_changes(widget, train_
     node.patchSize, node.labeledBatch, node.unlabeledBatch = 16, 1, 1
     widget.onCheckCohort()
     assert widget._task[0] == "check" and widget.ui.checkCohortButton.enabled is False
+    _pump(widget, lambda: widget._task is None)
+    # no segment of the scene is an oesophagus and no initial model brings one: an error, not a silent
+    # background class (partial labels: a class no case draws is unknown everywhere)
+    errors = [r for r in widget.ui.problemsTable.table() if r[1] == "error"]
+    assert len(errors) == 1 and "esophagus" in errors[0][2] and "--labels" in errors[0][3]
+    assert widget.ui.startButton.enabled is False
+    from scdl.labels.table import LabelTable
+
+    table = LabelTable.load("synapse")
+    rows = ["LabelValue,Name,Color_R,Color_G,Color_B,Color_A"] + [
+        f"{e.value},{e.name},100,100,100,255" for e in table.entries if e.value and e.name != "esophagus"]
+    classes = tmp_path / "no_esophagus.csv"
+    classes.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    node.advanced = TINY + f'labels = "{classes}"\n'
+    widget.onCheckCohort()
     _pump(widget, lambda: widget._task is None)
     assert dialogs.errors == []
     problems = widget.ui.problemsTable.table()

@@ -545,6 +545,10 @@ class Trainer:
                               overlap=float(v["overlap"]), sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]),
                               amp=self.use_amp, progress=None if self.dist.enabled else self.progress,
                               annotated=getattr(self, "val_masks", None))
+            # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
+            # without value 5 is no class)
+            values = [int(e.value) for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+            result = {**result, "dice": [result["dice"][v - 1] for v in values]}
             row = self.log.add_validation(iteration, result)
             improved = math.isfinite(result["mean_dice"]) and result["mean_dice"] > self.best.get("mean_dice", -1.0)
             if improved:
