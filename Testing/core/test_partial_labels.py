@@ -297,3 +297,27 @@ def test_liver_only_fine_tuning_end_to_end(crops: Path, tiny_model: Path, tmp_pa
     report = json.loads((run / "cohort_report.json").read_text())
     assert all(c.get("annotated_names") == ["liver"] for c in report["cases"] if c["label"])
     assert (run / "model" / "card.json").is_file()
+
+
+def test_norm_stats_setting(tmp_path: Path) -> None:
+    """finetune.norm_stats: "update" (default) lets batch norm track the batches; "frozen" keeps the running
+    statistics while the affine weights still learn; anything else is one clear error."""
+    from scdl.errors import ScdlError
+    from scdl.training.config import resolve_config
+    from scdl.training.trainer import Trainer
+
+    assert resolve_config("cpu")["finetune"]["norm_stats"] == "update"
+    with pytest.raises(ScdlError, match="finetune.norm_stats"):
+        resolve_config("cpu", overrides=["finetune.norm_stats=auto"])
+    torch.manual_seed(0)
+    for mode, changes in (("update", True), ("frozen", False)):
+        trainer = Trainer.__new__(Trainer)
+        trainer.config = resolve_config("cpu", overrides=[f"finetune.norm_stats={mode}"])
+        trainer.step = TrainingStep.build({"name": "vnet", "n_classes": 3, "n_filters": 2}, framework="supervised")
+        bn = next(m for m in trainer.step.modules() if isinstance(m, torch.nn.BatchNorm3d))
+        before = bn.running_mean.clone()
+        trainer.step.train()
+        trainer._freeze_norm_stats()
+        trainer.step(torch.randn(2, 1, 16, 16, 16) + 3.0, torch.randint(0, 3, (2, 16, 16, 16)))
+        assert bool((bn.running_mean != before).any()) is changes, mode
+        assert bn.weight.requires_grad

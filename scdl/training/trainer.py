@@ -526,11 +526,9 @@ class Trainer:
         return sums, lr, wait
 
     def _freeze_norm_stats(self) -> None:
-        """``finetune.norm_stats``: with "frozen" (or "auto" and --init) batch-norm layers normalise with their
-        running statistics and do not update them; their weight and bias still learn."""
-        mode = self.config.get("finetune", {}).get("norm_stats", "auto")
-        fine_tuning = bool(self.config.get("init"))
-        if mode == "frozen" or (mode == "auto" and fine_tuning):
+        """``finetune.norm_stats`` "frozen": batch-norm layers normalise with their running statistics and do not
+        update them; their weight and bias still learn. "update" (default): normal training."""
+        if self.config.get("finetune", {}).get("norm_stats", "update") == "frozen":
             for module in self.step.networks.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
