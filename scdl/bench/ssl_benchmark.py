@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from scdl.bench.ssl_aggregate import aggregate, class_means, smallest_classes
+from scdl.bench.ssl_aggregate import aggregate, paired_comparisons, class_means, smallest_classes
 from scdl.bench.ssl_cohort import BenchCohort, class_volumes_ml, ensure_cohort
 from scdl.bench.ssl_configs import BenchConfiguration
 from scdl.bench.ssl_report import CHART_NAME, RESULTS_NAME, TABLE_NAME, json_safe, write_chart, write_results, write_table
@@ -168,6 +168,9 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
         "small_classes": small,
         "runs": records,
         "summary": summary,
+        # SCDL against its host, paired by seed (same data order and initialisation): intervals and the
+        # smallest effect this run could detect
+        "paired": paired_comparisons(records, classes, small, reference="cps"),
         "timing": {"total_wall_s": time.monotonic() - start, "runs": len(records), "runs_reused": len(records) - len(fresh),
                    "train_wall_s": sum(r["train"]["wall_s"] for r in fresh),
                    "score_s": sum(r["score_s"] for r in fresh),
