@@ -201,8 +201,9 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(trainer, "dist"):
             shutdown(trainer.dist)
     if result.stopped:
-        print(f"stopped at iteration {result.iteration}; checkpoint saved in {run_dir}. "
-              f"Continue with: scdl train --resume {run_dir}", file=sys.stderr, flush=True)
+        if progress.mode == "json":     # the trainer's own line went into the JSON stream: say it on stderr once
+            print(f"stopped at iteration {result.iteration}; checkpoint saved in {run_dir}. "
+                  f"Continue with: scdl train --resume {run_dir}", file=sys.stderr, flush=True)
         return 130
     if result.model_dir is None:        # not the main process of a distributed run
         return 0
