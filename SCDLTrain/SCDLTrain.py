@@ -1380,7 +1380,7 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
             self.assertTrue(np.allclose(loaded.GetOrigin(), volumeA.GetOrigin()))
             with open(result.manifest, encoding="utf-8") as handle:
                 header = handle.readline().strip()
-            self.assertEqual(header, "image,label,split,labels,name,volume_id")
+            self.assertEqual(header, "image,label,split,labels,annotated,name,volume_id")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -1400,13 +1400,20 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
         try:
             logic = SCDLTrainLogic()
             runDir = os.path.join(folder, "selftest-run")
-            exported, problems = logic.exportSceneCohort(runDir, valFraction=0.0)
+            # the synthetic cases draw liver and spleen only: the run learns those two (a class no case
+            # annotates would be unknown everywhere, an error of the check)
+            classes = os.path.join(folder, "liver_spleen.csv")
+            with open(classes, "w", encoding="utf-8") as handle:
+                handle.write("LabelValue,Name,Color_R,Color_G,Color_B,Color_A\n1,spleen,157,108,162,255\n"
+                             "6,liver,221,130,101,255\n")
+            advanced = ["network.n_filters=2", "preprocessing.spacing_mm=[8,8,8]", "data.num_workers=0",
+                        "threads=1", "log_every=1", "validation.every=0", "validation.sw_batch_size=4",
+                        f'labels="{classes}"']
+            exported, problems = logic.exportSceneCohort(runDir, valFraction=0.0, advanced=advanced)
             self.assertEqual([p for p in problems if p.severity == "error"], [])
             opts = logic.makeOptions(
                 runDir, {"manifest": str(exported.manifest)}, framework="cps-scdl", iterations=2, preset="cpu",
-                device="cpu", patch_size=16, labeled_batch=2, unlabeled_batch=1,
-                advanced=["network.n_filters=2", "preprocessing.spacing_mm=[8,8,8]", "data.num_workers=0",
-                          "threads=1", "log_every=1", "validation.every=0", "validation.sw_batch_size=4"])
+                device="cpu", patch_size=16, labeled_batch=2, unlabeled_batch=1, advanced=advanced)
             check = logic.checkCohort(opts, timeout=300)
             self.assertTrue(check.ok, check.problems)
             self.assertEqual(check.counts["labeled"], 2)
