@@ -126,6 +126,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/finetune.py
   scdl/training/hashing.py
   scdl/training/optim.py
+  scdl/training/packaging.py
   scdl/training/problems.py
   scdl/training/rng.py
   scdl/training/runlog.py

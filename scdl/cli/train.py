@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         trainer.prepare()
         result = trainer.run()
     finally:
-        if hasattr(trainer, "dist"):
+        if trainer.dist is not None:
             shutdown(trainer.dist)
     if result.stopped:
         if progress.mode == "json":     # the trainer's own line went into the JSON stream: say it on stderr once

@@ -1,13 +1,15 @@
 """The training loop: one loop for every framework (the framework is a flag of the training step).
 
-``train(...)`` runs a whole ``scdl train``: resolve the classes and the preprocessing (from ``--init``'s card
-when given), check the cohort and preprocess it into the cache, build the step (supervised / CPS / CPS+SCDL),
-SGD with the poly schedule, then iterate: next batch from the loader workers, forward + backward (AMP on
-CUDA), optimiser and schedule step; every ``log_every`` iterations a JSON ``iteration`` event (every loss
-term, lr, it/s, ETA, fraction of time spent waiting for data) and a CSV row; every ``validation.every``
-iterations sliding-window Dice per class on the validation cases and the best networks kept in ``best.pt``;
-every ``checkpoint_every`` iterations (and on SIGINT/SIGTERM) an atomic checkpoint for an exact resume. The
-end result is a model package in ``RUN_DIR/model`` built from the best validated networks.
+:class:`Trainer` runs a whole ``scdl train`` in three stages.
+
+Set-up: resolve the classes and the preprocessing (from ``--init``'s card when given), check the cohort and
+preprocess it into the cache, build the step (supervised / CPS / CPS+SCDL), SGD with the poly schedule.
+The loop: next batch from the loader workers, forward + backward (AMP on CUDA), optimiser and schedule step;
+every ``log_every`` iterations a JSON ``iteration`` event (every loss term, lr, it/s, ETA, fraction of time
+spent waiting for data) and a CSV row; every ``validation.every`` iterations sliding-window Dice per class on
+the validation cases and the best networks kept in ``best.pt``; every ``checkpoint_every`` iterations (and
+on SIGINT/SIGTERM) an atomic checkpoint for an exact resume. Packaging (``scdl.training.packaging``): a model
+package in ``RUN_DIR/model`` built from the best validated networks.
 
 Run folder: ``config.json`` (resolved settings), ``labels.csv`` (the classes), ``cohort_report.json``,
 ``checkpoint.pt``, ``best.pt``, ``log.csv``, ``validation.csv``, ``curves.png``, ``model/``.
@@ -18,12 +20,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -31,9 +32,14 @@ from scdl.errors import Cancelled, ScdlError
 from scdl.training import checkpoint as ckpt
 from scdl.training.cohort import Cohort
 from scdl.training.config import DEFAULTS, save_config, validate_config
+from scdl.training.distributed import DistEnv
 from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
 from scdl.training.runlog import RunLog
+
+if TYPE_CHECKING:
+    from scdl.labels.table import LabelTable
+    from scdl.training.finetune import InitModel
 
 CONFIG_NAME = "config.json"
 LABELS_NAME = "labels.csv"
@@ -78,13 +84,6 @@ class _NullProgress:
         return Progress("none").phase(name, total)
 
 
-def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
-    """A valid model id from the run folder's name and the time (lower-case letters, digits, '.', '_', '-')."""
-    text = re.sub(r"[^a-z0-9._-]+", "-", run_dir.resolve().name.lower()).strip("-._") or "run"
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
-    return f"run-{text[:60]}-{stamp}"
-
-
 def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
     """The card's preprocessing section for this run (training patch = sliding window)."""
     from scdl.processing.config import PreprocessConfig
@@ -98,10 +97,19 @@ def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class Trainer:
-    """One training run in ``run_dir`` (see module docstring). Use :func:`train` for the whole flow."""
+    """One training run in ``run_dir`` (see module docstring).
+
+    Three stages, each in its own section below: **set-up** (:meth:`setup`: device, process group, classes and
+    the init model; :meth:`prepare`: cohort checked and preprocessed into the cache, run folder started;
+    :meth:`_build`: networks, optimiser, schedule), **the loop** (:meth:`run`: restore or start, iterate,
+    validate, checkpoint) and **packaging** (:func:`scdl.training.packaging.package_run`: the model package
+    from the best validated networks). Every attribute exists from construction on; the stage that fills it
+    is named beside it.
+    """
 
     def __init__(self, config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
                  init: Optional[str] = None, progress: Any = None, resume: bool = False):
+        # the inputs
         self.config = config
         self.cohort = cohort
         self.run_dir = Path(run_dir)
@@ -109,10 +117,44 @@ class Trainer:
         self.init_ref = init
         self.progress = progress if progress is not None else _NullProgress()
         self.resume = resume
+        # set-up: setup()
+        self.device: Optional[torch.device] = None
+        self.dist: Optional[DistEnv] = None
+        self.init: Optional[InitModel] = None                # the --init model (None without)
+        self.target: Optional[LabelTable] = None             # the classes the model learns
+        # set-up: prepare()
+        self.preprocessing: dict[str, Any] = {}              # the card's preprocessing section
+        self.cache: Any = None                               # scdl.training.cache.PreprocessCache
         self.report: Optional[CohortReport] = None
-        self._prepared = False
+        self.prepared: dict[int, Any] = {}                   # manifest row -> scdl.training.cache.CachedCase
+        self.is_prepared = False
+        # set-up: _cases()
+        self.labeled_masks: list = []                        # annotated classes per labeled case (bool (C,))
+        self.val_masks: Optional[list] = None                # the same per validation case
+        self.case_names: list[str] = []
+        self.partial = False                                 # some labeled case annotates only some classes
+        # set-up: _build()
+        self.arch: dict[str, Any] = {}
+        self.init_report: Optional[dict[str, Any]] = None    # what initialise_from loaded (with --init)
+        self.step: Any = None                                # scdl.training.step.TrainingStep
+        self.model: Optional[torch.nn.Module] = None         # the step, DDP-wrapped in distributed runs
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler: Any = None
+        self.use_amp = False
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        # the loop: run()
+        self.best: dict[str, Any] = {}                       # the best validation so far
+        self.class_names: list[str] = []
+        self.log: Optional[RunLog] = None
+        self._tqdm: Any = None                               # the tqdm bar (tqdm mode, rank 0)
 
     # -- set-up ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Device and process group, then the classes and the init model (once; :meth:`prepare` calls it)."""
+        if self.dist is None:
+            self._setup_device()
+            self._setup_labels_and_init()
+
     def _setup_device(self) -> None:
         from scdl.inference.device import resolve_device
         from scdl.training.distributed import env_from_torchrun, init_distributed
@@ -131,7 +173,6 @@ class Trainer:
         from scdl.labels.table import LabelTable
 
         labels_file = self.run_dir / LABELS_NAME
-        self.init = None
         if self.resume:
             self.target = LabelTable.load(labels_file)
             return
@@ -167,9 +208,7 @@ class Trainer:
         from scdl.training.distributed import barrier, broadcast_object
         from scdl.training.hashing import HashIndex
 
-        if not hasattr(self, "device"):
-            self._setup_device()
-            self._setup_labels_and_init()
+        self.setup()
         validate_config(self.config)
         if not check_only and self.dist.is_main:
             from scdl.io.atomic import probe_writable
@@ -180,6 +219,7 @@ class Trainer:
         cache = PreprocessCache(data.get("cache_dir"), self.preprocessing, self.target,
                                 self.config["sampling"]["max_locations_per_class"])
         self.cache = cache
+        assert self.dist is not None and self.target is not None
         payload = None
         if self.dist.is_main:
             report, prepared = check_cohort(
@@ -207,7 +247,7 @@ class Trainer:
             atomic_write_text(self.run_dir / REPORT_NAME, json.dumps(
                 {"problems": [p.to_dict() for p in report.problems], "validation_source": report.validation_source,
                  "cases": report.cases, "summary": self.cohort.summary()}, indent=1, default=str))
-        self._prepared = True
+        self.is_prepared = True
         return report
 
     def _init_classes(self) -> Optional[set[int]]:
@@ -337,7 +377,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop_at: Optional[int] = None) -> TrainResult:
         """Train until the configured iteration count (or ``stop_at``, or a stop signal)."""
-        if not self._prepared:
+        if not self.is_prepared:
             self.prepare()
         threads = torch.get_num_threads()
         if int(self.config.get("threads") or 0) > 0:
@@ -355,15 +395,22 @@ class Trainer:
                 remove_stale_partials(self.run_dir)
 
     def _run(self, stop_at: Optional[int]) -> TrainResult:
+        start, elapsed0, loader, val_cases, patch = self._begin()
+        total = int(self.config["iterations"])
+        end = total if stop_at is None else min(int(stop_at), total)
+        iteration, stopped, elapsed = self._loop(loader, start, end, val_cases, patch, elapsed0)
+        return self._finish(iteration, stopped, elapsed)
+
+    def _begin(self) -> tuple[int, float, Any, list, tuple[int, int, int]]:
+        """Networks built, the checkpoint restored (resume) or the config saved, the cases and the loader
+        -> (first iteration, seconds already trained, loader, validation cases, patch (D, H, W))."""
         from scdl.training.data import StepBatches, make_loader
-        from scdl.training.distributed import any_across, barrier, mean_across
 
         cfg = self.config
         self._build()
-        self.best: dict[str, Any] = {}
-        class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-        self.class_names = class_names
-        self.log = RunLog(self.run_dir, class_names)
+        self.best = {}
+        self.class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+        self.log = RunLog(self.run_dir, self.class_names)
         start, elapsed0 = 0, 0.0
         if self.resume:
             start, elapsed0 = self._restore()
@@ -372,23 +419,11 @@ class Trainer:
         elif self.dist.is_main:
             save_config(cfg, self.run_dir / CONFIG_NAME)
         total = int(cfg["iterations"])
-        end = total if stop_at is None else min(int(stop_at), total)
         labeled, unlabeled, val_cases = self._cases()
         patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
         unlabeled_batch = 0 if cfg["framework"] == "supervised" else int(cfg["unlabeled_batch"])
-        from scdl.training.annotation import is_partial_cohort
-
-        self.partial = is_partial_cohort(self.labeled_masks)
-        if self.partial:
-            names = {int(e.value): e.name for e in self.target.entries}
-            cases = [{"case": name, "annotated": [names[int(v)] for v in m.nonzero()[0] if int(v) != 0]}
-                     for name, m in zip(self.case_names, self.labeled_masks)]
-            self.progress.event("annotation", partial=True, cases=cases)
-            for c in cases:
-                if len(c["annotated"]) < len(names) - 1:
-                    self.progress.message(f"{c['case']}: annotated {', '.join(c['annotated'])}; the other classes "
-                                          "are unknown there (partial-label losses), not background")
+        self._announce_partial_labels()
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
@@ -397,11 +432,37 @@ class Trainer:
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
-        batches = iter(loader)
         self.progress.event("start", iteration=start, iterations=total, framework=cfg["framework"],
                             device=str(self.device), world_size=self.dist.world_size, run_dir=str(self.run_dir),
                             labeled=len(labeled), unlabeled=len(unlabeled), validation=len(val_cases),
                             validation_source=self.report.validation_source if self.report else "val")
+        return start, elapsed0, loader, val_cases, patch
+
+    def _announce_partial_labels(self) -> None:
+        """Partially annotated cohort: an ``annotation`` event and one line per partially annotated case."""
+        from scdl.training.annotation import is_partial_cohort
+
+        self.partial = is_partial_cohort(self.labeled_masks)
+        if not self.partial:
+            return
+        names = {int(e.value): e.name for e in self.target.entries}
+        cases = [{"case": name, "annotated": [names[int(v)] for v in m.nonzero()[0] if int(v) != 0]}
+                 for name, m in zip(self.case_names, self.labeled_masks)]
+        self.progress.event("annotation", partial=True, cases=cases)
+        for c in cases:
+            if len(c["annotated"]) < len(names) - 1:
+                self.progress.message(f"{c['case']}: annotated {', '.join(c['annotated'])}; the other classes "
+                                      "are unknown there (partial-label losses), not background")
+
+    def _loop(self, loader: Any, start: int, end: int, val_cases: list, patch: tuple[int, int, int],
+              elapsed0: float) -> tuple[int, bool, float]:
+        """Iterations ``start`` .. ``end`` (logging, validation, checkpoints, stop requests)
+        -> (iteration reached, stopped early by a signal, seconds trained in all)."""
+        from scdl.training.distributed import any_across, mean_across
+
+        cfg = self.config
+        total = int(cfg["iterations"])
+        batches = iter(loader)
         bar = self._bar(start, total)
         self._tqdm = bar
         iteration = start
@@ -453,7 +514,13 @@ class Trainer:
             if bar is not None:
                 bar.close()
             del batches
-        elapsed = elapsed0 + time.monotonic() - t_start
+        return iteration, stopped, elapsed0 + time.monotonic() - t_start
+
+    def _finish(self, iteration: int, stopped: bool, elapsed: float) -> TrainResult:
+        """The last checkpoint, then (a finished run, rank 0) the model package."""
+        from scdl.training.distributed import barrier
+
+        total = int(self.config["iterations"])
         self._check_replicas(iteration)
         self._save_checkpoint(iteration, elapsed, curves=True)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
@@ -542,7 +609,7 @@ class Trainer:
             result = validate(list(self.step.networks), cases, patch, int(self.target.num_classes), self.device,
                               overlap=float(v["overlap"]), sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]),
                               amp=self.use_amp, progress=None if self.dist.enabled else self.progress,
-                              annotated=getattr(self, "val_masks", None))
+                              annotated=self.val_masks)
             # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
             # without value 5 is no class)
             values = [int(e.value) for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
@@ -555,7 +622,7 @@ class Trainer:
                 ckpt.save_checkpoint(self.run_dir / ckpt.BEST_NAME,
                                      {"iteration": int(iteration), "best": dict(self.best),
                                       "networks": self.step.network_state_dicts()})
-            if getattr(self, "_tqdm", None) is not None:
+            if self._tqdm is not None:
                 best = self.best.get("mean_dice", float("nan"))
                 self._tqdm.write(f"iteration {iteration}: validation mean Dice {result['mean_dice']:.4f} "
                                  f"(best {best:.4f} at iteration {self.best.get('iteration')})", file=sys.stderr)
@@ -583,43 +650,11 @@ class Trainer:
             self.progress.emit({"phase": "train", "done": iteration, "total": total,
                                 "eta_s": round((total - iteration) / rate, 1) if rate > 0 else None})
 
-    # -- the model package -------------------------------------------------------------------------
+    # -- packaging ---------------------------------------------------------------------------------
     def _package(self, iteration: int, elapsed: float) -> Path:
-        from scdl.models.card import new_card
-        from scdl.models.package import save_package
+        from scdl.training.packaging import package_run
 
-        best_file = self.run_dir / ckpt.BEST_NAME
-        if best_file.is_file() and self.best:
-            best = ckpt.load_checkpoint(best_file)
-            states, chosen = best["networks"], int(best["iteration"])
-        else:
-            states, chosen = self.step.network_state_dicts(), iteration
-        cfg = self.config
-        summary = self.cohort.summary()
-        warnings = []
-        if self.report is not None and self.report.validation_source != "val":
-            warnings.append("validation Dice was measured on the training cases (no validation case): optimistic.")
-        metrics = None
-        if self.best:
-            metrics = {"mean_dice": self.best["mean_dice"], "dice": self.best["dice"], "iteration": self.best["iteration"],
-                       "grid": "model resolution (preprocessed grid)",
-                       "cases": self.report.validation_source if self.report else "val"}
-        card = new_card(
-            id=model_id_for(self.run_dir), title=f"SCDL {cfg['framework']} model trained in {self.run_dir.name}",
-            architecture=self.arch, preprocessing=self.preprocessing, ensemble=len(states),
-            description=(f"Trained with scdl train ({cfg['framework']}, {iteration} iterations, preset {cfg.get('preset')}); "
-                         f"weights of iteration {chosen}."),
-            provenance={"data": f"{self.cohort.source} ({summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
-                                f"{summary['val']} validation cases)",
-                        "data_licence": "that of the training data (not recorded by scdl train)",
-                        "framework": cfg["framework"], "iterations": int(iteration), "selected_iteration": chosen,
-                        "training_time_s": round(float(elapsed), 1), "validation_metrics": metrics,
-                        "source": (self.config.get("init") or {}).get("model"),
-                        "seed": int(cfg["seed"]), "world_size": self.dist.world_size},
-            licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
-        out = save_package(self.run_dir / MODEL_DIR, card, states, self.target)
-        self.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=self.best.get("mean_dice"))
-        return out
+        return package_run(self, iteration, elapsed)
 
 
 def load_run_config(run_dir: os.PathLike | str) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""Packaging a training run: the model card of the run and the model package in ``RUN_DIR/model``.
+
+:func:`training_card` builds the card from plain facts of the run (no trainer needed, so it is tested on
+its own); :func:`package_run` picks the networks (those of the best validation in ``best.pt`` when there
+is one, else the last) and writes the package.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from scdl.training import checkpoint as ckpt
+
+MODEL_DIR = "model"
+
+
+def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
+    """A valid model id from the run folder's name and the time (lower-case letters, digits, '.', '_', '-')."""
+    text = re.sub(r"[^a-z0-9._-]+", "-", Path(run_dir).resolve().name.lower()).strip("-._") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    return f"run-{text[:60]}-{stamp}"
+
+
+def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any], preprocessing: dict[str, Any],
+                  ensemble: int, iteration: int, chosen: int, elapsed: float, best: dict[str, Any],
+                  cohort_source: Any, summary: dict[str, int], validation_source: Optional[str],
+                  world_size: int) -> dict[str, Any]:
+    """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report)."""
+    from scdl.models.card import new_card
+
+    warnings = []
+    if validation_source is not None and validation_source != "val":
+        warnings.append("validation Dice was measured on the training cases (no validation case): optimistic.")
+    metrics = None
+    if best:
+        metrics = {"mean_dice": best["mean_dice"], "dice": best["dice"], "iteration": best["iteration"],
+                   "grid": "model resolution (preprocessed grid)", "cases": validation_source or "val"}
+    framework = config["framework"]
+    return new_card(
+        id=model_id_for(run_dir), title=f"SCDL {framework} model trained in {run_dir.name}",
+        architecture=arch, preprocessing=preprocessing, ensemble=ensemble,
+        description=(f"Trained with scdl train ({framework}, {iteration} iterations, preset {config.get('preset')}); "
+                     f"weights of iteration {chosen}."),
+        provenance={"data": f"{cohort_source} ({summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
+                            f"{summary['val']} validation cases)",
+                    "data_licence": "that of the training data (not recorded by scdl train)",
+                    "framework": framework, "iterations": int(iteration), "selected_iteration": chosen,
+                    "training_time_s": round(float(elapsed), 1), "validation_metrics": metrics,
+                    "source": (config.get("init") or {}).get("model"),
+                    "seed": int(config["seed"]), "world_size": int(world_size)},
+        licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
+
+
+def package_run(trainer: Any, iteration: int, elapsed: float) -> Path:
+    """Write ``RUN_DIR/model`` from a finished :class:`scdl.training.trainer.Trainer` (rank 0) and report it
+    (a ``model`` event). Returns the package folder."""
+    from scdl.models.package import save_package
+    best_file = trainer.run_dir / ckpt.BEST_NAME
+    states: Sequence[dict]
+    if best_file.is_file() and trainer.best:
+        best = ckpt.load_checkpoint(best_file)
+        states, chosen = best["networks"], int(best["iteration"])
+    else:
+        states, chosen = trainer.step.network_state_dicts(), iteration
+    report = trainer.report
+    card = training_card(run_dir=trainer.run_dir, config=trainer.config, arch=trainer.arch,
+                         preprocessing=trainer.preprocessing, ensemble=len(states), iteration=iteration, chosen=chosen,
+                         elapsed=elapsed, best=trainer.best, cohort_source=trainer.cohort.source,
+                         summary=trainer.cohort.summary(),
+                         validation_source=report.validation_source if report is not None else None,
+                         world_size=trainer.dist.world_size)
+    out = save_package(trainer.run_dir / MODEL_DIR, card, list(states), trainer.target)
+    trainer.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=trainer.best.get("mean_dice"))
+    return out
