@@ -129,6 +129,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/packaging.py
   scdl/training/problems.py
   scdl/training/rng.py
+  scdl/training/runfolder.py
   scdl/training/runlog.py
   scdl/training/sample_cohort.py
   scdl/training/sampling.py

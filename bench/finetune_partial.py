@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scdl.models.card import LABELS_FILE
+from scdl.training.cohort import MANIFEST_NAME
+from scdl.training.runfolder import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,7 +69,7 @@ def evaluate(model: str, data: Path, out: Path, tag: str, patient: str = "B") ->
     pred, report = out / f"{patient}_{tag}.nii.gz", out / f"{patient}_{tag}.json"
     subprocess.run(_scdl("segment", str(data / image), "-o", str(pred),
                          "--model", model, "--device", "cpu", "--progress", "none"), check=True)
-    labels = Path(model) / "labels.csv" if Path(model).is_dir() else None
+    labels = Path(model) / LABELS_FILE if Path(model).is_dir() else None
     cmd = ["evaluate", str(pred), str(data / truth),
            "--gt-labels", "totalsegmentator_v2", "--resample", "--json", str(report)]
     if labels is not None:
@@ -95,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     a_seg = args.data / "totalsegmentator_fixtures/example_seg_fast_force_split.nii.gz"
     label = liver_only(a_seg, out / "A_liver_only.nii.gz")
     phantoms = out / "phantoms"
-    if not (phantoms / "manifest.csv").is_file():
+    if not (phantoms / MANIFEST_NAME).is_file():
         subprocess.run(_scdl("phantom", "--out", str(phantoms), "--cases", str(args.phantoms), "--seed", "0",
                              "--labeled", "0", "--val", "0", "--spacing", "3", "--progress", "none"), check=True)
-    with (phantoms / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+    with (phantoms / MANIFEST_NAME).open(newline="", encoding="utf-8") as handle:
         unlabeled = [str(phantoms / r["image"]) for r in csv.DictReader(handle)]
     results: dict[str, Any] = {"iterations": args.iterations, "model": args.model, "phantoms": len(unlabeled),
                                "settings": list(args.set)}
@@ -134,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                              "--cache-dir", str(out / "cache"), "--progress", "none",
                              *[a for kv in args.set for a in ("--set", kv)]), check=True)
         minutes = (time.monotonic() - t0) / 60
-        results[name + "_A"] = evaluate(str(run / "model"), args.data, out, name, "A")
+        results[name + "_A"] = evaluate(str(RunFolder(run).model_dir), args.data, out, name, "A")
         log(f"{name}: validation A {results[name + '_A']}")
         if not args.no_b:
-            results[name] = {**evaluate(str(run / "model"), args.data, out, name, "B"),
+            results[name] = {**evaluate(str(RunFolder(run).model_dir), args.data, out, name, "B"),
                              "train_minutes": round(minutes, 1)}
             log(f"{name}: held-out B {results[name]}")
         summary_path.write_text(json.dumps(results, indent=1), encoding="utf-8")

@@ -42,6 +42,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from scdl.models.card import LABELS_FILE
+from scdl.training.cohort import MANIFEST_NAME
+from scdl.training.runfolder import RunFolder, recipe_files
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "Resources" / "Models" / "recipes" / "scdl-abdominal-ct"
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -61,8 +65,8 @@ def fail(text: str) -> "SystemExit":
 # -- recipe ------------------------------------------------------------------------------------------
 def load_recipe(folder: Path) -> tuple[dict[str, Any], Path]:
     """(cohort.json as a dict, path of config.json) of a recipe folder, with the split checked."""
-    cohort = json.loads((folder / "cohort.json").read_text(encoding="utf-8"))
-    config = folder / "config.json"
+    config, cohort_file = recipe_files(folder)
+    cohort = json.loads(cohort_file.read_text(encoding="utf-8"))
     if not config.is_file():
         raise fail(f"{config}: missing training config.")
     check_split(cohort)
@@ -156,7 +160,7 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
                 "--spacing", str(ph["spacing_mm"]), "--progress", "none")
     log("generating phantoms: " + " ".join(cmd[2:]))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with (phantom_dir / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+    with (phantom_dir / MANIFEST_NAME).open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             rows.append({"image": str(phantom_dir / row["image"]),
                          "label": str(phantom_dir / row["label"]) if row["label"] else "",
@@ -171,7 +175,7 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
     writer = csv.DictWriter(buf, fieldnames=["image", "label", "split", "labels"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    manifest = out / "manifest.csv"
+    manifest = out / MANIFEST_NAME
     atomic_write_text(manifest, buf.getvalue())
     counts = {"labeled": sum(1 for r in rows if r["label"] and r["split"] == "train"),
               "unlabeled": sum(1 for r in rows if not r["label"]),
@@ -253,7 +257,7 @@ def measure_speed(manifest: Path, config: Path, out: Path, iterations: int, devi
     every = max(1, iterations // 4)
     run_train(manifest, config, run_dir, iterations, device, cache,
               extra=("--set", f"log_every={every}", "--set", f"checkpoint_every={iterations}"))
-    with (run_dir / "log.csv").open(newline="", encoding="utf-8") as handle:
+    with RunFolder(run_dir).log.open(newline="", encoding="utf-8") as handle:
         rows = [(int(r["iteration"]), float(r["elapsed_s"])) for r in csv.DictReader(handle)]
     (it0, t0), (it1, t1) = rows[0], rows[-1]
     if it1 <= it0 or t1 <= t0:
@@ -271,13 +275,13 @@ def train(manifest: Path, config: Path, out: Path, iterations: int, device: str,
           deadline_s: Optional[float]) -> dict[str, Any]:
     """The training run; a run stopped at the hard limit is packaged at the iteration it reached."""
     run_dir = out / "train"
-    if (run_dir / "checkpoint.pt").exists():
+    if RunFolder(run_dir).holds_run():
         raise fail(f"{run_dir}: holds an earlier run; choose a new --out folder.")
     result = run_train(manifest, config, run_dir, iterations, device, cache, deadline_s, extra=TRAIN_EXTRA)
     if result["stopped"]:
         from scdl.training import checkpoint as ckpt
 
-        reached = int(ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME, map_location="cpu")["iteration"])
+        reached = int(ckpt.load_checkpoint(RunFolder(run_dir).checkpoint, map_location="cpu")["iteration"])
         log(f"packaging the networks of iteration {reached} (of {iterations} planned)")
         first_device = result.get("device")
         result = _stream_train(_scdl("train", "--resume", str(run_dir), "--iterations", str(reached),
@@ -301,7 +305,7 @@ def held_out_metrics(package: Path, cohort: dict[str, Any], data: Path, out: Pat
                              "--device", device, "--progress", "none"), check=True)
         seconds = time.monotonic() - t0
         table = subprocess.run(_scdl("evaluate", str(pred), str(data / case["label"]), "--labels",
-                                     str(package / "labels.csv"), "--gt-labels", case["labels"], "--resample",
+                                     str(package / LABELS_FILE), "--gt-labels", case["labels"], "--resample",
                                      "--json", str(report)), check=True, capture_output=True, text=True).stdout
         log(f"held-out {case['patient']}:\n{table}")
         scores = json.loads(report.read_text(encoding="utf-8"))
@@ -565,7 +569,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log(f"calibration: {rate:.3f} it/s -> {iterations} iterations for {minutes:g} min")
     deadline = minutes * 60.0 * float(budget["hard_limit_factor"]) if calibration else None
     training = train(manifest, config_path, out, iterations, args.device, cache, deadline)
-    run_model = out / "train" / "model"
+    run_model = RunFolder(out / "train").model_dir
 
     from scdl.models.package import ModelPackage
 

@@ -21,9 +21,10 @@ from typing import Any, Optional
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.io.atomic import atomic_write_text
+from scdl.training import runfolder
 
-LOG_NAME = "train.log"
-CONFIG_NAME = "bench_train_config.json"
+LOG_NAME = runfolder.CHILD_LOG          # the names are scdl.training.runfolder's
+CONFIG_NAME = runfolder.CHILD_CONFIG
 
 #: OpenMP threads sleep instead of spinning while they wait (unless the caller's environment says otherwise).
 #: Measured on the shared 2-core machine (load average 6.3), one CPS step, 32³ patches, width 4, 2 threads:
@@ -97,7 +98,8 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / CONFIG_NAME
+    folder = runfolder.RunFolder(run_dir)
+    config_file = folder.child_config
     atomic_write_text(config_file, json.dumps(train_config, indent=1, sort_keys=True) + "\n")
     cmd = train_command(manifest, run_dir, config_file, framework, seed, iterations, cache_dir, device, overrides)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -110,7 +112,7 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
     train_dice: dict[str, Optional[float]] = {}
     phase = progress.phase(label, iterations) if progress is not None and progress.mode != "none" else None
     done = 0
-    with open(run_dir / LOG_NAME, "w", encoding="utf-8") as log:
+    with open(folder.child_log, "w", encoding="utf-8") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
@@ -147,9 +149,9 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
         raise Cancelled("benchmark cancelled")
     wall = time.monotonic() - t0
     if proc.returncode != 0 or not model_dir:
-        tail = (run_dir / LOG_NAME).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        tail = folder.child_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
         raise ScdlError(f"training failed (exit {proc.returncode}): {tail[0] if tail else 'no output'}",
-                        run_dir / LOG_NAME, "read the log; fix the settings or rerun the benchmark (finished runs "
+                        folder.child_log, "read the log; fix the settings or rerun the benchmark (finished runs "
                                             "are reused).")
     return TrainOutcome(model_dir=Path(model_dir).resolve(), wall_s=wall, train_s=None if train_s is None else float(train_s),
                         cpu_s=_children_cpu() - cpu0, it_per_s=(sum(rates) / len(rates)) if rates else None,

@@ -107,9 +107,8 @@ def load_cohort(spec: dict[str, Any]):
 def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     """(config, run_dir, resume) from the arguments."""
     from scdl.errors import ScdlError
-    from scdl.training.checkpoint import CHECKPOINT_NAME
+    from scdl.training.runfolder import RunFolder, load_run_config
     from scdl.training.config import apply_overrides, deep_update, load_config_file, resolve_config, validate_config
-    from scdl.training.trainer import load_run_config
 
     resume = args.resume is not None
     if resume:
@@ -129,7 +128,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     if not args.out and not args.check_only:
         raise ScdlError("no run folder given.", fix="add --out RUN_DIR (checkpoints, logs and the model go there).")
     run_dir = Path(args.out or ".").expanduser()         # --check-only writes nothing there
-    if (run_dir / CHECKPOINT_NAME).exists() and not args.check_only:
+    if RunFolder(run_dir).holds_run() and not args.check_only:
         raise ScdlError("this folder already holds a training run.", run_dir,
                         f"continue it with --resume {run_dir}, or choose another --out folder.")
     values: dict[str, Any] = {"framework": args.framework, "iterations": args.iterations, "seed": args.seed}
@@ -183,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     config, run_dir, resume = _resolve(args)
     if not config.get("cohort"):
-        raise ScdlError("this run's config.json does not say where its cases came from (it was not started by "
-                        "scdl train).", run_dir / "config.json", "resume it from Python with Trainer(..., resume=True).")
+        from scdl.training.runfolder import CONFIG, RunFolder
+
+        raise ScdlError(f"this run's {CONFIG} does not say where its cases came from (it was not started by "
+                        "scdl train).", RunFolder(run_dir).config, "resume it from Python with Trainer(..., resume=True).")
     cohort = load_cohort(config["cohort"])
     init = None if resume else args.init
     trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)

@@ -18,11 +18,12 @@ import torch
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
+from scdl.training import runfolder
 
 FORMAT = "scdl-train-checkpoint"
 VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_NAME = "best.pt"
+CHECKPOINT_NAME = runfolder.CHECKPOINT
+BEST_NAME = runfolder.BEST
 
 
 def save_checkpoint(path: os.PathLike | str, state: dict[str, Any]) -> Path:
@@ -38,7 +39,7 @@ def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise ScdlError("there is no checkpoint to resume from.", path,
-                        "give the folder of a run that saved a checkpoint (RUN_DIR with checkpoint.pt).")
+                        f"give the folder of a run that saved a checkpoint (RUN_DIR with {runfolder.CHECKPOINT}).")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - a damaged file of any kind is a user-facing problem

@@ -39,6 +39,10 @@ from scdl.training.problems import CohortProblem
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
+#: The file name of a cohort manifest that a tool writes into a cohort folder (``scdl phantom``, SCDL Train's
+#: scene export, the benchmarks); any name is read.
+MANIFEST_NAME = "manifest.csv"
+
 #: File name endings of CT images and label maps that the readers take (DICOM folders are folders).
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 

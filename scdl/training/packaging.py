@@ -14,8 +14,6 @@ from typing import Any, Optional, Sequence
 
 from scdl.training import checkpoint as ckpt
 
-MODEL_DIR = "model"
-
 
 def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
     """A valid model id from the run folder's name and the time (lower-case letters, digits, '.', '_', '-')."""
@@ -58,7 +56,7 @@ def package_run(trainer: Any, iteration: int, elapsed: float) -> Path:
     """Write ``RUN_DIR/model`` from a finished :class:`scdl.training.trainer.Trainer` (rank 0) and report it
     (a ``model`` event). Returns the package folder."""
     from scdl.models.package import save_package
-    best_file = trainer.run_dir / ckpt.BEST_NAME
+    best_file = trainer.folder.best
     states: Sequence[dict]
     if best_file.is_file() and trainer.best:
         best = ckpt.load_checkpoint(best_file)
@@ -72,6 +70,6 @@ def package_run(trainer: Any, iteration: int, elapsed: float) -> Path:
                          summary=trainer.cohort.summary(),
                          validation_source=report.validation_source if report is not None else None,
                          world_size=trainer.dist.world_size)
-    out = save_package(trainer.run_dir / MODEL_DIR, card, list(states), trainer.target)
+    out = save_package(trainer.folder.model_dir, card, list(states), trainer.target)
     trainer.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=trainer.best.get("mean_dice"))
     return out

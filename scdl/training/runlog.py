@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from scdl.io.atomic import atomic_write_text
+from scdl.training import runfolder
 
-LOG_NAME = "log.csv"
-VAL_NAME = "validation.csv"
-CURVES_NAME = "curves.png"
+LOG_NAME = runfolder.LOG
+VAL_NAME = runfolder.VALIDATION
+CURVES_NAME = runfolder.CURVES
 _FIRST = ("iteration", "elapsed_s", "lr", "it_per_s", "data_wait")
 
 

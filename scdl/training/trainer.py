@@ -12,7 +12,8 @@ on SIGINT/SIGTERM) an atomic checkpoint for an exact resume. Packaging (``scdl.t
 package in ``RUN_DIR/model`` built from the best validated networks.
 
 Run folder: ``config.json`` (resolved settings), ``labels.csv`` (the classes), ``cohort_report.json``,
-``checkpoint.pt``, ``best.pt``, ``log.csv``, ``validation.csv``, ``curves.png``, ``model/``.
+``checkpoint.pt``, ``best.pt``, ``log.csv``, ``validation.csv``, ``curves.png``, ``model/``; the names and
+the "can it be resumed" test are ``scdl.training.runfolder``'s.
 """
 
 from __future__ import annotations
@@ -30,21 +31,24 @@ import torch
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.training import checkpoint as ckpt
+from scdl.training import runfolder
 from scdl.training.cohort import Cohort
 from scdl.training.config import DEFAULTS, save_config, validate_config
 from scdl.training.distributed import DistEnv
 from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
+from scdl.training.runfolder import RunFolder, load_run_config  # noqa: F401 - load_run_config: its old place
 from scdl.training.runlog import RunLog
 
 if TYPE_CHECKING:
     from scdl.labels.table import LabelTable
     from scdl.training.finetune import InitModel
 
-CONFIG_NAME = "config.json"
-LABELS_NAME = "labels.csv"
-REPORT_NAME = "cohort_report.json"
-MODEL_DIR = "model"
+# the old names of the run folder's files (scdl.training.runfolder owns them)
+CONFIG_NAME = runfolder.CONFIG
+LABELS_NAME = runfolder.LABELS
+REPORT_NAME = runfolder.COHORT_REPORT
+MODEL_DIR = runfolder.MODEL
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Trainer:
         self.config = config
         self.cohort = cohort
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)                # the names of its files
         self.device_request = device
         self.init_ref = init
         self.progress = progress if progress is not None else _NullProgress()
@@ -172,7 +177,7 @@ class Trainer:
     def _setup_labels_and_init(self) -> None:
         from scdl.labels.table import LabelTable
 
-        labels_file = self.run_dir / LABELS_NAME
+        labels_file = self.folder.labels
         if self.resume:
             self.target = LabelTable.load(labels_file)
             return
@@ -243,8 +248,8 @@ class Trainer:
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not self.resume:
-                atomic_write_text(self.run_dir / LABELS_NAME, self.target.to_csv_text())
-            atomic_write_text(self.run_dir / REPORT_NAME, json.dumps(
+                atomic_write_text(self.folder.labels, self.target.to_csv_text())
+            atomic_write_text(self.folder.cohort_report, json.dumps(
                 {"problems": [p.to_dict() for p in report.problems], "validation_source": report.validation_source,
                  "cases": report.cases, "summary": self.cohort.summary()}, indent=1, default=str))
         self.is_prepared = True
@@ -341,17 +346,17 @@ class Trainer:
     def _save_checkpoint(self, iteration: int, elapsed: float, curves: bool = False) -> None:
         state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
         if self.dist.is_main:
-            ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT_NAME, state)
+            ckpt.save_checkpoint(self.folder.checkpoint, state)
             self.log.flush(curves=curves)       # the PNG is redrawn at validations and at the end
-            self.progress.event("checkpoint", iteration=int(iteration), path=str(self.run_dir / ckpt.CHECKPOINT_NAME))
+            self.progress.event("checkpoint", iteration=int(iteration), path=str(self.folder.checkpoint))
 
     def _restore(self) -> tuple[int, float]:
         from scdl.training.rng import restore_rng
 
-        state = ckpt.load_checkpoint(self.run_dir / ckpt.CHECKPOINT_NAME, map_location="cpu")
+        state = ckpt.load_checkpoint(self.folder.checkpoint, map_location="cpu")
         if state.get("framework") != self.config["framework"]:
             raise ScdlError(f"the checkpoint was trained with framework {state.get('framework')}, the config says "
-                            f"{self.config['framework']}.", self.run_dir / ckpt.CHECKPOINT_NAME,
+                            f"{self.config['framework']}.", self.folder.checkpoint,
                             "resume without changing the framework.")
         self.step.load_state_dict(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -417,7 +422,7 @@ class Trainer:
             self.log.resume(start)
             self.progress.message(f"resuming {self.run_dir} at iteration {start} of {cfg['iterations']}")
         elif self.dist.is_main:
-            save_config(cfg, self.run_dir / CONFIG_NAME)
+            save_config(cfg, self.folder.config)
         total = int(cfg["iterations"])
         labeled, unlabeled, val_cases = self._cases()
         patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
@@ -619,7 +624,7 @@ class Trainer:
             if improved:
                 self.best = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
                              "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
-                ckpt.save_checkpoint(self.run_dir / ckpt.BEST_NAME,
+                ckpt.save_checkpoint(self.folder.best,
                                      {"iteration": int(iteration), "best": dict(self.best),
                                       "networks": self.step.network_state_dicts()})
             if self._tqdm is not None:
@@ -655,16 +660,3 @@ class Trainer:
         from scdl.training.packaging import package_run
 
         return package_run(self, iteration, elapsed)
-
-
-def load_run_config(run_dir: os.PathLike | str) -> dict[str, Any]:
-    """The resolved config of an existing run (for ``--resume``)."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise ScdlError("this folder holds no training run (config.json is missing).", Path(run_dir),
-                        "give the RUN_DIR of an earlier scdl train (the --out folder).")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ScdlError(f"the run's config.json cannot be read ({err}).", path, "restore the file or start a new run.") from None
-    return config
