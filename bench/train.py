@@ -68,7 +68,6 @@ def _worker(args: argparse.Namespace) -> None:
     import threading
 
     from scdl.training.cohort import load_manifest
-    from scdl.training.runfolder import RunFolder
     from scdl.training.trainer import Trainer
 
     cfg = _config(args, args.worker, args.cache)
@@ -83,7 +82,7 @@ def _worker(args: argparse.Namespace) -> None:
         cpu = time.process_time() - cpu0
         stop.set()
         sampler.join()
-        with RunFolder(Path(run) / "run").log.open() as handle:
+        with (Path(run) / "run" / "log.csv").open() as handle:
             rows = list(csv.DictReader(handle))
     timed = rows[args.warmup:]
     seconds = [1.0 / float(r["it_per_s"]) for r in timed]
