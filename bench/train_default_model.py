@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scdl.models.card import LABELS_FILE
+from scdl.progress import parse_event
 from scdl.training.cohort import MANIFEST_NAME
 from scdl.training.runfolder import RunFolder, recipe_files
 
@@ -220,9 +221,8 @@ def _stream_train(cmd: list[str], deadline_s: Optional[float]) -> dict[str, Any]
     guard.start()
     assert proc.stdout is not None
     for line in proc.stdout:
-        try:
-            event = json.loads(line)
-        except ValueError:
+        event = parse_event(line)
+        if event is None:
             continue
         if event.get("event") == "start":
             state["device"] = event.get("device")
@@ -495,7 +495,7 @@ def demo_check(package: Path, resources: Path, out: Path, device: str, held_out:
                                 "--progress", "json"), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise fail(f"scdl demo failed with the installed model:\n{proc.stderr}")
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    events = [e for e in map(parse_event, proc.stdout.splitlines()) if e is not None]
     dice = next(e for e in events if e.get("event") == "dice")
     done = next(e for e in events if e.get("phase") == "done")
     sample = next(e for e in events if e.get("event") == "sample")

@@ -37,6 +37,20 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def parse_event(line: str) -> Optional[dict[str, Any]]:
+    """One line of a JSON-mode stream -> its object; ``None`` for anything else (a human-readable line, a
+    damaged or partial line, JSON that is not an object). The one parser of the stream (Slicer modules,
+    benchmarks)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 class Phase:
     """One phase of work with ``total`` steps; advance it with :meth:`advance`."""
 

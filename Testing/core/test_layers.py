@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "scdl"
-FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "PythonQt", "mrml", "vtkmodules", "SCDLSegmentLib", "SCDLTrainLib"}
+FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "PythonQt", "mrml", "vtkmodules", "SCDLSegmentLib", "SCDLTrainLib", "SCDLSlicerLib"}
 
 
 def _module_name(path: Path) -> str:

@@ -78,3 +78,4 @@ def test_no_other_core_or_bench_file_spells_the_names() -> None:
     files = [p for p in [*(REPO / "scdl").rglob("*.py"), *(REPO / "bench").glob("*.py")] if p not in OWNERS | NOT_YET]
     found = [hit for p in files for hit in _spelled(p)]
     assert found == []
+

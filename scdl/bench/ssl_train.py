@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.io.atomic import atomic_write_text
+from scdl.progress import parse_event
 from scdl.training import runfolder
 
 LOG_NAME = runfolder.CHILD_LOG          # the names are scdl.training.runfolder's
@@ -119,7 +120,7 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                event = _parse(line)
+                event = parse_event(line)
                 if event is None:
                     continue
                 if event.get("phase") == "train" and phase is not None:
@@ -156,14 +157,3 @@ def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], fr
     return TrainOutcome(model_dir=Path(model_dir).resolve(), wall_s=wall, train_s=None if train_s is None else float(train_s),
                         cpu_s=_children_cpu() - cpu0, it_per_s=(sum(rates) / len(rates)) if rates else None,
                         train_dice=train_dice, load_avg=(load0, os.getloadavg()[0]))
-
-
-def _parse(line: str) -> Optional[dict[str, Any]]:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
