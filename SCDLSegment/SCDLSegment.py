@@ -1,7 +1,7 @@
 """SCDLSegment: abdominal CT organ segmentation with SCDL models, in 3D Slicer.
 
 The segmentation runs in a child process (``PythonSlicer -m scdl segment ... --progress json``), never in
-Slicer's GUI thread; the Logic is Qt-free and drives it through ``SCDLSegmentLib`` (start / poll / cancel).
+Slicer's GUI thread; the Logic is Qt-free and drives it through the shared ``SCDLSlicerLib`` (start / poll / cancel).
 Nothing heavy is imported at module load: torch, SimpleITK and the core package are used in the child, or
 imported inside functions.
 """
@@ -28,10 +28,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SCDLSegmentLib import SUBMODULES
-from SCDLSegmentLib import dependencies as deps
-from SCDLSegmentLib import commands, devices, jobs, models, sceneio, scenejob
-from SCDLSegmentLib.panel import PanelMixin
+from SCDLSegmentLib import SUBMODULES  # first: in a developer checkout it makes SCDLSlicerLib importable
+from SCDLSlicerLib import commands, devices, jobs, models, sceneio, scenejob
+from SCDLSlicerLib import dependencies as deps
+from SCDLSlicerLib.panel import PanelMixin
 
 PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image '
          'Segmentation", arXiv 2603.05202, 2026')
@@ -104,7 +104,7 @@ class SCDLSegmentParameterNode:
 
 class SCDLSegmentWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """GUI glue: widgets <-> parameter node, and a timer that polls the running job (the parts shared with
-    SCDLTrain are in ``SCDLSegmentLib.panel``)."""
+    SCDLTrain are in ``SCDLSlicerLib.panel``)."""
 
     HELPER_PACKAGE = "SCDLSegmentLib"
     HELPER_SUBMODULES = SUBMODULES
@@ -767,7 +767,7 @@ class SCDLSegmentTest(ScriptedLoadableModuleTest):
     # -- tests ------------------------------------------------------------------------------------
     def test_ProgressParsing(self):
         """JSON lines of a child -> percentage, warnings, error (numbers computed by hand)."""
-        from SCDLSegmentLib.childoutput import ProgressTracker
+        from SCDLSlicerLib.childoutput import ProgressTracker
 
         self.delayDisplay("Progress parsing")
         tracker = ProgressTracker()

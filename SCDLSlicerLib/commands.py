@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from SCDLSegmentLib.process import python_executable
+from SCDLSlicerLib.process import python_executable
 
 
 def ensure_core_importable() -> bool:
-    """Make ``import scdl`` work in a source checkout used in developer mode (``SCDLSegment/`` and ``scdl/``
-    side by side: the checkout root is appended to ``sys.path``). The installed extension has ``scdl``
-    beside the modules already. Returns True if ``scdl`` can be imported."""
-    if importlib.util.find_spec("scdl") is not None:
-        return True
-    checkout = Path(__file__).resolve().parent.parent.parent
-    if (checkout / "scdl" / "__init__.py").is_file() and str(checkout) not in sys.path:
-        sys.path.append(str(checkout))
-        importlib.invalidate_caches()
+    """True if the core package ``scdl`` can be imported.
+
+    ``scdl`` lies beside this package in both layouts: ``qt-scripted-modules/`` of the installed extension and
+    the root of a source checkout. Whatever put ``SCDLSlicerLib`` on ``sys.path`` (Slicer for the installed
+    extension; the module's ``…Lib/__init__.py`` in a developer checkout) therefore made ``scdl`` importable.
+    """
     return importlib.util.find_spec("scdl") is not None
 
 
@@ -35,7 +31,7 @@ def scdl_package_parent() -> Path:
     if spec is None or not spec.origin:
         raise ModuleNotFoundError(
             "The SCDL core package 'scdl' was not found. Reinstall the SCDL extension "
-            "(or, in developer mode, add the source checkout to the module paths)."
+            "(or, in developer mode, add SCDLSegment/ and SCDLTrain/ of the source checkout to the module paths)."
         )
     return Path(spec.origin).resolve().parent.parent
 

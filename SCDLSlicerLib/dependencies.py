@@ -2,8 +2,8 @@
 
 - torch comes ONLY from the PyTorch extension (``PyTorchUtils``), with a ``>=`` requirement: a plain pip
   install could bring a CPU-only or mismatched CUDA build.
-- The rest is listed in ``Resources/requirements.txt`` (installed into ``qt-scripted-modules/Resources``
-  next to this package, so SCDLSegment and SCDLTrain share one file) and installed with
+- The rest is listed in ``requirements.txt`` beside this file (installed with the package into
+  ``qt-scripted-modules/SCDLSlicerLib``, so SCDLSegment and SCDLTrain share one file) and installed with
   ``slicer.packaging.pip_ensure`` (Slicer >= 5.12; older: ``slicer.util.pip_install``), skipping torch and
   SimpleITK, which must not be replaced (Slicer ships its own SimpleITK; numpy is Slicer's too).
 - The widget asks ONE confirmation listing everything (:meth:`InstallPlan.describe`), then calls
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-#: The requirements file (``<module folder>/Resources/requirements.txt``).
-REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+#: The requirements file (``SCDLSlicerLib/requirements.txt``).
+REQUIREMENTS_FILE = Path(__file__).resolve().parent / "requirements.txt"
 #: torch requirement handed to PyTorchUtils (the core is tested with torch >= 2.1).
 TORCH_REQUIREMENT = ">=2.1"
 #: Never installed by pip from here: torch (PyTorch extension), SimpleITK and numpy (bundled with Slicer).

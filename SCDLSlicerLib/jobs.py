@@ -2,7 +2,7 @@
 
 A job never blocks: the widget calls :meth:`SegmentJob.poll` from a ``qt.QTimer`` (or a script calls
 :meth:`SegmentJob.wait`). Each poll hands out the child's new output lines, already classified, and keeps
-a :class:`~SCDLSegmentLib.childoutput.ProgressTracker` up to date for the progress bar and the log box.
+a :class:`~SCDLSlicerLib.childoutput.ProgressTracker` up to date for the progress bar and the log box.
 No Qt, no scene access here (see ``scenejob`` for the scene side).
 """
 
@@ -12,11 +12,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from SCDLSegmentLib.childoutput import ChildLine, ProgressTracker, failure_message
-from SCDLSegmentLib.commands import child_environment, models_command, segment_command
-from SCDLSegmentLib.process import ChildProcess
+from SCDLSlicerLib.childoutput import ChildLine, ProgressTracker, failure_message
+from SCDLSlicerLib.commands import child_environment, models_command, segment_command
+from SCDLSlicerLib.process import ChildProcess
 
 
 class ChildJob:
@@ -141,34 +141,53 @@ class ModelsJob(ChildJob):
 
 @dataclass
 class BatchItem:
-    """One input of a batch: ``source`` is a file path or a scene node ID; ``output`` the file to write."""
+    """One input of a batch: ``source`` is a file path or a scene node ID; ``output`` the file to write (None when
+    the result stays in the scene); ``result`` what :class:`BatchJob`'s ``finish`` kept (e.g. a node ID)."""
 
     label: str
     source: str
-    output: Path
+    output: Optional[Path] = None
     status: str = "pending"  # pending | running | done | failed | cancelled
     input_file: Optional[Path] = None  # temporary copy of a scene volume
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    result: Any = None
+
+
+def finish_child_item(item: BatchItem, job: ChildJob) -> None:
+    """The default end of a batch item whose job is a :class:`ChildJob`: done, failed (its message) or cancelled."""
+    item.warnings = list(job.tracker.warnings)
+    if job.cancelled:
+        item.status, item.message = "cancelled", "cancelled"
+    elif job.succeeded:
+        item.status = "done"
+    else:
+        item.status, item.message = "failed", job.error_message() or "failed"
 
 
 class BatchJob:
-    """Segment several inputs one after the other, with overall progress.
+    """Run one job per item, one after the other, with overall progress (a segmentation batch of SCDLSegment,
+    the review of SCDLTrain).
 
     Args:
-        items: what to segment.
-        make_job: builds the :class:`SegmentJob` of an item (may first write a scene volume to a file);
-            raising an exception marks the item failed and the batch continues.
+        items: what to do.
+        make_job: builds the job of an item (a :class:`ChildJob`, a ``scenejob.SceneSegmentation``: anything with
+            ``start()``, ``poll()``, ``cancel()``, ``finished`` and ``tracker``); it may first write a scene volume
+            to a file; raising an exception marks the item failed and the batch continues.
         cleanup: called with each item when its job ended (e.g. to delete a temporary input file).
+        finish: ``finish(item, job)`` sets the item's status when its job ended (default :func:`finish_child_item`);
+            an exception marks the item failed with its message.
     """
 
-    def __init__(self, items: Sequence[BatchItem], make_job: Callable[[BatchItem], SegmentJob],
-                 cleanup: Optional[Callable[[BatchItem], None]] = None):
+    def __init__(self, items: Sequence[BatchItem], make_job: Callable[[BatchItem], Any],
+                 cleanup: Optional[Callable[[BatchItem], None]] = None,
+                 finish: Optional[Callable[[BatchItem, Any], None]] = None):
         self.items = list(items)
         self._make_job = make_job
         self._cleanup = cleanup
+        self._finish = finish or finish_child_item
         self.index = -1
-        self.job: Optional[SegmentJob] = None
+        self.job: Any = None
         self.cancel_requested = False
         self.started = False
 
@@ -203,13 +222,10 @@ class BatchJob:
         item = self.items[self.index]
         lines = [(item, line) for line in self.job.poll()]
         if self.job.finished:
-            item.warnings = self.job.warnings()
-            if self.job.cancelled:
-                item.status, item.message = "cancelled", "cancelled"
-            elif self.job.succeeded:
-                item.status = "done"
-            else:
-                item.status, item.message = "failed", self.job.error_message() or "failed"
+            try:
+                self._finish(item, self.job)
+            except Exception as err:  # noqa: BLE001 - e.g. the result could not be loaded: this item failed
+                item.status, item.message = "failed", str(err)
             self._finish_item(item)
             self._next()
         return lines

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from SCDLSegmentLib.sceneio import LabelInfo, label_infos_from_table
+from SCDLSlicerLib.sceneio import LabelInfo, label_infos_from_table
 
 try:
     from slicer.i18n import tr as _
@@ -170,3 +170,28 @@ def clear_cache(folder: Optional[Path] = None) -> tuple[list[str], list[str]]:
         else:
             kept.append(entry.name)
     return removed, kept
+
+
+#: Where SCDL Segment keeps its model choice: its parameter node is the scene's singleton
+#: ``vtkMRMLScriptedModuleNode`` tagged with the module name (Slicer's ``ScriptedLoadableModuleLogic``), and
+#: ``SCDLSegmentParameterNode.modelId`` is stored in it as the parameter of that name (a test keeps both in step).
+SEGMENT_MODULE_NAME = "SCDLSegment"
+SEGMENT_MODEL_PARAMETER = "modelId"
+
+
+def select_for_segmentation(model_id: str, scene=None) -> None:
+    """Make ``model_id`` SCDL Segment's model (SCDLTrain's hand-off), without importing that module: the value
+    is written into SCDL Segment's parameter node, created as ``ScriptedLoadableModuleLogic`` would create it
+    when the module was never opened."""
+    import slicer
+
+    scene = scene or slicer.mrmlScene
+    node = scene.GetSingletonNode(SEGMENT_MODULE_NAME, "vtkMRMLScriptedModuleNode")
+    if node is None:
+        node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)
+        node.SetSingletonTag(SEGMENT_MODULE_NAME)
+        node.SetAttribute("ModuleName", SEGMENT_MODULE_NAME)
+        node.SetName(scene.GenerateUniqueName(SEGMENT_MODULE_NAME))
+        node = scene.AddNode(node)
+    node.SetParameter(SEGMENT_MODEL_PARAMETER, str(model_id))

@@ -74,11 +74,15 @@ class PanelMixin:
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, onModified)
 
     def onReload(self) -> None:
-        """Reload the helper package too (Slicer's Reload only re-reads the module file)."""
-        for name in self.HELPER_SUBMODULES:
-            module = sys.modules.get(f"{self.HELPER_PACKAGE}.{name}")
-            if module is not None:
-                importlib.reload(module)
+        """Reload the shared library and the module's helper package too (Slicer's Reload only re-reads the
+        module file), bottom layer first."""
+        from SCDLSlicerLib import SUBMODULES
+
+        for package, names in (("SCDLSlicerLib", SUBMODULES), (self.HELPER_PACKAGE, self.HELPER_SUBMODULES)):
+            for name in names:
+                module = sys.modules.get(f"{package}.{name}")
+                if module is not None:
+                    importlib.reload(module)
         super().onReload()
 
     # -- dependencies ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The scene side of one segmentation: volume node -> temporary files -> child -> segmentation node.
 
 :class:`SceneSegmentation` writes the input volume into a private work folder, runs ``scdl segment`` there
-(a :class:`~SCDLSegmentLib.jobs.SegmentJob`), and when the child succeeded loads the ``.seg.nrrd`` (and the
+(a :class:`~SCDLSlicerLib.jobs.SegmentJob`), and when the child succeeded loads the ``.seg.nrrd`` (and the
 optional uncertainty map) back into the scene with names, colours, terminology, reference geometry,
 subject-hierarchy placement and display set up. The work folder is always deleted at the end, so a
 cancelled or failed run leaves neither files nor nodes behind. No Qt here.
@@ -18,8 +18,8 @@ from typing import Callable, Optional
 
 import slicer
 
-from SCDLSegmentLib import sceneio
-from SCDLSegmentLib.jobs import SegmentJob
+from SCDLSlicerLib import sceneio
+from SCDLSlicerLib.jobs import SegmentJob
 
 try:
     from slicer.i18n import tr as _
@@ -110,6 +110,11 @@ class SceneSegmentation:
     @property
     def cancelled(self) -> bool:
         return self.job.cancelled
+
+    @property
+    def tracker(self):
+        """The child's :class:`~SCDLSlicerLib.childoutput.ProgressTracker` (progress bar, status line)."""
+        return self.job.tracker
 
     def wait(self, timeout: Optional[float] = None, on_line: Optional[Callable] = None) -> Optional[SegmentationResult]:
         """Block until the child ended, then :meth:`finish` (scripts, batch, tests)."""

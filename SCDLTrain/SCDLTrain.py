@@ -4,16 +4,14 @@ The cohort comes from the scene (volumes with a segmentation are labeled, the ot
 folders / a manifest; the training runs ``PythonSlicer -m scdl train ... --progress json`` in a child process
 (never in Slicer's GUI thread) that can be stopped and resumed; its JSON events become live curves (table,
 plot series and chart nodes). When it ends, the model is registered in the user's model cache, selected in
-SCDLSegment and its card shown. The Logic is Qt-free and drives everything through ``SCDLTrainLib`` and
-SCDLSegment's ``SCDLSegmentLib`` (child processes, dependency installation, scene <-> files, catalog).
+SCDLSegment and its card shown. The Logic is Qt-free and drives everything through ``SCDLTrainLib`` and the
+shared ``SCDLSlicerLib`` (child processes, jobs, dependency installation, scene <-> files, catalog).
 Nothing heavy is imported at module load.
 """
 
-import importlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -33,24 +31,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 
-def _ensureSegmentLibImportable():
-    """SCDLSegmentLib is installed beside this module; in a developer checkout it is the sibling folder."""
-    try:
-        importlib.import_module("SCDLSegmentLib")
-    except ImportError:
-        sibling = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SCDLSegment")
-        if os.path.isdir(os.path.join(sibling, "SCDLSegmentLib")) and sibling not in sys.path:
-            sys.path.append(sibling)
-
-
-_ensureSegmentLibImportable()
-
-from SCDLSegmentLib import commands, devices, models, sceneio  # noqa: E402
-from SCDLSegmentLib import dependencies as deps  # noqa: E402
-from SCDLSegmentLib.childoutput import format_seconds  # noqa: E402
-from SCDLSegmentLib.panel import PanelMixin  # noqa: E402
-from SCDLTrainLib import SUBMODULES  # noqa: E402
-from SCDLTrainLib import curves, estimate, export, handoff, options, review, scenecohort, segmentmap, trainjob  # noqa: E402
+from SCDLTrainLib import SUBMODULES  # first: in a developer checkout it makes SCDLSlicerLib importable
+from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort, segmentmap, trainjob
+from SCDLSlicerLib import commands, devices, jobs, models, sceneio, scenejob
+from SCDLSlicerLib import dependencies as deps
+from SCDLSlicerLib.childoutput import format_seconds
+from SCDLSlicerLib.panel import PanelMixin
 
 PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image '
          'Segmentation", arXiv 2603.05202, 2026')
@@ -149,7 +135,7 @@ class SCDLTrainParameterNode:
 
 class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """GUI glue: widgets <-> parameter node, tables, and a timer that polls the running child (the parts shared
-    with SCDLSegment are in ``SCDLSegmentLib.panel``)."""
+    with SCDLSegment are in ``SCDLSlicerLib.panel``)."""
 
     HELPER_PACKAGE = "SCDLTrainLib"
     HELPER_SUBMODULES = SUBMODULES
@@ -882,7 +868,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
     def _finishReview(self, job) -> None:
         self.ui.resultStatusLabel.text = job.summary()
         for item in job.items:
-            self._appendLog(f"{item.name}: {item.status}" + (f" ({item.message})" if item.message else ""))
+            self._appendLog(f"{item.label}: {item.status}" + (f" ({item.message})" if item.message else ""))
 
     # -- polling -------------------------------------------------------------------------------------
     def _startTask(self, kind, job) -> None:
@@ -1203,9 +1189,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
 
     def selectInSegment(self, modelId: str) -> None:
         """Make ``modelId`` SCDLSegment's model (its parameter node, saved with the scene)."""
-        import SCDLSegment
-
-        SCDLSegment.SCDLSegmentLogic(self.backend).getParameterNode().modelId = modelId
+        models.select_for_segmentation(modelId)
 
     def modelCard(self, modelId: str):
         """(catalog item, card) of an installed model, or (None, {})."""
@@ -1236,21 +1220,37 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                 volumes.append(node)
         return volumes
 
-    def startReview(self, modelId: str, device: str = "auto", runDir=None, volumes=None) -> review.ReviewJob:
-        """Segment the validation cases (or ``volumes``) with ``modelId`` using SCDLSegment's Logic."""
-        import SCDLSegment
-
+    def startReview(self, modelId: str, device: str = "auto", runDir=None, volumes=None) -> jobs.BatchJob:
+        """Segment the validation cases (or ``volumes``) with ``modelId``, one after the other, as SCDLSegment
+        does (``scenejob.SceneSegmentation``: same names, colours, terminology, geometry). Each result is marked
+        with ``scenecohort.PREDICTION_ATTRIBUTE`` so that a later cohort never takes it for a label; the items'
+        ``result`` is the segmentation node's ID."""
         if volumes is None:
             runDir = runDir or self.getParameterNode().runFolder
             volumes = self.validationVolumes(runDir)
         volumes = list(volumes)
         if not volumes:
             raise ValueError(_("There is no validation case to segment."))
-        segmentLogic = SCDLSegment.SCDLSegmentLogic(self.backend)
-        items = [review.ReviewItem(v.GetID(), v.GetName()) for v in volumes]
-        return review.ReviewJob(
-            items, lambda volume: segmentLogic.startSegmentation(volume, modelId, device),
-            segmentLogic.finishSegmentation, slicer.mrmlScene.GetNodeByID, modelId).start()
+        labels = models.label_infos(modelId)
+
+        def makeJob(item):
+            volume = slicer.mrmlScene.GetNodeByID(item.source)
+            if volume is None:
+                raise ValueError(_("the volume was removed from the scene"))
+            return scenejob.SceneSegmentation(volume, modelId, device or "auto", labels=labels, backend=self.backend)
+
+        def finish(item, run):
+            result = run.finish()  # raises SegmentationFailed: the item failed with the child's message
+            if result is None:
+                item.status = "cancelled"
+                return
+            node = result.segmentation_node
+            node.SetAttribute(scenecohort.PREDICTION_ATTRIBUTE, modelId)
+            node.SetName(f"{item.label} - {modelId}")  # apart from the case's own segmentation
+            item.status, item.result = "done", node.GetID()
+
+        items = [jobs.BatchItem(v.GetName(), v.GetID()) for v in volumes]
+        return jobs.BatchJob(items, makeJob, finish=finish).start()
 
     # -- checks -----------------------------------------------------------------------------------
     def dependencyPlan(self) -> deps.InstallPlan:
@@ -1319,7 +1319,7 @@ class SCDLTrainTest(ScriptedLoadableModuleTest):
     # -- tests ------------------------------------------------------------------------------------
     def test_EventsToCurves(self):
         """JSON lines of a training child -> monitor state -> table and chart nodes (hand-computed values)."""
-        from SCDLSegmentLib.childoutput import parse_line
+        from SCDLSlicerLib.childoutput import parse_line
         from SCDLTrainLib.curves import TrainingCurves
         from SCDLTrainLib.monitor import TrainMonitor
 

@@ -1,19 +1,30 @@
-"""Helpers of the SCDLSegment module, reused by SCDLTrain. No Qt anywhere in this package.
+"""The SCDLSegment module's own code (its Logic). What it shares with SCDLTrain is in ``SCDLSlicerLib``.
 
-- ``childoutput``: classify the JSON-line / text output of ``scdl`` child processes, progress + ETA.
-- ``process``: ``ChildProcess`` (start / poll / cancel, process-tree kill), Slicer >= 5.12 launcher or Popen.
-- ``commands``: ``python -m scdl ...`` command lines and the child environment.
-- ``jobs``: ``SegmentJob``, ``ModelsJob``, ``BatchJob`` driven by ``poll()``.
-- ``sceneio``: scene <-> files (volume out; segmentation, terminology, uncertainty back in).
-- ``scenejob``: one volume node -> child -> segmentation node.
-- ``models``: model catalog, cards, cache folder.
-- ``dependencies``: requirements check and installation (PyTorchUtils, pip_ensure).
-- ``devices``: auto / CPU / GPU selection and free GPU memory.
-- ``panel``: widget glue shared with SCDLTrain (lifecycle, dependency handlers, log and error boxes).
-
-Numeric work stays in the core package ``scdl``.
+Numeric work stays in the core package ``scdl``; no Qt in this package.
 """
 
-#: Submodules in dependency order (``SCDLSegmentWidget.onReload`` reloads them in this order).
-SUBMODULES = ("childoutput", "process", "commands", "jobs", "sceneio", "scenejob", "models", "dependencies", "devices",
-              "panel")
+
+def _find_shared_library() -> None:
+    """Make ``SCDLSlicerLib`` (and with it ``scdl``) importable in a developer checkout.
+
+    The installed extension has both beside the modules in ``qt-scripted-modules/``, which Slicer puts on
+    ``sys.path``. A developer adds the module folders (``SCDLSegment/``, ``SCDLTrain/``) in Slicer's settings;
+    Slicer puts those on ``sys.path``, and the shared library and the core package are one folder up, at the
+    checkout root, which is appended here. The same function is in ``SCDLTrainLib/__init__.py`` (a test keeps the
+    two identical): it is the only ``sys.path`` edit of the Slicer side.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    if importlib.util.find_spec("SCDLSlicerLib") is None:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if os.path.isfile(os.path.join(root, "SCDLSlicerLib", "__init__.py")) and root not in sys.path:
+            sys.path.append(root)
+            importlib.invalidate_caches()
+
+
+_find_shared_library()
+
+#: Submodules in dependency order (``SCDLSegmentWidget.onReload`` reloads them after ``SCDLSlicerLib``'s).
+SUBMODULES = ()

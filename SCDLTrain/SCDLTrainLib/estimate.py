@@ -63,7 +63,7 @@ class Estimate:
 
     def text(self) -> str:
         """One paragraph for the panel."""
-        from SCDLSegmentLib.childoutput import format_seconds
+        from SCDLSlicerLib.childoutput import format_seconds
 
         if self.seconds_per_iteration is None:
             return f"Estimate: {self.note}"

@@ -36,7 +36,7 @@ import numpy as np
 import slicer
 import vtk
 
-from SCDLSegmentLib import sceneio
+from SCDLSlicerLib import sceneio
 from SCDLTrainLib.scenecohort import CaseProblem, SceneCase
 
 MANIFEST_NAME = "manifest.csv"

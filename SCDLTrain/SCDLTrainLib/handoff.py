@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from SCDLSegmentLib.jobs import ModelsJob
+from SCDLSlicerLib.jobs import ModelsJob
 
 #: Files of a run folder the panel links to, in display order (``scdl/training/trainer.py`` writes them).
 RUN_FILES = ("curves.png", "log.csv", "validation.csv", "config.json", "cohort_report.json", "model/card.json")
@@ -51,7 +51,7 @@ def register_job(model_dir: os.PathLike | str, replace: bool = False, backend: s
 
 def catalog_item(model_id: str) -> Optional[dict[str, Any]]:
     """The model's entry in ``scdl.models.listing.list_models()`` (None if not listed)."""
-    from SCDLSegmentLib.models import list_models
+    from SCDLSlicerLib.models import list_models
 
     return next((m for m in list_models() if m["id"] == model_id), None)
 

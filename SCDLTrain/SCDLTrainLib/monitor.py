@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from SCDLSegmentLib.childoutput import ChildLine, format_seconds
+from SCDLSlicerLib.childoutput import ChildLine, format_seconds
 
 #: Loss terms drawn as curves, in legend order (every term is kept in the table).
 CURVE_TERMS = ("total", "sup", "cps", "consistency", "scdl", "proxy", "sac", "kl")
@@ -67,7 +67,7 @@ class TrainMonitor:
 
     # -- feeding ---------------------------------------------------------------------------------
     def update(self, line: ChildLine) -> None:
-        """Take one classified line of the child (``SCDLSegmentLib.childoutput.ChildLine``)."""
+        """Take one classified line of the child (``SCDLSlicerLib.childoutput.ChildLine``)."""
         data = line.data
         if line.kind == "progress":
             self.phase = str(data.get("phase"))

@@ -18,7 +18,7 @@ from typing import Optional
 
 import slicer
 
-from SCDLSegmentLib import sceneio
+from SCDLSlicerLib import sceneio
 
 ROLE_ATTRIBUTE = "SCDLTrain.Role"
 PREDICTION_ATTRIBUTE = "SCDLTrain.Prediction"

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from SCDLSegmentLib.sceneio import terminology_codes
+from SCDLSlicerLib.sceneio import terminology_codes
 
 #: Texts that mean "background / not trained" in the class column of the mapping table.
 BACKGROUND_WORDS = ("", "0", "background", "ignore", "none", "-")

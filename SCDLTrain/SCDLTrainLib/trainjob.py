@@ -1,6 +1,6 @@
 """``scdl train`` child processes: the cohort check (``--check-only``) and the training run (start / resume).
 
-Both are :class:`SCDLSegmentLib.jobs.ChildJob` s (non-blocking ``poll()``, process-tree ``cancel()``), so the
+Both are :class:`SCDLSlicerLib.jobs.ChildJob` s (non-blocking ``poll()``, process-tree ``cancel()``), so the
 widget drives them from its timer exactly like a segmentation. Stopping a training run sends SIGTERM: the
 trainer finishes the current iteration, writes its checkpoint and exits with status 130; only after
 :data:`STOP_GRACE_S` seconds (a long validation pass) is it killed, and the previous checkpoint remains.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from SCDLSegmentLib.childoutput import ChildLine
-from SCDLSegmentLib.commands import scdl_command
-from SCDLSegmentLib.jobs import ChildJob
+from SCDLSlicerLib.childoutput import ChildLine
+from SCDLSlicerLib.commands import scdl_command
+from SCDLSlicerLib.jobs import ChildJob
 from SCDLTrainLib.monitor import TrainMonitor
 
 #: Seconds a stopping run gets to write its checkpoint before it is killed.

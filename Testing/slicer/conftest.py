@@ -87,14 +87,6 @@ def fake_qt():
 
 
 # -- SCDLTrain ------------------------------------------------------------------------------------------
-# SCDLTrain imports SCDLSegmentLib (installed side by side in Slicer); here its folder joins SCDLSegment's.
-import sys as _sys  # noqa: E402
-
-from harness import REPO as _REPO  # noqa: E402
-
-if str(_REPO / "SCDLTrain") not in _sys.path:
-    _sys.path.insert(0, str(_REPO / "SCDLTrain"))
-
 #: Blocks cut out of patient A for the SCDLTrain tests: (name, start index (x, y, z) in the 3 mm CT, labeled).
 #: 80x64x48 voxels each, downsampled 2x to 40x32x24 voxels of 6 mm; the organs of the upper abdomen are inside.
 TRAIN_BLOCKS = (("blockA", (8, 16, 60), True), ("blockB", (30, 28, 64), True), ("blockC", (20, 20, 56), False))
@@ -130,7 +122,7 @@ def load_train_block(harness, ct_path, label_path=None, name=None):
     """A block into the scene: the CT volume and (if labeled) a segmentation that refers to it, whose segments
     carry the TotalSegmentator names of their label values (e.g. 5 -> "liver", 2 -> "kidney_right")."""
     from scdl.labels.table import LabelTable
-    from SCDLSegmentLib import sceneio
+    from SCDLSlicerLib import sceneio
 
     name = name or ct_path.stem
     volume = harness.volumes.AddArchetypeVolume(str(ct_path), name, 0)

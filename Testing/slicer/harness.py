@@ -16,9 +16,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 STUBS = HERE / "stubs"
 MODULE_DIR = REPO / "SCDLSegment"
+TRAIN_DIR = REPO / "SCDLTrain"
+SHARED_LIB_DIR = REPO / "SCDLSlicerLib"
 TERMINOLOGY_DIR = HERE / "data" / "terminologies"
 
-for _path in (str(STUBS), str(MODULE_DIR)):
+# The one place where the tests set sys.path, as Slicer would: the stubs first, then the two module folders
+# (Slicer puts each module's folder on sys.path), then the folder holding ``SCDLSlicerLib`` and ``scdl`` (the
+# installed extension's qt-scripted-modules/; here the checkout root).
+for _path in (str(REPO), str(TRAIN_DIR), str(MODULE_DIR), str(STUBS)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 

@@ -10,10 +10,10 @@ import sys
 import types
 from pathlib import Path
 
-from harness import MODULE_DIR as SEGMENT_DIR
+from harness import SHARED_LIB_DIR
 
-#: Widget glue shared by both modules (``SCDLSegmentLib.panel``): its ``ui.`` names are in both .ui files.
-PANEL_FILE = SEGMENT_DIR / "SCDLSegmentLib" / "panel.py"
+#: Widget glue shared by both modules (``SCDLSlicerLib.panel``): its ``ui.`` names are in both .ui files.
+PANEL_FILE = SHARED_LIB_DIR / "panel.py"
 #: The paper both module descriptors cite.
 PAPER_TITLE = "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image Segmentation"
 

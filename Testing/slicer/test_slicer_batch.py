@@ -7,7 +7,7 @@ import slicerio
 
 from harness import ijk_to_ras
 from SCDLSegment import SCDLSegmentLogic, findCtInputs
-from SCDLSegmentLib.jobs import BatchItem, BatchJob
+from SCDLSlicerLib.jobs import BatchItem, BatchJob
 
 
 def test_find_ct_inputs_in_the_shared_data(ts_dir, shared_data):
@@ -45,7 +45,7 @@ class _FakeJob:
     """A job that finishes after ``polls`` polls (batch bookkeeping without child processes)."""
 
     def __init__(self, polls, ok=True):
-        from SCDLSegmentLib.childoutput import ProgressTracker
+        from SCDLSlicerLib.childoutput import ProgressTracker
 
         self.left, self.ok, self.cancelled = polls, ok, False
         self.tracker = ProgressTracker()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from SCDLSegmentLib.childoutput import ProgressTracker, failure_message, format_seconds, parse_line
-from SCDLSegmentLib.jobs import extract_confidence
+from SCDLSlicerLib.childoutput import ProgressTracker, failure_message, format_seconds, parse_line
+from SCDLSlicerLib.jobs import extract_confidence
 
 
 def test_lines_are_classified_by_content():

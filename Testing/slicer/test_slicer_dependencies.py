@@ -6,8 +6,8 @@ import types
 import pytest
 import slicer
 
-from SCDLSegmentLib import dependencies as deps
-from SCDLSegmentLib import devices
+from SCDLSlicerLib import dependencies as deps
+from SCDLSlicerLib import devices
 
 
 def test_plan_compares_requirements_with_installed_versions(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from SCDLSegmentLib.process import ChildProcess, process_tree
+from SCDLSlicerLib.process import ChildProcess, process_tree
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="process groups and ps are POSIX")
 

@@ -8,7 +8,7 @@ import slicer
 from harness import ijk_to_ras
 from scdl.io.writers import write_label_map
 from scdl.labels.table import LabelTable
-from SCDLSegmentLib import sceneio
+from SCDLSlicerLib import sceneio
 
 
 

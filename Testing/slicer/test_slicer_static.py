@@ -52,7 +52,7 @@ def test_cmake_lists_equal_the_files_on_disk():
 
 
 def test_requirements_follow_pyproject_minus_what_slicer_provides():
-    from SCDLSegmentLib import dependencies as deps
+    from SCDLSlicerLib import dependencies as deps
 
     text = (REPO / "pyproject.toml").read_text()
     block = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
@@ -67,7 +67,7 @@ def test_requirements_follow_pyproject_minus_what_slicer_provides():
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")) + [MODULE_FILE], ids=lambda p: p.name)
 def test_no_heavy_or_gui_imports_at_file_scope(path):
     top = file_scope_imports(path)  # try/except ImportError blocks at file scope count too
-    allowed = set(sys.stdlib_module_names) | {"slicer", "numpy", "SCDLSegmentLib"}
+    allowed = set(sys.stdlib_module_names) | {"slicer", "numpy", "SCDLSegmentLib", "SCDLSlicerLib"}
     if path == MODULE_FILE:
         allowed |= {"qt", "vtk"}  # the widget is Qt glue; PythonQt and VTK are always there in Slicer
     assert top <= allowed, f"{path.name}: {sorted(top - allowed)}"
@@ -99,14 +99,18 @@ def test_icon_is_a_128_pixel_png():
     assert png_size(MODULE_DIR / "Resources" / "Icons" / "SCDLSegment.png") == (128, 128)
 
 
-def test_developer_checkout_finds_the_core_package_beside_the_module(tmp_path):
-    """Without ``pip install -e`` (site-packages off: ``python -S``) the Logic makes ``import scdl`` work."""
+def test_developer_checkout_finds_the_shared_library_and_the_core_package(tmp_path):
+    """Only SCDLSegment/ on the path (its folder added in Slicer's settings) and no ``pip install -e``
+    (site-packages off: ``python -S``): importing the module's own package makes ``SCDLSlicerLib`` and ``scdl``
+    importable from the checkout root (``SCDLSegmentLib/__init__.py``), and the child gets that folder."""
     code = (
         "import importlib.util, sys; sys.path.insert(0, %r)\n"
-        "from SCDLSegmentLib import commands\n"
-        "print(importlib.util.find_spec('scdl') is None, commands.ensure_core_importable())\n"
+        "print(importlib.util.find_spec('scdl') is None, importlib.util.find_spec('SCDLSlicerLib') is None)\n"
+        "import SCDLSegmentLib, SCDLSlicerLib\n"
+        "from SCDLSlicerLib import commands\n"
+        "print(commands.ensure_core_importable(), SCDLSlicerLib.__file__)\n"
         "print(commands.scdl_package_parent())\n"
     ) % str(MODULE_DIR)
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["True True", str(REPO)]
+    assert out.stdout.split("\n")[:3] == ["True True", f"True {REPO / 'SCDLSlicerLib' / '__init__.py'}", str(REPO)]

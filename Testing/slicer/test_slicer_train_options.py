@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from SCDLSegmentLib.childoutput import parse_line
+from SCDLSlicerLib.childoutput import parse_line
 from SCDLTrainLib import estimate, options
 from SCDLTrainLib.monitor import TrainMonitor
 

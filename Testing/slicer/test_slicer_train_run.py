@@ -153,11 +153,11 @@ def test_model_is_registered_selected_in_scdlsegment_and_its_card_shown(run):
 
 def test_validation_case_segmented_by_scdlsegment_logic_with_the_new_model(run):
     review = run["review"]
-    assert [(i.name, i.status) for i in review.items] == [(next(c.name for c in run["exported"].cases if c.split == "val"), "done")]
-    node = slicer.mrmlScene.GetNodeByID(review.items[0].segmentation_id)
+    assert [(i.label, i.status) for i in review.items] == [(next(c.name for c in run["exported"].cases if c.split == "val"), "done")]
+    node = slicer.mrmlScene.GetNodeByID(review.items[0].result)
     assert node.GetAttribute("SCDLTrain.Prediction") == run["model_id"]
-    assert node.GetName() == f"{review.items[0].name} - {run['model_id']}"
-    volume = slicer.mrmlScene.GetNodeByID(review.items[0].volume_id)
+    assert node.GetName() == f"{review.items[0].label} - {run['model_id']}"
+    volume = slicer.mrmlScene.GetNodeByID(review.items[0].source)
     geometry = node.GetSegmentation().GetConversionParameter("Reference image geometry").split(";")
     assert geometry[16:22] == ["0", "39", "0", "31", "0", "23"]           # the 40x32x24 block's grid
     # the prediction never counts as a label: the cohort still has the same labeled cases

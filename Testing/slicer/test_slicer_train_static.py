@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from fakeui import ui_custom_widgets, ui_widgets
-from harness import MODULE_DIR as SEGMENT_DIR
 from harness import REPO, STUBS
 from statictools import (
     PANEL_FILE, check_descriptor, cmake_list, file_scope_imports, files_on_disk, heavy_modules_after_import, imports,
@@ -41,7 +40,7 @@ def test_cmake_lists_equal_the_files_on_disk():
     assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_RESOURCES", "SCDLTrain") == resources
     text = CMAKE_FILE.read_text()
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
-    # both modules install into qt-scripted-modules/Resources: SCDLTrain reuses SCDLSegment's requirements
+    # the requirements are the shared library's (SCDLSlicerLib/requirements.txt), not a module's
     assert not (MODULE_DIR / "Resources" / "requirements.txt").exists()
     assert "add_subdirectory(SCDLTrain)" in (REPO / "CMakeLists.txt").read_text()
 
@@ -55,7 +54,7 @@ def test_submodule_list_names_every_helper():
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")) + [MODULE_FILE], ids=lambda p: p.name)
 def test_no_heavy_or_gui_imports_at_file_scope(path):
     top = file_scope_imports(path)
-    allowed = set(sys.stdlib_module_names) | {"slicer", "numpy", "vtk", "SCDLSegmentLib", "SCDLTrainLib"}
+    allowed = set(sys.stdlib_module_names) | {"slicer", "numpy", "vtk", "SCDLSlicerLib", "SCDLTrainLib"}
     if path == MODULE_FILE:
         allowed |= {"qt"}  # the widget is Qt glue
     assert top <= allowed, f"{path.name}: {sorted(top - allowed)}"
@@ -71,20 +70,22 @@ def test_logic_class_has_no_qt():
 
 
 def test_importing_the_module_loads_nothing_heavy():
-    assert heavy_modules_after_import("SCDLTrain", [Path(__file__).parent, STUBS, SEGMENT_DIR, MODULE_DIR]) == []
+    assert heavy_modules_after_import("SCDLTrain", [Path(__file__).parent, STUBS, MODULE_DIR]) == []
 
 
-def test_developer_checkout_finds_scdlsegmentlib_beside_the_module():
-    """Only SCDLTrain/ on the path (one module folder added in Slicer's settings): SCDLSegmentLib is found in
-    the sibling SCDLSegment/ folder."""
+def test_developer_checkout_finds_the_shared_library_without_scdlsegment(tmp_path):
+    """Only SCDLTrain/ on the path (one module folder added in Slicer's settings; the stubs stand in for
+    Slicer): SCDLTrain imports, ``SCDLSlicerLib`` comes from the checkout root, and neither the SCDLSegment module
+    nor its ``SCDLSegmentLib`` is loaded."""
     code = (
-        "import sys; sys.path[:0] = [%r, %r, %r]\n"
-        "import harness; sys.path.remove(%r)\n"
-        "import SCDLTrain, SCDLSegmentLib; print(SCDLSegmentLib.__file__)\n"
-    ) % (str(Path(__file__).parent), str(STUBS), str(MODULE_DIR), str(SEGMENT_DIR))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        "import importlib.util, sys; sys.path[:0] = [%r, %r]\n"
+        "assert importlib.util.find_spec('SCDLSlicerLib') is None\n"
+        "import SCDLTrain, SCDLSlicerLib; print(SCDLSlicerLib.__file__)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('SCDLSegment')))\n"
+    ) % (str(STUBS), str(MODULE_DIR))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == str(SEGMENT_DIR / "SCDLSegmentLib" / "__init__.py")
+    assert out.stdout.strip().splitlines()[-2:] == [str(REPO / "SCDLSlicerLib" / "__init__.py"), "[]"]
 
 
 def test_module_descriptor_cites_the_paper_and_uses_tr():

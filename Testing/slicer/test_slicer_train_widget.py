@@ -19,8 +19,8 @@ from fakeui import FakeWidget, ui_widgets
 from harness import REPO
 from SCDLTrain import SCDLTrainLogic, SCDLTrainWidget
 from SCDLTrainLib import trainjob
-from SCDLSegmentLib import dependencies as deps
-from SCDLSegmentLib.process import ChildProcess
+from SCDLSlicerLib import dependencies as deps
+from SCDLSlicerLib.process import ChildProcess
 from widgettools import pump
 
 UI_FILE = REPO / "SCDLTrain" / "Resources" / "UI" / "SCDLTrain.ui"

@@ -14,7 +14,7 @@ import slicer
 from fakeui import make_fake_ui
 from harness import MODULE_DIR
 from SCDLSegment import POLL_INTERVAL_MS, SCDLSegmentLogic, SCDLSegmentWidget
-from SCDLSegmentLib import dependencies as deps
+from SCDLSlicerLib import dependencies as deps
 from widgettools import pump as _pump
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SCDLSegment.ui"
