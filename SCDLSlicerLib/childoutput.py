@@ -10,12 +10,12 @@ and human-readable lines on stderr, among them ``error: <path>: <message> Fix: <
 ``warning: ...`` and ``cancelled: ...``. Slicer's ``launchConsoleProcess`` merges both streams, so every
 line is classified by its content, never by the stream it came from.
 
-No Qt and no Slicer here: the module is shared by SCDLSegment and SCDLTrain and tested on its own.
+JSON lines are decoded by the core's ``scdl.progress.parse_event`` (the stream's one parser, also used by the
+benchmarks); this module classifies them. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -50,15 +50,13 @@ class ChildLine:
 
 def parse_line(line: str) -> ChildLine:
     """Classify one output line of the child (trailing newline allowed)."""
+    from scdl.progress import parse_event  # the one parser of the stream (stdlib only; not at module load)
+
     text = line.rstrip("\r\n")
     stripped = text.strip()
-    if stripped.startswith("{") and stripped.endswith("}"):
-        try:
-            data = json.loads(stripped)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            return _classify_json(data, stripped)
+    data = parse_event(stripped)
+    if data is not None:
+        return _classify_json(data, stripped)
     lower = stripped.lower()
     if lower.startswith("error:"):
         return ChildLine("error", stripped[len("error:"):].strip())
