@@ -69,6 +69,9 @@ class _Collapsible(QGroupBox):
         self.blockSignals(blocked)
         for child in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
             child.setVisible(not self._collapsed)
+        # collapsed: the title line only, as ctk draws it (no empty frame below)
+        self.setFlat(self._collapsed)
+        self.setMaximumHeight(self.fontMetrics().height() + 6 if self._collapsed else 16777215)
 
     collapsed = Property(bool, isCollapsed, setCollapsed)
 
