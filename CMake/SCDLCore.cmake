@@ -73,6 +73,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/models/__init__.py
   scdl/models/cache.py
   scdl/models/card.py
+  scdl/models/cardtext.py
   scdl/models/catalog.py
   scdl/models/download.py
   scdl/models/fetch.py

@@ -394,7 +394,7 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         architecture=run_card["architecture"], preprocessing=run_card["preprocessing"],
         ensemble=int(run_card["ensemble"]), inference=cohort.get("inference"),
         description=(f"CPS + SCDL VNet pair (width {run_card['architecture']['n_filters']}) at "
-                     f"{run_card['preprocessing'].get('spacing_mm')} mm, trained on the CPU with "
+                     f"{' x '.join(f'{float(v):g}' for v in run_card['preprocessing'].get('spacing_mm') or [])} mm, trained on the CPU with "
                      f"bench/train_default_model.py on one real CT (patient A) plus synthetic unlabeled phantoms. "
                      f"Held-out: {headline}."),
         provenance={
@@ -416,34 +416,13 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
 
 
 def readme_text(card: dict[str, Any]) -> str:
-    """A Markdown model card (README.md inside the package) from the card."""
-    prov = card["provenance"]
-    metrics = prov["validation_metrics"]
-    lines = [f"# {card['title']} (`{card['id']}` {card['version']})", "", card["description"], "",
-             "## Intended use", card["intended_use"], "", "## Warnings"]
-    lines += [f"- {w}" for w in card["warnings"]]
-    lines += ["", "## Training data and licences"]
-    lines += [f"- {d}" for d in prov["data"]]
-    lines += [f"- Licences: {prov['data_licence']}", f"- Held out (never trained on): "
-              f"{', '.join(prov['held_out_patients'])}", "",
-              "## Training", f"- Framework: {prov['framework']} (scdl train), {prov['iterations']} iterations, "
-              f"{(prov.get('training_time_s') or 0) / 60:.1f} min of training on {prov['machine'].get('device')} "
-              f"({prov['machine'].get('cpu_count')} CPU cores, torch {prov['machine'].get('torch')}).",
-              f"- Architecture: {json.dumps(card['architecture'])}, ensemble of {card['ensemble']}.",
-              f"- Preprocessing: {json.dumps(card['preprocessing'])}.",
-              "- Recipe: Resources/Models/recipes/scdl-abdominal-ct (config.json, cohort.json); "
-              "reproduce with `python bench/train_default_model.py --out runs/default`.", "",
-              "## Held-out metrics (native grid, against TotalSegmentator silver labels)"]
-    for patient, m in metrics["held_out"].items():
-        lines += [f"### {patient}", f"Mean Dice over the {m['organs_labelled']} labelled organs: "
-                  f"**{m['mean_dice_labelled_organs']}** (evaluate convention, false positives included: "
-                  f"{m['mean_dice']}).", "", "| organ | Dice | HD95 mm | ASD mm | status |", "|---|---|---|---|---|"]
-        for organ, s in m["organs"].items():
-            cells = ["-" if s[k] is None else f"{s[k]:.4g}" for k in ("dice", "hd95_mm", "asd_mm")]
-            lines.append(f"| {organ} | {' | '.join(cells)} | {s['status']} |")
-        lines.append("")
-    lines += ["Training-set numbers are never reported as accuracy. Licence of the weights: " + card["licence"], ""]
-    return "\n".join(lines)
+    """The package's README.md: the card in Markdown (scdl.models.cardtext) with the recipe's note."""
+    from scdl.models.cardtext import card_markdown
+
+    return card_markdown(card, training_notes=[
+        "Recipe: Resources/Models/recipes/scdl-abdominal-ct (config.json, cohort.json); reproduce with "
+        "`python bench/train_default_model.py --out runs/default`."],
+        held_out_heading="Held-out metrics (native grid, against TotalSegmentator silver labels)")
 
 
 def write_package(card: dict[str, Any], states: list[dict], labels: Any, out: Path) -> Path:

@@ -154,39 +154,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _card_text(card: dict, labels, path: Path, networks: int) -> str:
-    arch, pre, inf, prov = card["architecture"], card["preprocessing"], card["inference"], card["provenance"]
-    if pre["mode"] == "spacing":
-        grid = "spacing " + " x ".join(f"{v:g}" for v in pre["spacing_mm"]) + " mm"
-    else:
-        grid = "fixed size " + " x ".join(str(v) for v in pre["size"]) + " voxels"
-    lines = [
-        f"{card['title']}",
-        f"  id:            {card['id']}  (version {card['version']})",
-        f"  path:          {path}",
-        f"  network:       {arch['name']} n_filters={arch['n_filters']} norm={arch['norm']} x {networks} (ensemble)",
-        f"  classes:       {arch['n_classes']} (background + {', '.join(labels.names)})",
-        f"  preprocessing: {pre['orientation']}, {grid}, patch {' x '.join(str(v) for v in pre['patch_size'])}, "
-        f"window {pre['window'][0]:g}..{pre['window'][1]:g} HU -> {pre['scale'][0]:g}..{pre['scale'][1]:g}",
-        f"  inference:     overlap {inf['overlap']:g}, {inf['blending']} blending, "
-        f"largest component {'on' if inf['keep_largest_component'] else 'off'}",
-        f"  training data: {prov.get('data') or 'not stated'}"
-        + (f" ({prov['data_licence']})" if prov.get("data_licence") else ""),
-        f"  framework:     {prov.get('framework') or 'not stated'}"
-        + (f", {prov['iterations']} iterations" if prov.get("iterations") is not None else "")
-        + (f", {prov['training_time_s']:.0f} s" if prov.get("training_time_s") is not None else ""),
-    ]
-    if prov.get("validation_metrics"):
-        lines.append(f"  validation:    {json.dumps(prov['validation_metrics'])}")
-    lines += [
-        f"  created:       {prov['created']} with {prov['software_version']}",
-        f"  intended use:  {card['intended_use']}",
-        f"  licence:       {card['licence']}",
-    ]
-    if card.get("description"):
-        lines.append(f"  description:   {card['description']}")
-    for warning in card.get("warnings", []):
-        lines.append(f"  WARNING:       {warning}")
-    return "\n".join(lines)
+    from scdl.models.cardtext import card_text
+
+    return card_text(card, label_names=labels.names, path=path, networks=networks)
 
 
 def run_info(args: argparse.Namespace) -> int:
