@@ -29,6 +29,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SCDLSegmentLib import SUBMODULES  # first: in a developer checkout it makes SCDLSlicerLib importable
+from SCDLSegmentLib import results
 from SCDLSlicerLib import commands, devices, jobs, models, sceneio, scenejob
 from SCDLSlicerLib import dependencies as deps
 from SCDLSlicerLib.panel import PanelMixin
@@ -330,6 +331,7 @@ class SCDLSegmentWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservation
         self.ui.logTextEdit.clear()
         self.ui.warningsLabel.text = ""
         self.ui.confidenceTable.setRowCount(0)
+        self.ui.confidenceGroupBox.collapsed = True
 
     def _startTask(self, kind, job) -> None:
         self._task = (kind, job)
@@ -396,14 +398,21 @@ class SCDLSegmentWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservation
         notFound = result.report.missing if result.report else []
         self.ui.warningsLabel.text = "\n".join(
             result.warnings + ([_("Not found: {organs}.").format(organs=", ".join(notFound))] if notFound else []))
-        self._showConfidence(result.confidence)
+        self._showResults(result)
 
-    def _showConfidence(self, confidence) -> None:
+    def _showResults(self, result) -> None:
+        """One row per organ of the model: its confidence (or "found"), or "not found" (no segment)."""
+        if result.report is not None:
+            rows = results.organ_rows(result.report, result.confidence)
+        else:  # a package path without a label table: what the child reported
+            rows = [(name, _("not found") if value is None else f"{value:.3f}") for name, value in result.confidence.items()]
         table = self.ui.confidenceTable
-        table.setRowCount(len(confidence))
-        for row, (name, value) in enumerate(confidence.items()):
+        table.setHorizontalHeaderLabels([_("Organ"), results.result_column_title(result.confidence)])
+        table.setRowCount(len(rows))
+        for row, (name, text) in enumerate(rows):
             table.setItem(row, 0, qt.QTableWidgetItem(name))
-            table.setItem(row, 1, qt.QTableWidgetItem(_("not found") if value is None else f"{value:.3f}"))
+            table.setItem(row, 1, qt.QTableWidgetItem(text))
+        self.ui.confidenceGroupBox.collapsed = len(rows) == 0
 
     def _error(self, text) -> None:
         self._showError(text, _("SCDL Segment"))
@@ -584,6 +593,15 @@ class SCDLSegmentLogic(ScriptedLoadableModuleLogic):
         if result is not None:
             logging.info("SCDLSegment: %s", result.segmentation_node.GetName())
         return result
+
+    def addEmptySegments(self, segmentationNode, model=None) -> list:
+        """Add an empty segment (name, colour, terminology) for each organ of ``model`` that ``segmentationNode``
+        lacks, to paint a missed organ in the Segment Editor; returns the names added. Only on request: in a
+        training case of SCDL Train an empty segment means "annotated, absent", not "not found"."""
+        labels = models.label_infos(model)
+        if not labels:
+            raise ValueError(_("The model has no label table: the organ names are unknown."))
+        return sceneio.add_empty_segments(segmentationNode, labels)
 
     def segment(self, inputVolume, model=None, device: str = "auto", outputSegmentation=None,
                 uncertainty: bool = False, timeout=None):

@@ -105,6 +105,7 @@ class LoadReport:
     colors_set: list[str] = field(default_factory=list)
     terminology_set: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    organs: list[str] = field(default_factory=list)  # every label of the table, in table order (found or not)
 
 
 def label_infos_from_table(table) -> list[LabelInfo]:
@@ -175,11 +176,13 @@ def apply_label_table(segmentation_node, labels: Iterable[LabelInfo], color_tole
     """Give each segment the name, colour and terminology of its label-table entry where they differ.
 
     The child writes them into the ``.seg.nrrd`` already; this is the check (and the repair for files
-    written by older tools). Labels without a segment are reported in ``missing``.
+    written by older tools). Labels without a segment (organs the model did not find: the file holds only
+    found organs, see docs/io.md) are reported in ``missing``; no segment is added for them.
     """
     report = LoadReport()
     segmentation = segmentation_node.GetSegmentation()
     for label in labels:
+        report.organs.append(label.name)
         segment_id = segment_id_for(segmentation, label)
         if segment_id is None:
             report.missing.append(label.name)
@@ -197,6 +200,25 @@ def apply_label_table(segmentation_node, labels: Iterable[LabelInfo], color_tole
                 report.terminology_set.append(label.name)
         report.segment_names.append(label.name)
     return report
+
+
+def add_empty_segments(segmentation_node, labels: Iterable[LabelInfo]) -> list[str]:
+    """Add an empty segment (name, colour, terminology of the label) for each label that has no segment yet,
+    e.g. to paint an organ the model missed in the Segment Editor; returns the names added.
+
+    Never done automatically: an empty segment states "annotated, absent in this CT" (SCDLTrain's scene cohort
+    takes it so, and DICOM SEG export asks whether to skip it), which "not found" does not.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    added = []
+    for label in labels:
+        if segment_id_for(segmentation, label) is not None:
+            continue
+        segment_id = segmentation.AddEmptySegment("", label.name, list(label.color))
+        if label.terminology:
+            segmentation.GetSegment(segment_id).SetTerminology(label.terminology)
+        added.append(label.name)
+    return added
 
 
 def place_in_subject_hierarchy(node, reference_node) -> None:

@@ -27,4 +27,4 @@ def _find_shared_library() -> None:
 _find_shared_library()
 
 #: Submodules in dependency order (``SCDLSegmentWidget.onReload`` reloads them after ``SCDLSlicerLib``'s).
-SUBMODULES = ()
+SUBMODULES = ("results",)

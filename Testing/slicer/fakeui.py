@@ -94,6 +94,9 @@ class FakeWidget:
     def cell(self, row: int, column: int) -> str:
         return self.rows[(row, column)].text()
 
+    def setHorizontalHeaderLabels(self, labels) -> None:
+        self.headers = list(labels)
+
 
 def make_fake_ui(ui_path: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{name: FakeWidget(name, cls) for name, cls in ui_widgets(ui_path).items()})

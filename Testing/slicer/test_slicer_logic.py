@@ -125,3 +125,14 @@ def test_warnings_reach_the_result(run):
 def test_nothing_left_behind(run):
     assert not run["job"].work_dir.exists()
     assert run["volume"].GetStorageNode().GetFileName().endswith("example_ct.nii.gz")
+
+
+def test_only_found_organs_are_segments_in_the_file_and_the_scene(run):
+    """docs/io.md: the .seg.nrrd holds one segment per organ FOUND (none empty); the others are reported missing."""
+    seg = slicerio.read_segmentation(str(run["file"]))
+    in_file = [segment["name"] for segment in seg["segments"]]
+    for segment in seg["segments"]:
+        assert np.count_nonzero(seg["voxels"] == segment["labelValue"]) > 0
+    report = run["result"].report
+    assert sorted(in_file) == sorted(report.segment_names)
+    assert report.organs == LabelTable.load("synapse").names and not set(report.missing) & set(in_file)

@@ -194,3 +194,14 @@ def test_scene_volumes_and_file_stems(slicer_app, patient_a_volume):
     assert sceneio.scene_volumes() == [patient_a_volume]
     assert sceneio.safe_file_stem('CT: "arterial" 1/2') == "CT___arterial__1_2"
     assert sceneio.safe_file_stem("...") == "volume"
+
+
+def test_results_rows_list_every_organ_in_table_order():
+    from SCDLSegmentLib.results import organ_rows, result_column_title
+
+    report = sceneio.LoadReport(segment_names=["spleen", "liver"], missing=["kidney_right"],
+                                organs=["spleen", "kidney_right", "liver"])
+    assert organ_rows(report) == [("spleen", "found"), ("kidney_right", "not found"), ("liver", "found")]
+    confidence = {"spleen": 0.91234, "kidney_right": None, "liver": 0.5}
+    assert organ_rows(report, confidence) == [("spleen", "0.912"), ("kidney_right", "not found"), ("liver", "0.500")]
+    assert result_column_title(confidence) == "Confidence" and result_column_title({}) == "Result"

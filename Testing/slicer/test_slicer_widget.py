@@ -231,3 +231,40 @@ def test_batch_over_a_folder_writes_one_file_per_ct_and_warns_for_non_ct(widget,
     assert widget.ui.batchProgressBar.value == 100
     assert widget.ui.batchStatusLabel.text == "2 segmented, 0 failed, 0 cancelled (of 2)"
     assert dialogs.errors == []
+
+
+def test_results_table_lists_every_organ_found_or_not(widget, patient_a_volume, coarse_model, scdl_home, dialogs):
+    """Only found organs become segments; the results table has one row per organ of the model, the missed
+    ones "not found" (docs/io.md)."""
+    from scdl.labels.table import LabelTable
+
+    _install(coarse_model, scdl_home)
+    widget.refreshModels()
+    widget.initializeParameterNode()
+    widget._parameterNode.device = "cpu"
+    widget.onApplyButton()
+    _pump(widget, lambda: widget._task is None, timeout=120)
+    assert dialogs.errors == []
+    node = _segmentation_nodes()[0]
+    segmentation = node.GetSegmentation()
+    found = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    table = widget.ui.confidenceTable
+    rows = [(table.cell(r, 0), table.cell(r, 1)) for r in range(table.rowCount_)]
+    names = LabelTable.load("synapse").names
+    assert [name for name, _text in rows] == names                     # every organ, in table order
+    assert {name for name, text in rows if text == "found"} == found
+    missed = [name for name, text in rows if text == "not found"]
+    assert missed and len(found) + len(missed) == len(names)          # the random model misses some organs
+    for name in missed:                                                # ... and they have no (empty) segment
+        assert not segmentation.GetSegmentIdBySegmentName(name)
+    assert table.headers == ["Organ", "Result"] and widget.ui.confidenceGroupBox.collapsed is False
+    assert widget.ui.warningsLabel.text.endswith("Not found: " + ", ".join(missed) + ".")
+
+    # on request (to paint a missed organ in the Segment Editor): empty segments with the table's names and codes
+    added = widget.logic.addEmptySegments(node, "coarse-test-model")
+    assert added == missed and segmentation.GetNumberOfSegments() == len(names)
+    entry = LabelTable.load("synapse").by_name(missed[0])
+    segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(missed[0]))
+    assert segment.GetTerminology() == entry.terminology_string()
+    np.testing.assert_allclose(segment.GetColor(), entry.color_float, atol=1e-6)
+    assert widget.logic.addEmptySegments(node, "coarse-test-model") == []   # nothing twice
