@@ -15,6 +15,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/bench/ssl_score.py
   scdl/bench/ssl_settings.py
   scdl/bench/ssl_train.py
+  scdl/choice.py
   scdl/cli/__init__.py
   scdl/cli/bench.py
   scdl/cli/demo.py

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from scdl.errors import ScdlError
+from scdl.training.config import Framework
 
 
 @dataclass(frozen=True)
@@ -51,17 +52,17 @@ class BenchConfiguration:
 
 
 CONFIGURATIONS: dict[str, BenchConfiguration] = {c.name: c for c in (
-    BenchConfiguration("supervised", "supervised", {}, "one VNet, labeled patches only (GA-CE + GA-Dice)"),
-    BenchConfiguration("cps", "cps", {}, "GA-CPS: two VNets, cross pseudo supervision on all patches"),
-    BenchConfiguration("cps+cdba", "cps-scdl", {"use_sac": False, "use_kl": False},
+    BenchConfiguration("supervised", Framework.SUPERVISED.value, {}, "one VNet, labeled patches only (GA-CE + GA-Dice)"),
+    BenchConfiguration("cps", Framework.CPS.value, {}, "GA-CPS: two VNets, cross pseudo supervision on all patches"),
+    BenchConfiguration("cps+cdba", Framework.CPS_SCDL.value, {"use_sac": False, "use_kl": False},
                        "CPS + SCDL proxy loss only (P2E + 0.1 E2P)"),
-    BenchConfiguration("cps+cdba+sac", "cps-scdl", {"use_kl": False},
+    BenchConfiguration("cps+cdba+sac", Framework.CPS_SCDL.value, {"use_kl": False},
                        "CPS + SCDL proxy loss + semantic anchors (no KL)"),
-    BenchConfiguration("cps-scdl", "cps-scdl", {},
+    BenchConfiguration("cps-scdl", Framework.CPS_SCDL.value, {},
                        "CPS + full SCDL (proxy + SAC + KL), P_p2e over tokens (METHOD.md)"),
-    BenchConfiguration("cps-scdl-classes", "cps-scdl", {"p2e_axis": "classes"},
+    BenchConfiguration("cps-scdl-classes", Framework.CPS_SCDL.value, {"p2e_axis": "classes"},
                        "CPS + full SCDL, P_p2e over classes as in the released code (KL = 0)"),
-    BenchConfiguration("cps+cdba+kl", "cps-scdl", {"use_sac": False},
+    BenchConfiguration("cps+cdba+kl", Framework.CPS_SCDL.value, {"use_sac": False},
                        "CPS + SCDL proxy loss + KL (no SAC)"),
 )}
 

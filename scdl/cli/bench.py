@@ -7,6 +7,8 @@ import shlex
 import sys
 from typing import Any
 
+from scdl.progress import MODES as PROGRESS_MODES
+
 SSL_DESCRIPTION = """\
 Imbalanced semi-supervised benchmark and ablation: supervised vs CPS vs CPS+SCDL (and the SCDL ablation
 ladder) trained on the same synthetic cohort (scdl phantom; Synapse 20 % shape: 4 labeled + 16 unlabeled
@@ -85,7 +87,7 @@ def register(subparsers: Any) -> None:
                    help="sliding windows per forward when scoring (default 4; does not change the predictions)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting for every run, as in scdl train --set (repeatable)")
-    p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
                    help="progress bars on stderr (default), JSON lines on stdout, or none")
     p.set_defaults(func=run_ssl)
 

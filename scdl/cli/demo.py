@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from scdl.progress import MODES as PROGRESS_MODES
+
 DESCRIPTION = """\
 Segment the bundled sample CT (Resources/Sample: an upper-abdomen contrast CT, patient B of the
 TotalSegmentator test fixtures) with the default model (or --model), and write into DIR:
@@ -62,7 +64,7 @@ def register(subparsers) -> None:
                         help="model id or package folder (default: the catalog's default model)")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                         help="where the networks run (default auto: CUDA if available)")
-    parser.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
                         help="progress bars on stderr (tqdm), JSON lines on stdout (json), or nothing")
     parser.set_defaults(func=run)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from scdl.errors import ScdlError
+from scdl.progress import MODES as PROGRESS_MODES
 
 EPILOG = """examples:
   scdl models list
@@ -105,7 +106,7 @@ def register(subparsers) -> None:
                 "scdl models download scdl-authors-amos-cps\nscdl models download scdl-authors-amos-cps --force")
     p.add_argument("model", metavar="ID")
     p.add_argument("--force", action="store_true", help="download again even if installed")
-    p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
                    help="progress as a bar (default), JSON lines on stdout, or none")
     p.set_defaults(func=run_download)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+from scdl.progress import MODES as PROGRESS_MODES
+
 DESCRIPTION = """\
 Generate a cohort of synthetic abdominal CT-like volumes with label maps of the 13 Synapse organs
 (spleen, kidneys, gallbladder, oesophagus, liver, stomach, aorta, IVC, portal/splenic veins, pancreas,
@@ -82,7 +84,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", default=None, metavar="JSON", help="generator settings (PhantomConfig fields)")
     parser.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier phantom cohort")
-    parser.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
                         help="progress display: bar on stderr, JSON lines on stdout, or none")
     parser.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from scdl.progress import MODES as PROGRESS_MODES
+
 DESCRIPTION = """\
 Segment the abdominal organs of a CT (NIfTI, NRRD, MHA or a DICOM folder) with an SCDL model package.
 The label map is written on exactly the input's grid; its extension picks the format
@@ -38,7 +40,7 @@ def register(subparsers) -> None:
                         help="model id from 'scdl models list' or a package folder (default: the catalog's default)")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                         help="where the networks run (default auto: CUDA if available; falls back to the CPU)")
-    parser.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
                         help="progress bars on stderr (tqdm), JSON lines on stdout (json), or nothing")
     parser.add_argument("--preview", metavar="PNG", default=None,
                         help="also write an axial + coronal overlay picture with a legend")

@@ -38,7 +38,8 @@ The last line on stdout is the path of the trained model package (RUN_DIR/model)
 
 
 def register(subparsers: Any) -> None:
-    from scdl.training.config import FRAMEWORKS, PRESETS
+    from scdl.progress import MODES
+    from scdl.training.config import DEFAULT_FRAMEWORK, DEFAULTS, Framework, Preset
 
     p = subparsers.add_parser(
         "train", help="train or fine-tune a model on a cohort (supervised, CPS, CPS+SCDL)",
@@ -58,8 +59,9 @@ def register(subparsers: Any) -> None:
     src.add_argument("--anatomy-labels", metavar="TABLE",
                      help="label table of the --anatomy maps (default: --source-labels, else totalsegmentator_v2)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (checkpoints, logs, curves, model/)")
-    p.add_argument("--framework", choices=FRAMEWORKS, help="training framework (default cps-scdl)")
-    p.add_argument("--iterations", type=int, metavar="N", help="training iterations (paper: 17000)")
+    # no argparse defaults for settings: an unset flag leaves the preset's / config file's value (layers)
+    p.add_argument("--framework", choices=Framework.values(), help=f"training framework (default {DEFAULT_FRAMEWORK})")
+    p.add_argument("--iterations", type=int, metavar="N", help=f"training iterations (paper: {DEFAULTS['iterations']})")
     p.add_argument("--init", metavar="MODEL", help="fine-tune from a model package (path or id)")
     p.add_argument("--labels", metavar="TABLE",
                    help="classes the model learns: bundled table name or CSV (default synapse; with --init: the "
@@ -68,14 +70,16 @@ def register(subparsers: Any) -> None:
                    help="continue a stopped run exactly where its last checkpoint left it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--config", metavar="FILE", help="JSON file with settings (a partial tree is fine)")
-    p.add_argument("--preset", choices=PRESETS, default=None, help="paper (default) or cpu (small, fast)")
+    p.add_argument("--preset", choices=Preset.values(), default=None,
+                   help=f"{Preset.PAPER} (default: the paper's settings) or {Preset.CPU} (small, fast)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting, e.g. --set optimizer.lr=0.005 --set scdl.lam=0.2 (repeatable)")
-    p.add_argument("--seed", type=int, help="random seed (default 1337)")
-    p.add_argument("--workers", type=int, metavar="N", help="data loader processes (default 2; 0 = in-process)")
+    p.add_argument("--seed", type=int, help=f"random seed (default {DEFAULTS['seed']})")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help=f"data loader processes (default {DEFAULTS['data']['num_workers']}; 0 = in-process)")
     p.add_argument("--cache-dir", metavar="DIR", help="preprocessing cache (default ~/.scdl/cache/preprocessed)")
     p.add_argument("--check-only", action="store_true", help="check the cohort, print every problem, train nothing")
-    p.add_argument("--progress", choices=("tqdm", "json", "none"), default="tqdm",
+    p.add_argument("--progress", choices=MODES, default="tqdm",
                    help="progress display: tqdm bar (default) or JSON lines on stdout")
     p.set_defaults(func=run)
 
@@ -108,7 +112,8 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     """(config, run_dir, resume) from the arguments."""
     from scdl.errors import ScdlError
     from scdl.training.runfolder import RunFolder, load_run_config
-    from scdl.training.config import apply_overrides, deep_update, load_config_file, resolve_config, validate_config
+    from scdl.training.config import (DEFAULT_PRESET, apply_overrides, deep_update, load_config_file, resolve_config,
+                                      validate_config)
 
     resume = args.resume is not None
     if resume:
@@ -151,7 +156,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     if args.init and "patch_size" not in file_values and not any(
             o.split("=", 1)[0].strip() == "patch_size" for o in args.overrides):
         values["patch_size"] = "init"       # fine-tuning: the init model's patch (Trainer resolves it)
-    config = resolve_config(preset or "paper", args.config, values, args.overrides)
+    config = resolve_config(preset or DEFAULT_PRESET.value, args.config, values, args.overrides)
     return config, run_dir, False
 
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 from scdl.errors import ScdlError
 from scdl.inference.sliding_window import WindowConfig
+from scdl.models.card import BLENDINGS, DEFAULT_BLENDING, Blending  # noqa: F401 - Blending: importable here too
 
 _KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component"}
 
@@ -49,7 +50,7 @@ class InferenceSettings:
 
     overlap: float = 0.5
     sw_batch_size: Optional[int] = None
-    blending: str = "gaussian"
+    blending: str = DEFAULT_BLENDING.value
     sigma_scale: float = 0.125
     amp: bool = True
     keep_largest_component: bool = False
@@ -64,7 +65,7 @@ class InferenceSettings:
             settings.window_config((16, 16, 16), "cpu")  # validates the values
         except (TypeError, ValueError) as err:
             raise ScdlError(f"invalid inference settings: {err}",
-                            fix="use an overlap in [0, 1), a positive sw_batch_size, blending gaussian|constant.") from err
+                            fix=f"use an overlap in [0, 1), a positive sw_batch_size, blending {'|'.join(BLENDINGS)}.") from err
         return settings
 
     def window_config(self, roi_size: tuple[int, int, int], device_type: str) -> WindowConfig:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from scdl.inference.ensemble import member_logits, mean_logits
+from scdl.models.card import BLENDINGS, DEFAULT_BLENDING
 from scdl.inference.uncertainty import member_uncertainty
 
 
@@ -48,7 +49,7 @@ class WindowConfig:
     roi_size: tuple[int, int, int] = (96, 96, 96)
     overlap: float = 0.5
     sw_batch_size: int = 1
-    mode: str = "gaussian"
+    mode: str = DEFAULT_BLENDING.value
     sigma_scale: float = 0.125
     pad_value: float = 0.0
     amp: bool = True
@@ -60,8 +61,8 @@ class WindowConfig:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if int(self.sw_batch_size) < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
-        if self.mode not in ("gaussian", "constant"):
-            raise ValueError(f"mode must be 'gaussian' or 'constant', got {self.mode!r}")
+        if self.mode not in BLENDINGS:
+            raise ValueError(f"mode must be one of {', '.join(BLENDINGS)}, got {self.mode!r}")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import re
 from typing import Any, Iterable, Optional
 
+from scdl.choice import Choice
 from scdl.errors import ScdlError
 
 SCHEMA_ID = "scdl-model-card"
@@ -27,9 +28,19 @@ ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 _FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 NORMS = ("batch", "instance", "none")
-BLENDINGS = ("gaussian", "constant")
 
-DEFAULT_INFERENCE: dict[str, Any] = {"overlap": 0.5, "blending": "gaussian", "keep_largest_component": False}
+
+class Blending(Choice):
+    """How overlapping sliding windows are blended (the card's ``inference.blending``; scdl.inference)."""
+
+    GAUSSIAN = "gaussian"       # weights falling off from the window centre (MONAI's importance map)
+    CONSTANT = "constant"       # plain average
+
+
+BLENDINGS: tuple[str, ...] = Blending.values()
+DEFAULT_BLENDING = Blending.GAUSSIAN
+
+DEFAULT_INFERENCE: dict[str, Any] = {"overlap": 0.5, "blending": DEFAULT_BLENDING.value, "keep_largest_component": False}
 
 _FIX = "correct the model card (schema: docs/model_package.md) or re-create the package."
 

@@ -21,6 +21,7 @@ import numpy as np
 from scdl.errors import ScdlError
 from scdl.training.cache import CachedCase, PreprocessCache
 from scdl.training.cohort import Cohort, Case
+from scdl.training.config import DEFAULT_FRAMEWORK, Framework
 from scdl.training.hashing import HashIndex
 from scdl.training.problems import CohortProblem, CohortReport
 
@@ -62,7 +63,7 @@ def _map_values(values: list[int], source: Any, target: Any) -> tuple[list[int],
     return sorted({int(v) for v in np.asarray(mapped).reshape(-1) if int(v) != 0}), sorted(int(u) for u in unknown)
 
 
-def check_cohort(cohort: Cohort, target: Any, *, framework: str = "cps-scdl", labeled_batch: int = 2,
+def check_cohort(cohort: Cohort, target: Any, *, framework: str = DEFAULT_FRAMEWORK.value, labeled_batch: int = 2,
                  unlabeled_batch: int = 2, cache: Optional[PreprocessCache] = None, prepare: bool = False,
                  resample_labels: bool = False, hash_index: Optional[HashIndex] = None,
                  progress: Any = None, init_classes: Optional[set[int]] = None,
@@ -396,7 +397,7 @@ def _check_counts(cohort: Cohort, target: Any, framework: str, labeled_batch: in
             "warning", "few_cases", f"{n_lab} labeled training case{plural(n_lab)} for {labeled_batch} labeled patches "
             "per step: some patches of a step come from the same case.", src, "",
             "add labeled cases for more variety per step (nothing to change otherwise)."))
-    if framework != "supervised":
+    if Framework(framework).uses_unlabeled:
         if n_unl == 0:
             report.problems.append(CohortProblem(
                 "error", "too_few_cases", f"no unlabeled training case, but framework {framework} takes "

@@ -17,12 +17,55 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from scdl.choice import Choice
 from scdl.errors import ScdlError
+from scdl.models.card import DEFAULT_BLENDING
 
-#: Training frameworks: flags of the one training step (METHOD.md §2: the baselines share SCDL's code path).
-#: Same names as scdl.training.step.FRAMEWORKS (kept here so that ``--help`` does not import torch).
-FRAMEWORKS: tuple[str, ...] = ("supervised", "cps", "cps-scdl", "mean-teacher", "mean-teacher-scdl")
-PRESETS: tuple[str, ...] = ("paper", "cpu")
+class Framework(Choice):
+    """Training frameworks: flags of the one training step (METHOD.md §2: the baselines share SCDL's code
+    path). The one owner of the names; scdl.training.step maps each to its host and networks (kept here so
+    that ``--help`` does not import torch)."""
+
+    SUPERVISED = "supervised"
+    CPS = "cps"
+    CPS_SCDL = "cps-scdl"
+    MEAN_TEACHER = "mean-teacher"
+    MEAN_TEACHER_SCDL = "mean-teacher-scdl"
+
+    @property
+    def host(self) -> str:
+        """``supervised``, ``cps`` or ``mean_teacher``: the training step's host method."""
+        return {"supervised": "supervised", "cps": "cps", "cps-scdl": "cps"}.get(self.value, "mean_teacher")
+
+    @property
+    def uses_scdl(self) -> bool:
+        """The SCDL module is on (its loss weight applies)."""
+        return self.value.endswith("-scdl")
+
+    @property
+    def networks(self) -> int:
+        """Segmentation networks trained (and shipped as the ensemble)."""
+        return 2 if self.host == "cps" else 1
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Learns from unlabeled patches (every framework but supervised)."""
+        return self is not Framework.SUPERVISED
+
+
+class Preset(Choice):
+    """Setting presets: ``paper`` = :data:`DEFAULTS` (the paper's values), ``cpu`` = :data:`CPU_PRESET`."""
+
+    PAPER = "paper"
+    CPU = "cpu"
+
+
+FRAMEWORKS: tuple[str, ...] = Framework.values()
+PRESETS: tuple[str, ...] = Preset.values()
+#: Frameworks with the SCDL module on.
+SCDL_FRAMEWORKS: tuple[str, ...] = tuple(f.value for f in Framework if f.uses_scdl)
+DEFAULT_FRAMEWORK = Framework.CPS_SCDL
+DEFAULT_PRESET = Preset.PAPER
 #: Optimisers of ``optimizer.name``: the paper's SGD (momentum, weight decay, poly decay) or AdamW (same decay).
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
@@ -31,8 +74,8 @@ NORM_STATS: tuple[str, ...] = ("update", "frozen")
 
 #: The paper's setting (METHOD.md §2, §5). Values the paper does not state are marked "ours".
 DEFAULTS: dict[str, Any] = {
-    "preset": "paper",
-    "framework": "cps-scdl",
+    "preset": DEFAULT_PRESET.value,
+    "framework": DEFAULT_FRAMEWORK.value,
     "iterations": 17000,
     "seed": 1337,                       # the seed in the authors' Synapse checkpoint name
     "labeled_batch": 2,                 # per process and micro-batch
@@ -68,7 +111,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
              "resample_labels": False},   # True: a label map on another grid is resampled onto its CT (nearest)
     "validation": {"every": 500,        # iterations; 0: only at the end; -1: never (the package holds the last weights)
-                   "overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"},
+                   "overlap": 0.5, "sw_batch_size": 2, "mode": DEFAULT_BLENDING.value},
     "checkpoint_every": 500,
     "log_every": 10,
     "distributed": {"sync_batchnorm": "auto",    # auto: SyncBatchNorm with NCCL (GPUs), per-process BN with gloo
@@ -105,7 +148,7 @@ CPU_PRESET: dict[str, Any] = {
     "checkpoint_every": 100,
 }
 
-PRESET_VALUES: dict[str, dict[str, Any]] = {"paper": {}, "cpu": CPU_PRESET}
+PRESET_VALUES: dict[str, dict[str, Any]] = {Preset.PAPER.value: {}, Preset.CPU.value: CPU_PRESET}
 
 #: Groups whose keys their owner checks (the step's dataclasses, the Preprocessor's card schema).
 OPEN_GROUPS: tuple[str, ...] = ("step", "scdl", "preprocessing", "cohort", "init")
@@ -188,13 +231,13 @@ def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
     return data
 
 
-def resolve_config(preset: str = "paper", file: Optional[os.PathLike | str] = None,
+def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLike | str] = None,
                    values: Optional[Mapping[str, Any]] = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Build the training configuration: defaults -> preset -> file -> ``values`` (flags) -> ``overrides``."""
     if preset not in PRESET_VALUES:
         raise ScdlError(f"unknown preset {preset!r}.", fix=f"use one of {', '.join(PRESETS)}.")
     config = deep_update(DEFAULTS, PRESET_VALUES[preset])
-    config["preset"] = preset
+    config["preset"] = str(preset)
     if file is not None:
         config = deep_update(config, load_config_file(file))
     if values:
@@ -228,7 +271,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise bad(key, f"{config[key]!r} is not a non-negative integer.", f"use e.g. --set {key}=2.")
     if config["labeled_batch"] < 1:
         raise bad("labeled_batch", "at least one labeled patch per step is needed.", "use --set labeled_batch=2.")
-    if config["framework"] != "supervised" and config["unlabeled_batch"] < 1:
+    if Framework(config["framework"]).uses_unlabeled and config["unlabeled_batch"] < 1:
         raise bad("unlabeled_batch", f"framework {config['framework']} learns from unlabeled patches.",
                   "use --set unlabeled_batch=2, or --framework supervised.")
     prob = config["sampling"]["class_prob"]

@@ -29,17 +29,13 @@ from scdl.method.head import SCDLHead
 from scdl.method.tokens import class_proportions, pool_tokens
 from scdl.networks.init import INIT_SCHEMES_BY_INDEX, init_weights
 from scdl.networks.vnet import build_network
+from scdl.training.config import DEFAULT_FRAMEWORK, Framework
 
 __all__ = ["FRAMEWORKS", "SCDLConfig", "StepConfig", "TrainingStep"]
 
-#: framework name -> (host, SCDL on?, number of segmentation networks).
-FRAMEWORKS: dict[str, tuple[str, bool, int]] = {
-    "supervised": ("supervised", False, 1),
-    "cps": ("cps", False, 2),
-    "cps-scdl": ("cps", True, 2),
-    "mean-teacher": ("mean_teacher", False, 1),
-    "mean-teacher-scdl": ("mean_teacher", True, 1),
-}
+#: framework name -> (host, SCDL on?, number of segmentation networks); the names are
+#: scdl.training.config.Framework's.
+FRAMEWORKS: dict[str, tuple[str, bool, int]] = {f.value: (f.host, f.uses_scdl, f.networks) for f in Framework}
 
 
 @dataclass
@@ -128,7 +124,7 @@ class TrainingStep(nn.Module):
     def __init__(
         self,
         networks: Sequence[nn.Module],
-        framework: str = "cps-scdl",
+        framework: str = DEFAULT_FRAMEWORK.value,
         n_classes: Optional[int] = None,
         step: Union[None, StepConfig, Mapping[str, Any]] = None,
         scdl: Union[None, SCDLConfig, Mapping[str, Any]] = None,
@@ -161,7 +157,7 @@ class TrainingStep(nn.Module):
     def build(
         cls,
         arch: Mapping[str, Any],
-        framework: str = "cps-scdl",
+        framework: str = DEFAULT_FRAMEWORK.value,
         step: Union[None, StepConfig, Mapping[str, Any]] = None,
         scdl: Union[None, SCDLConfig, Mapping[str, Any]] = None,
     ) -> "TrainingStep":

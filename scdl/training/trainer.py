@@ -33,7 +33,7 @@ from scdl.errors import Cancelled, ScdlError
 from scdl.training import checkpoint as ckpt
 from scdl.training import runfolder
 from scdl.training.cohort import Cohort
-from scdl.training.config import DEFAULTS, save_config, validate_config
+from scdl.training.config import DEFAULTS, Framework, save_config, validate_config
 from scdl.training.distributed import DistEnv
 from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
@@ -427,7 +427,7 @@ class Trainer:
         labeled, unlabeled, val_cases = self._cases()
         patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
-        unlabeled_batch = 0 if cfg["framework"] == "supervised" else int(cfg["unlabeled_batch"])
+        unlabeled_batch = int(cfg["unlabeled_batch"]) if Framework(cfg["framework"]).uses_unlabeled else 0
         self._announce_partial_labels()
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),

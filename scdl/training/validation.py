@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from scdl.models.card import DEFAULT_BLENDING
 from scdl.training.cache import CachedCase
 
 
@@ -42,7 +43,7 @@ class _Ensemble(nn.Module):
 
 @torch.no_grad()
 def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: Sequence[int], n_classes: int,
-             device: torch.device, *, overlap: float = 0.5, sw_batch_size: int = 2, mode: str = "gaussian",
+             device: torch.device, *, overlap: float = 0.5, sw_batch_size: int = 2, mode: str = DEFAULT_BLENDING.value,
              amp: bool = True, progress: Any = None,
              annotated: Optional[Sequence[np.ndarray]] = None) -> dict[str, Any]:
     """Mean logits of ``networks`` on every case, Dice per class.
