@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scdl.models.card import LABELS_FILE
-from scdl.training.cohort import MANIFEST_NAME
+from scdl.training.cohort import MANIFEST_NAME, write_manifest
 from scdl.training.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,13 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name != args.only:
             continue
         manifest = out / f"cohort_{name}.csv"
-        with manifest.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["image", "label", "split", "labels", "annotated"])
-            writer.writeheader()
-            writer.writerow({"image": str(a_ct), "label": str(label), "split": "train",
-                             "labels": "totalsegmentator_v2", "annotated": annotated})
-            for path in unlabeled:
-                writer.writerow({"image": path, "label": "", "split": "train", "labels": "", "annotated": ""})
+        write_manifest(manifest, [{"image": str(a_ct), "label": str(label), "split": "train",
+                                   "labels": "totalsegmentator_v2", "annotated": annotated}]
+                       + [{"image": path, "label": "", "split": "train", "labels": "", "annotated": ""}
+                          for path in unlabeled])
         run = out / f"run_{name}"
         log(f"fine-tuning ({name}): {args.iterations} iterations")
         t0 = time.monotonic()

@@ -44,7 +44,7 @@ from typing import Any, Optional
 
 from scdl.models.card import LABELS_FILE
 from scdl.progress import parse_event
-from scdl.training.cohort import MANIFEST_NAME
+from scdl.training.cohort import MANIFEST_NAME, write_manifest
 from scdl.training.runfolder import RunFolder, recipe_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,9 +124,6 @@ def z_crops(image_path: Path, label_path: Path, out: Path, fraction: float) -> l
 def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> tuple[Path, dict[str, Any]]:
     """Write ``out/manifest.csv`` (absolute paths) and return it with a description of every row."""
     import csv
-    import io
-
-    from scdl.io.atomic import atomic_write_text
 
     rows: list[dict[str, str]] = []
     described: dict[str, Any] = {"labeled": [], "phantoms": None}
@@ -172,12 +169,7 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
         for key in ("image", "label"):
             if row[key] and str(Path(row[key]).resolve()) in held:
                 raise fail(f"{row[key]}: held-out data in the training manifest.")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["image", "label", "split", "labels"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    manifest = out / MANIFEST_NAME
-    atomic_write_text(manifest, buf.getvalue())
+    manifest = write_manifest(out / MANIFEST_NAME, rows)
     counts = {"labeled": sum(1 for r in rows if r["label"] and r["split"] == "train"),
               "unlabeled": sum(1 for r in rows if not r["label"]),
               "val": sum(1 for r in rows if r["split"] == "val")}

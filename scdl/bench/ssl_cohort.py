@@ -12,6 +12,7 @@ import numpy as np
 
 from scdl.bench.ssl_settings import SSLBenchSettings
 from scdl.errors import ScdlError
+from scdl.training.cohort import MANIFEST_NAME
 
 SPEC_NAME = "bench_cohort.json"
 
@@ -49,7 +50,7 @@ def ensure_cohort(out: Path, settings: SSLBenchSettings, progress: Any = None) -
     from scdl.phantom.config import PhantomConfig
 
     folder = cohort_folder(out, settings)
-    manifest = folder / "manifest.csv"
+    manifest = folder / MANIFEST_NAME
     spec_file = folder / SPEC_NAME
     if not (manifest.is_file() and spec_file.is_file()):
         config = PhantomConfig.from_dict({"spacing": [settings.spacing_mm] * 3})

@@ -16,8 +16,6 @@ ignores it. ``labels`` names the bundled label table ``synapse``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,6 +31,7 @@ from scdl.io.atomic import atomic_dir
 from scdl.phantom.anatomy import SYNAPSE_ORGANS
 from scdl.phantom.config import PhantomConfig
 from scdl.phantom.generator import generate_case
+from scdl.training.cohort import MANIFEST_NAME
 
 MANIFEST_COLUMNS = ("image", "label", "split", "labels", "reference")
 LABEL_TABLE = "synapse"
@@ -106,16 +105,17 @@ def _write_case(config: PhantomConfig, seed: int, index: int, folder: str) -> di
 
 
 def manifest_text(split: Split) -> str:
-    """The manifest CSV of a cohort laid out by :func:`write_cohort`."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
+    """The manifest CSV of a cohort laid out by :func:`write_cohort` (scdl.training.cohort writes it)."""
+    from scdl.training.cohort import manifest_text as cohort_manifest_text
+
+    rows = []
     for index in range(split.cases):
         name = case_name(index)
         which, labeled = split.of(index)
         label = f"labels/{name}.nii.gz"
-        writer.writerow([f"images/{name}.nii.gz", label if labeled else "", which, LABEL_TABLE, label])
-    return buffer.getvalue()
+        rows.append({"image": f"images/{name}.nii.gz", "label": label if labeled else "", "split": which,
+                     "labels": LABEL_TABLE, "reference": label})
+    return cohort_manifest_text(rows, MANIFEST_COLUMNS)
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -189,5 +189,5 @@ def write_cohort(out: os.PathLike | str, config: PhantomConfig, split: Split, se
             "cases": [summaries[i] for i in range(split.cases)],
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1), encoding="utf-8")
-        (tmp / "manifest.csv").write_text(manifest_text(split), encoding="utf-8")
-    return out / "manifest.csv"
+        (tmp / MANIFEST_NAME).write_text(manifest_text(split), encoding="utf-8")
+    return out / MANIFEST_NAME

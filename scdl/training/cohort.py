@@ -28,11 +28,12 @@ rather than raised, so that :func:`scdl.training.checks.check_cohort` can report
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from scdl.errors import ScdlError
 from scdl.training.problems import CohortProblem
@@ -171,6 +172,60 @@ def parse_annotated(text: Any) -> Optional[list[str]]:
     parts = [str(t) for t in text] if isinstance(text, (list, tuple)) else str(text).split(";")
     names = [p.strip() for p in parts if p.strip()]
     return names or None
+
+
+#: The columns :func:`load_manifest` reads, in the order :func:`write_manifest` writes them.
+MANIFEST_COLUMNS: tuple[str, ...] = ("image", "label", "split", "labels", "annotated")
+_ALWAYS = ("image", "label", "split", "labels")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):         # the annotated column: names or values joined with ";"
+        return "; ".join(str(v) for v in value)
+    return str(value)
+
+
+def manifest_text(rows: Iterable[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> str:
+    """The CSV text of a manifest of ``rows`` (mappings column -> value; None -> empty, a list -> ``a; b``).
+
+    Columns: ``columns`` when given, else ``image,label,split,labels``, then ``annotated`` when a row has it,
+    then every other key in the order the rows first use it (``reference``, ``name`` ...: kept by
+    :func:`load_manifest` in :attr:`Case.extra`)."""
+    rows = [dict(r) for r in rows]
+    if columns is None:
+        keys: list[str] = list(_ALWAYS)
+        if any("annotated" in r for r in rows):
+            keys.append("annotated")
+        for row in rows:
+            keys += [k for k in row if k not in keys]
+        columns = keys
+    for number, row in enumerate(rows, start=2):
+        unknown = [k for k in row if k not in columns]
+        if unknown:
+            raise ValueError(f"manifest row {number}: columns {unknown} are not in {list(columns)}")
+        if not _cell(row.get("image")) and not _cell(row.get("label")):
+            raise ValueError(f"manifest row {number}: neither an image nor a label")
+        if _cell(row.get("split")) not in ("",) + SPLITS:
+            raise ValueError(f"manifest row {number}: split {row.get('split')!r} is not one of {SPLITS}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(k)) for k in columns])
+    return buffer.getvalue()
+
+
+def write_manifest(path: os.PathLike | str, rows: Iterable[Mapping[str, Any]],
+                   columns: Optional[Sequence[str]] = None) -> Path:
+    """Write a CSV manifest that :func:`load_manifest` reads (atomically; see :func:`manifest_text` for the
+    columns). Paths in the rows are written as given: relative ones are relative to the manifest's folder."""
+    from scdl.io.atomic import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, manifest_text(rows, columns))
+    return path
 
 
 def load_manifest(path: os.PathLike | str) -> Cohort:

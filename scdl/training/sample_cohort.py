@@ -8,8 +8,6 @@ preprocessing cache, sampling, training, validation, packaging) on real CT inten
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,7 +35,8 @@ def make_crop_cohort(ct: os.PathLike | str, seg: os.PathLike | str, out_dir: os.
     """
     import SimpleITK as sitk
 
-    from scdl.io.atomic import atomic_path, atomic_write_text
+    from scdl.io.atomic import atomic_path
+    from scdl.training.cohort import write_manifest
 
     out_dir = Path(out_dir)
     image = sitk.ReadImage(str(ct))
@@ -56,10 +55,4 @@ def make_crop_cohort(ct: os.PathLike | str, seg: os.PathLike | str, out_dir: os.
                 sitk.WriteImage(part, str(tmp), True)
         rows.append({"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz" if labeled else "",
                      "split": split, "labels": labels if labeled and labels else ""})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["image", "label", "split", "labels"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    manifest = out_dir / manifest_name
-    atomic_write_text(manifest, buf.getvalue())
-    return manifest
+    return write_manifest(out_dir / manifest_name, rows)
