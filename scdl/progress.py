@@ -174,3 +174,31 @@ class Progress:
     def done(self, **fields: Any) -> None:
         """The final line: ``{"phase": "done", ...}``."""
         self.emit({"phase": "done", **fields})
+
+
+class SilentProgress(Progress):
+    """The one silent reporter: no bars, no JSON lines, no messages, no warnings (mode ``"none"``).
+
+    Used where nobody listens: a :class:`~scdl.training.trainer.Trainer` or benchmark without a reporter, and
+    the processes other than rank 0 of a distributed run (``source`` = that process's own reporter). A stop
+    request of ``source`` (its signal handlers) shows in :attr:`cancelled`, which the training loop polls at
+    iteration boundaries and agrees on across processes; :meth:`check_cancelled` never raises, so no process
+    leaves a phase on its own while the others wait for it.
+    """
+
+    def __init__(self, source: Optional[Progress] = None):
+        super().__init__("none")
+        self.source = source
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or bool(self.source is not None and self.source.cancelled)
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def message(self, text: str) -> None:
+        return None
+
+    def warning(self, text: str) -> None:
+        return None

@@ -30,24 +30,10 @@ from scdl.bench.ssl_report import CHART_NAME, RESULTS_NAME, TABLE_NAME, json_saf
 from scdl.bench.ssl_settings import SSLBenchSettings
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_write_text
+from scdl.progress import SilentProgress
 
 SCORES_NAME = "scores.json"
 LABEL_TABLE = "synapse"
-
-
-class _Silent:
-    mode = "none"
-    cancelled = False
-
-    def message(self, *a: Any, **k: Any) -> None: ...
-    def event(self, *a: Any, **k: Any) -> None: ...
-    def warning(self, *a: Any, **k: Any) -> None: ...
-    def check_cancelled(self) -> None: ...
-
-    def phase(self, name: str, total: int = 1):
-        from scdl.progress import Progress
-
-        return Progress("none").phase(name, total)
 
 
 def run_folder(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int) -> Path:
@@ -114,7 +100,7 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
 
     from scdl.labels.table import LabelTable
 
-    progress = progress if progress is not None else _Silent()
+    progress = progress if progress is not None else SilentProgress()
     start = time.monotonic()
     load_start = os.getloadavg()[0]
     out = Path(out).expanduser().resolve()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from scdl.errors import Cancelled, ScdlError
+from scdl.progress import SilentProgress
 from scdl.training import checkpoint as ckpt
 from scdl.training import runfolder
 from scdl.training.cohort import Cohort
@@ -64,30 +65,6 @@ class TrainResult:
     report: Optional[CohortReport] = None
 
 
-class _NullProgress:
-    """Silent stand-in for scdl.progress.Progress (no reporter given, or a distributed rank other than 0);
-    stop requests of ``source`` (its signal handlers) still count."""
-
-    mode = "none"
-
-    def __init__(self, source: Any = None):
-        self.source = source
-
-    @property
-    def cancelled(self) -> bool:
-        return bool(self.source is not None and self.source.cancelled)
-
-    def event(self, *a: Any, **k: Any) -> None: ...
-    def emit(self, *a: Any, **k: Any) -> None: ...
-    def message(self, *a: Any, **k: Any) -> None: ...
-    def warning(self, *a: Any, **k: Any) -> None: ...
-    def check_cancelled(self) -> None: ...
-    def phase(self, name: str, total: int = 1):
-        from scdl.progress import Progress
-
-        return Progress("none").phase(name, total)
-
-
 def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
     """The card's preprocessing section for this run (training patch = sliding window)."""
     from scdl.processing.config import PreprocessConfig
@@ -120,7 +97,7 @@ class Trainer:
         self.folder = RunFolder(self.run_dir)                # the names of its files
         self.device_request = device
         self.init_ref = init
-        self.progress = progress if progress is not None else _NullProgress()
+        self.progress = progress if progress is not None else SilentProgress()
         self.resume = resume
         # set-up: setup()
         self.device: Optional[torch.device] = None
@@ -172,7 +149,7 @@ class Trainer:
         self.device = device
         self.dist = init_distributed(device.type)
         if not self.dist.is_main:
-            self.progress = _NullProgress(self.progress)     # rank 0 reports for everyone
+            self.progress = SilentProgress(self.progress)     # rank 0 reports for everyone
 
     def _setup_labels_and_init(self) -> None:
         from scdl.labels.table import LabelTable
