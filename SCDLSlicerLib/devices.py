@@ -92,3 +92,13 @@ def describe_gpu(index: int) -> str:
         return _("GPU {index}: not available").format(index=index)
     free, total = memory
     return _("GPU {index}: {free:.1f} GiB free of {total:.1f} GiB").format(index=index, free=free / GIB, total=total / GIB)
+
+
+def gpu_report(device_values, work: str = "the work") -> str:
+    """What "Detect GPUs" shows: one line per GPU torch sees (name, memory), else why the CPU is used."""
+    gpus = [value for value in device_values if str(value).startswith("cuda")]
+    if gpus:
+        return "\n".join(describe_gpu(device_index(value)) for value in gpus)
+    if torch_installed():
+        return _("PyTorch sees no GPU: {work} runs on the CPU.").format(work=work)
+    return _("PyTorch is not installed yet (see Python dependencies).")

@@ -19,6 +19,7 @@ The widget provides ``onPollTimer``, ``onSceneStartClose``, ``initializeParamete
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import slicer
@@ -84,6 +85,87 @@ class PanelMixin:
                 if module is not None:
                     importlib.reload(module)
         super().onReload()
+
+    # -- running children -----------------------------------------------------------------------------
+    def _startTask(self, kind: str, job) -> None:
+        """Poll ``job`` until it ends; then ``_finish<Kind>(job)`` (e.g. ``_finishSegment``) and ``_updateButtons``."""
+        self._task = (kind, job)
+        self._timer.start()
+        self._updateButtons()
+
+    def onPollTimer(self) -> None:
+        """Hand the child's new output to ``_showProgress(kind, job, lines)``; finish the task when it ended."""
+        if self._task is None:
+            self._timer.stop()
+            return
+        kind, job = self._task
+        self._showProgress(kind, job, job.poll())
+        if job.finished:
+            self._timer.stop()
+            self._task = None
+            getattr(self, "_finish" + kind[:1].upper() + kind[1:])(job)
+            self._updateButtons()
+
+    # -- combo boxes, devices, tables -----------------------------------------------------------------
+    #: ``Qt.ToolTipRole`` (item tooltips of a combo box).
+    TOOLTIP_ROLE = 3
+
+    def _fillCombo(self, combo, items) -> None:
+        """Replace the items of ``combo`` by ``(text, data)`` or ``(text, data, tooltip)``, signals blocked."""
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for index, item in enumerate(items):
+            combo.addItem(item[0], item[1])
+            if len(item) > 2:
+                combo.setItemData(index, item[2], self.TOOLTIP_ROLE)
+        combo.blockSignals(wasBlocked)
+
+    @staticmethod
+    def _selectData(combo, data) -> bool:
+        """Make the item whose data is ``data`` current (signals blocked); False if there is none."""
+        values = [combo.itemData(i) for i in range(combo.count())]
+        if data not in values:
+            return False
+        if combo.currentIndex != values.index(data):
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = values.index(data)
+            combo.blockSignals(wasBlocked)
+        return True
+
+    def refreshDevices(self, probe: bool = False) -> None:
+        """Fill ``ui.deviceSelector`` (auto, CPU, and with ``probe`` every GPU torch sees) and keep the choice."""
+        from SCDLSlicerLib import devices
+
+        current = self._parameterNode.device if self._parameterNode else "auto"
+        try:
+            self._devices = devices.list_devices(probe_gpus=probe)
+        except Exception as err:  # noqa: BLE001 - a broken CUDA install must not break the panel
+            self._devices = devices.base_devices()
+            logging.warning(f"GPU detection failed: {err}")
+        self._fillCombo(self.ui.deviceSelector, [(label, value) for value, label in self._devices])
+        self._selectDevice(current)
+
+    def _selectDevice(self, device) -> None:
+        if not self._selectData(self.ui.deviceSelector, device):  # e.g. "cuda:1" saved before GPUs were detected
+            self._devices.append((device, device))
+            self.ui.deviceSelector.addItem(device, device)
+            self._selectData(self.ui.deviceSelector, device)
+
+    def onDeviceSelected(self, index) -> None:
+        if self._parameterNode and 0 <= index < len(self._devices):
+            self._parameterNode.device = self._devices[index][0]
+
+    def _fillTable(self, table, rows, groupBox=None) -> None:
+        """Rows of texts into a ``QTableWidget`` (items made by ``self.TableItem``, the widget's
+        ``qt.QTableWidgetItem``), signals blocked; ``groupBox`` collapses when there is no row."""
+        wasBlocked = table.blockSignals(True)
+        table.setRowCount(len(rows))
+        for row, texts in enumerate(rows):
+            for column, text in enumerate(texts):
+                table.setItem(row, column, self.TableItem(str(text)))
+        table.blockSignals(wasBlocked)
+        if groupBox is not None:
+            groupBox.collapsed = not rows
 
     # -- dependencies ---------------------------------------------------------------------------------
     def updateDependencyStatus(self) -> None:

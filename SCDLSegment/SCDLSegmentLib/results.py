@@ -41,3 +41,20 @@ def organ_rows(report, confidence: Optional[dict] = None) -> list[tuple[str, str
 def result_column_title(confidence: Optional[dict] = None) -> str:
     """Title of the table's second column."""
     return _("Confidence") if any(v is not None for v in (confidence or {}).values()) else _("Result")
+
+
+def rows_of(result) -> list[tuple[str, str]]:
+    """The table rows of a ``scenejob.SegmentationResult`` (without a label table: what the child reported)."""
+    if result.report is not None:
+        return organ_rows(result.report, result.confidence)
+    return [(name, _("not found") if value is None else f"{value:.3f}") for name, value in result.confidence.items()]
+
+
+def summary(result) -> tuple[str, str]:
+    """(status line, warnings text) of a finished segmentation."""
+    status = _("Done in {seconds:.1f} s: {count} segments in '{name}'.").format(
+        seconds=result.seconds, count=result.segmentation_node.GetSegmentation().GetNumberOfSegments(),
+        name=result.segmentation_node.GetName())
+    not_found = result.report.missing if result.report else []
+    warnings = list(result.warnings) + ([_("Not found: {organs}.").format(organs=", ".join(not_found))] if not_found else [])
+    return status, "\n".join(warnings)
