@@ -11,6 +11,7 @@ Call ``app()`` once before anything else (it selects the ``offscreen`` platform 
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -25,10 +26,11 @@ UI_FILES = {
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from PySide6 import QtGui  # noqa: E402
 from PySide6.QtCore import Property, QFile, QIODevice, QPoint, Qt  # noqa: E402
 from PySide6.QtUiTools import QUiLoader  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
-    QApplication, QComboBox, QGroupBox, QHBoxLayout, QLayout, QLineEdit, QPushButton, QTableWidget, QToolButton, QWidget)
+    QApplication, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QTableWidget, QToolButton, QWidget)
 
 _APP: Optional[QApplication] = None
 
@@ -254,8 +256,39 @@ def widest_children(panel: QWidget, limit: int = 6) -> list[tuple[int, str]]:
     return sorted(rows, reverse=True)[:limit]
 
 
+def model_card(model: dict) -> dict:
+    """The card of a listed model as the panels read it: the package's card when installed (no checksums),
+    else the catalog entry's card template, else ``{}``."""
+    if model.get("installed") and model.get("path"):
+        from scdl.models.package import ModelPackage
+
+        return dict(ModelPackage.load(model["path"], verify=False).card)
+    from scdl.models.catalog import catalog_entry
+
+    return dict((catalog_entry(model["id"]) or {}).get("card") or {})
+
+
+def plain_text(text: str) -> str:
+    """A tooltip's text as the user reads it: rich text (``<br>``, tags, entities) turned into lines."""
+    if not QtGui.Qt.mightBeRichText(text):
+        return text
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</tr>", "\n", text)
+    text = re.sub(r"(?i)</td>", " ", text)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip("\n")
+
+
+def tooltip_size(text: str) -> tuple[int, int]:
+    """The size in px of the tooltip Qt would show for ``text`` (QToolTip's label: word-wrapped rich text)."""
+    app()
+    label = QLabel(text)
+    label.setWordWrap(QtGui.Qt.mightBeRichText(text))
+    hint = label.sizeHint()
+    return hint.width(), hint.height()
+
+
 def tooltip_problems(text: str, max_line: int = 70) -> list[str]:
     """What makes a tooltip unreadable: Python reprs, ``None`` values, over-long lines."""
+    text = plain_text(text)
     problems = []
     for pattern, what in ((r"\['|\[\"|\{'", "a Python list/dict repr"), (r"\bNone\b", "a None value")):
         if re.search(pattern, text):
