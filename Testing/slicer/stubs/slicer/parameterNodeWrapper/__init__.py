@@ -13,7 +13,41 @@ import typing as _typing
 
 import slicer as _slicer
 
-__all__ = ["parameterNodeWrapper"]
+__all__ = ["parameterNodeWrapper", "WithinRange", "Minimum", "Maximum", "Choice", "Decimals", "SingleStep"]
+
+
+class _Annotation:
+    """Stand-ins for the annotations of ``typing.Annotated`` parameters (validators and GUI hints): recorded
+    only (``typing.get_type_hints`` drops them), as the real ones only constrain values and widget ranges."""
+
+    def __init__(self, *args):
+        self.args = args
+
+
+class WithinRange(_Annotation):
+    def __init__(self, minimum, maximum):
+        super().__init__(minimum, maximum)
+        self.minimum, self.maximum = minimum, maximum
+
+
+class Minimum(_Annotation):
+    pass
+
+
+class Maximum(_Annotation):
+    pass
+
+
+class Choice(_Annotation):
+    pass
+
+
+class Decimals(_Annotation):
+    pass
+
+
+class SingleStep(_Annotation):
+    pass
 
 _SCALARS = {
     str: (str, str, ""),

@@ -1,0 +1,423 @@
+"""SCDLTrain's Logic and parameter node: scene cohort <-> files and the ``scdl train`` child processes (no Qt).
+
+``SCDLTrainLogic`` is usable from scripts and tests without the panel; the module file imports it. What SCDLTrain
+shares with SCDLSegment (child processes, jobs, scene I/O, models, dependencies) is in ``SCDLSlicerLib``.
+"""
+
+import os
+import time
+from typing import Annotated
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from SCDLSlicerLib import commands, devices, jobs, models, scenejob
+from SCDLSlicerLib import dependencies as deps
+from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort, segmentmap, trainjob
+
+#: Cohort sources, in the order of the source selector.
+COHORT_SOURCES = ("scene", "folders", "manifest")
+#: Label tables offered for the label maps of a folder cohort ("" = already in the model's numbering).
+SOURCE_LABEL_TABLES = ("", "totalsegmentator_v2", "synapse", "amos")
+#: The paper's iteration count and patch edge (METHOD.md; ``scdl.training.config.DEFAULTS``).
+PAPER_ITERATIONS, PAPER_PATCH = 17000, 96
+
+
+#
+# SCDLTrainParameterNode
+#
+
+
+@parameterNodeWrapper
+class SCDLTrainParameterNode:
+    """State of the module panel (saved with the scene).
+
+    cohortSource - ``scene``, ``folders`` or ``manifest``.
+    labeledFolder, unlabeledFolder, valFolder, sourceLabels - folder cohort (``--labeled`` ... ``--source-labels``).
+    manifestPath - manifest cohort (``--cohort``).
+    valFraction - scene cohort: share of the labeled volumes used for validation.
+    segmentMapping - the user's corrections of segment -> class (JSON ``{segment key: class value}``).
+    initModel - model id to fine-tune ("" trains from scratch).
+    framework, scdlWeight, iterations, patchSize, labeledBatch, unlabeledBatch, device, cpuPreset, advanced -
+        training options (see ``SCDLTrainLib.options``).
+    runsFolder, runName - where the next run goes (``runsFolder/runName``).
+    runFolder - the current or last run (resume, curves, result).
+    trainedModelId - the model the last finished run registered.
+    """
+
+    cohortSource: str = "scene"
+    labeledFolder: str = ""
+    unlabeledFolder: str = ""
+    valFolder: str = ""
+    sourceLabels: str = ""
+    manifestPath: str = ""
+    valFraction: Annotated[float, WithinRange(0.0, 0.9)] = 0.2
+    segmentMapping: str = ""
+    initModel: str = ""
+    framework: str = "cps-scdl"
+    scdlWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
+    iterations: Annotated[int, WithinRange(1, 1000000)] = PAPER_ITERATIONS
+    patchSize: Annotated[int, WithinRange(0, 256)] = PAPER_PATCH
+    labeledBatch: Annotated[int, WithinRange(1, 64)] = 2
+    unlabeledBatch: Annotated[int, WithinRange(0, 64)] = 2
+    device: str = "auto"
+    cpuPreset: bool = False
+    advanced: str = ""
+    runsFolder: str = ""
+    runName: str = ""
+    runFolder: str = ""
+    trainedModelId: str = ""
+
+
+#
+# SCDLTrainLogic
+#
+
+
+class SCDLTrainLogic(ScriptedLoadableModuleLogic):
+    """Scene cohort <-> files, and the ``scdl train`` child processes; usable from scripts without the GUI.
+
+    Example (Python console)::
+
+        logic = SCDLTrain.SCDLTrainLogic()
+        export, problems = logic.exportSceneCohort("/data/runs/liver-ft")          # scene -> files
+        opts = logic.makeOptions("/data/runs/liver-ft", {"manifest": str(export.manifest)}, preset="cpu")
+        print(logic.checkCohort(opts).problems)                                     # scdl train --check-only
+        job = logic.train(opts)                                                     # blocks; see startTraining
+        modelId = logic.registerModel(job.model_dir)
+    """
+
+    def __init__(self, backend: str = "auto") -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.backend = backend
+        commands.ensure_core_importable()
+
+    def getParameterNode(self):
+        return SCDLTrainParameterNode(super().getParameterNode())
+
+    # -- models and classes -------------------------------------------------------------------------
+    def listModels(self) -> list:
+        return models.list_models()
+
+    def targetTable(self, initModel: str = "", advanced=()):
+        """The classes the run learns (``scdl.labels.table.LabelTable``): the initial model's, else the
+        ``labels`` of the Advanced settings, else Synapse (the trainer's default)."""
+        from scdl.labels.table import LabelTable
+        from scdl.models.catalog import catalog_entry, resolve_model
+        from scdl.models.package import ModelPackage
+        from scdl.training.config import DEFAULTS, parse_value
+
+        if initModel:
+            entry = catalog_entry(initModel)
+            try:
+                return ModelPackage.load(resolve_model(initModel), verify=False).labels
+            except Exception:  # noqa: BLE001 - not installed: the catalog names its table
+                if entry and entry.get("labels"):
+                    return LabelTable.load(entry["labels"])
+                raise
+        labels = DEFAULTS["labels"]
+        for line in advanced:
+            key, _sep, value = line.partition("=")
+            if key.strip() == "labels":
+                labels = str(parse_value(value.strip()))
+        return LabelTable.load(labels)
+
+    def panelDefaults(self, advanced=(), cuda=None) -> dict:
+        """Parameter values for a new panel state that fit this machine (names of SCDLTrainParameterNode).
+
+        Without CUDA: the CPU preset (its iterations; the paper's 17,000 would take days on a CPU). The initial
+        model: the installed default model when its classes are the ones the run would learn (fine-tuning is
+        the common case), with the automatic patch (its own). ``cuda``: None = ask torch (if installed).
+        """
+        from scdl.models.catalog import default_model_id
+
+        if cuda is None:
+            cuda = False
+            if devices.torch_installed():
+                import torch
+
+                cuda = bool(torch.cuda.is_available())
+        preset = "paper" if cuda else "cpu"
+        iterations, patch = self.presetDefaults(preset)
+        out = {"cpuPreset": not cuda, "iterations": iterations, "patchSize": patch}
+        model_id = default_model_id()
+        installed = {m["id"] for m in self.listModels() if m.get("installed")}
+        if model_id in installed:
+            try:
+                same = self.targetTable(model_id).names == self.targetTable("", advanced).names
+            except Exception:  # noqa: BLE001 - an unreadable package is not proposed
+                same = False
+            if same:
+                out.update(initModel=model_id, patchSize=0)
+        return out
+
+    @staticmethod
+    def presetDefaults(preset: str) -> tuple:
+        """(iterations, patch edge) of a preset (``scdl.training.config``)."""
+        from scdl.training.config import DEFAULTS, PRESET_VALUES
+
+        values = {**DEFAULTS, **PRESET_VALUES[preset]}
+        return int(values["iterations"]), int(values["patch_size"][0])
+
+    # -- scene cohort -------------------------------------------------------------------------------
+    def sceneCases(self, valFraction: float = 0.2) -> list:
+        return scenecohort.scene_cases(valFraction)
+
+    def setCaseRole(self, volume, role: str) -> None:
+        scenecohort.set_role(volume, role)
+
+    def segmentMatches(self, cases, table, overrides=None) -> list:
+        segments = [(name, terminology, case.name) for case in cases if case.split != "exclude"
+                    for name, terminology, _sid, _seg in case.segments()]
+        return segmentmap.match_segments(segments, table, overrides)
+
+    def exportSceneCohort(self, runDir, initModel: str = "", advanced=(), valFraction: float = 0.2, overrides=None):
+        """Write the scene cohort into ``runDir/cohort`` (volumes, label maps in the model's numbering,
+        ``manifest.csv``). Returns ``(ExportResult, problems)`` with the per-case problems found in the scene
+        (mapping, roles, geometry); None instead of the result when the scene holds no case."""
+        table = self.targetTable(initModel, advanced)
+        cases = self.sceneCases(valFraction)
+        matches = self.segmentMatches(cases, table, overrides)
+        problems = scenecohort.mapping_problems(cases, matches)
+        if not [c for c in cases if c.split != "exclude"]:
+            problems.append(scenecohort.CaseProblem(
+                "error", "no_cases", "the scene holds no CT volume to train on.", "",
+                "load CT volumes (and segment some of them), or choose folders or a manifest."))
+            return None, problems
+        result = export.export_scene_cohort(cases, segmentmap.value_map(matches),
+                                            os.path.join(str(runDir), "cohort"),
+                                            class_names={int(e.value): e.name for e in table.entries if int(e.value)})
+        return result, problems + result.problems
+
+    def caseProblem(self, problem: dict, exported=None):
+        """A problem of the core's check as a per-case row (the manifest row named by the volume's name)."""
+        case = problem.get("case") or ""
+        path = problem.get("path") or ""
+        name = exported.case_for_row(case) if exported is not None else None
+        if name:
+            case = name
+        elif case and (os.sep in case or "/" in case):  # a folder cohort names the folder: show the file
+            case = os.path.basename(path or case)
+        elif case and path:                             # a manifest row: "manifest.csv:3 (file name)"
+            case = f"{case} ({os.path.basename(path)})"
+        return scenecohort.CaseProblem(str(problem.get("severity", "error")), str(problem.get("code", "")),
+                                       str(problem.get("message", "")), case, str(problem.get("fix", "")),
+                                       str(problem.get("path", "")))
+
+    # -- options ------------------------------------------------------------------------------------
+    def defaultRunsFolder(self):
+        from scdl.resources import user_home
+
+        return user_home() / "runs"
+
+    @staticmethod
+    def newRunName() -> str:
+        return time.strftime("%Y%m%d-%H%M%S")
+
+    def makeOptions(self, runDir, cohort: dict, **kwargs) -> options.TrainOptions:
+        """``options.TrainOptions`` with an absolute run folder (the child reports absolute paths then)."""
+        return options.TrainOptions(run_dir=os.path.abspath(os.path.expanduser(str(runDir))), cohort=cohort, **kwargs)
+
+    def optionsFromParameters(self, node) -> options.TrainOptions:
+        """The panel's state as training options (raises ``options.OptionsError`` for a bad setting)."""
+        if not node.runsFolder or not node.runName:
+            raise options.OptionsError(_("Choose a runs folder and a run name."))
+        runDir = os.path.join(node.runsFolder, node.runName)
+        if node.cohortSource == "scene":
+            cohort = {"manifest": os.path.join(os.path.abspath(runDir), "cohort", export.MANIFEST_NAME)}
+        elif node.cohortSource == "folders":
+            cohort = {"labeled": node.labeledFolder or None, "unlabeled": node.unlabeledFolder or None,
+                      "val": node.valFolder or None, "labels": node.sourceLabels or None}
+            if not (node.labeledFolder or node.unlabeledFolder):
+                raise options.OptionsError(_("Choose the folder of labeled cases (images/ + labels/)."))
+        else:
+            if not node.manifestPath:
+                raise options.OptionsError(_("Choose the cohort manifest (CSV or JSON)."))
+            cohort = {"manifest": node.manifestPath}
+        opts = self.makeOptions(
+            runDir, cohort, framework=node.framework, iterations=node.iterations, init=node.initModel or None,
+            device=node.device or "auto", preset="cpu" if node.cpuPreset else "paper", scdl_weight=node.scdlWeight,
+            patch_size=node.patchSize, labeled_batch=node.labeledBatch, unlabeled_batch=node.unlabeledBatch,
+            advanced=options.parse_advanced(node.advanced))
+        opts.resolve()
+        return opts
+
+    def estimate(self, opts: options.TrainOptions) -> estimate.Estimate:
+        """Time and memory estimate of a run (see ``SCDLTrainLib.estimate``)."""
+        config = opts.resolve()
+        width = int(config["network"]["n_filters"])
+        if opts.init:
+            from scdl.models.catalog import resolve_model
+            from scdl.models.package import ModelPackage
+
+            try:
+                width = int(ModelPackage.load(resolve_model(opts.init), verify=False).card["architecture"]["n_filters"])
+            except Exception:  # noqa: BLE001 - the check reports an unusable init model
+                pass
+        patch = config["patch_size"]
+        edge = round((int(patch[0]) * int(patch[1]) * int(patch[2])) ** (1.0 / 3.0))
+        device = opts.device if opts.device != "auto" else ("auto" if devices.torch_installed() else "cpu")
+        return estimate.estimate(config["framework"], edge, width, int(config["iterations"]),
+                                 int(config["labeled_batch"]), int(config["unlabeled_batch"]),
+                                 int(config["accumulate"]), device)
+
+    # -- check --------------------------------------------------------------------------------------
+    def startCohortCheck(self, opts: options.TrainOptions) -> trainjob.CheckJob:
+        """``scdl train ... --check-only --progress json`` in a child (started)."""
+        return trainjob.CheckJob(opts.check_args(), backend=self.backend).start()
+
+    def checkCohort(self, opts: options.TrainOptions, timeout=None) -> trainjob.CohortCheck:
+        """Blocking convenience for scripts: the check's result."""
+        job = self.startCohortCheck(opts)
+        job.wait(timeout)
+        return job.result()
+
+    # -- training -----------------------------------------------------------------------------------
+    def startTraining(self, opts: options.TrainOptions) -> trainjob.TrainJob:
+        """Start ``scdl train`` in a child; drive it with ``poll()``, stop it with ``stop()``."""
+        os.makedirs(str(opts.run_dir), exist_ok=True)
+        return trainjob.TrainJob(opts.train_args(), opts.run_dir, backend=self.backend).start()
+
+    def resumeTraining(self, runDir, device: str = "auto", iterations=None) -> trainjob.TrainJob:
+        """``scdl train --resume RUN_DIR``: continues at the last checkpoint's iteration."""
+        runDir = os.path.abspath(str(runDir))
+        return trainjob.TrainJob(options.resume_args(runDir, iterations, device), runDir, resume=True,
+                                 backend=self.backend).start()
+
+    def train(self, opts: options.TrainOptions, timeout=None) -> trainjob.TrainJob:
+        """Blocking convenience for scripts: start, wait, return the finished job."""
+        job = self.startTraining(opts)
+        job.wait(timeout)
+        return job
+
+    def curvesForRun(self, runDir, initModel: str = "", advanced=()) -> curves.TrainingCurves:
+        """The plot nodes of a run (created, or found again for a resumed run)."""
+        try:
+            colors = curves.class_colors_from_table(self.targetTable(initModel, advanced))
+        except Exception:  # noqa: BLE001 - grey curves rather than none
+            colors = {}
+        return curves.TrainingCurves(os.path.abspath(str(runDir)), os.path.basename(os.path.normpath(str(runDir))), colors)
+
+    def updateCurves(self, trainingCurves, monitor) -> None:
+        """Rewrite the curve tables from the monitor's rows."""
+        if trainingCurves is not None:
+            trainingCurves.update(monitor.loss_rows, monitor.loss_columns(), monitor.val_rows, monitor.class_names)
+
+    def showChart(self, chartNode) -> None:
+        """Show a chart in the view layout (the Plots module of the Slicer application)."""
+        slicer.modules.plots.logic().ShowChartInLayout(chartNode)
+
+    @staticmethod
+    def describeEvent(data: dict) -> str:
+        """A log line for a training event."""
+        event = data.get("event")
+        if event == "validation":
+            return _("validation at iteration {iteration}: mean Dice {dice:.4f} (best {best:.4f} at {best_it})").format(
+                iteration=data.get("iteration"), dice=float(data.get("mean_dice") or float("nan")),
+                best=float(data.get("best_mean_dice") or float("nan")), best_it=data.get("best_iteration"))
+        if event == "checkpoint":
+            return _("checkpoint at iteration {iteration}").format(iteration=data.get("iteration"))
+        if event == "model":
+            return _("model package written: {path}").format(path=data.get("path"))
+        if event == "start":
+            return _("training {framework} on {device}: iterations {start}..{end}, {labeled} labeled, {unlabeled} "
+                     "unlabeled, {val} validation case(s)").format(
+                framework=data.get("framework"), device=data.get("device"), start=data.get("iteration"),
+                end=data.get("iterations"), labeled=data.get("labeled"), unlabeled=data.get("unlabeled"),
+                val=data.get("validation"))
+        if event == "init":
+            return _("initialised from {model}: {n} classes kept, new: {new}").format(
+                model=data.get("init"), n=len(data.get("matched") or []), new=", ".join(data.get("new") or []) or "-")
+        return str(data)
+
+    # -- hand-off ------------------------------------------------------------------------------------
+    def startRegistration(self, modelDir, replace: bool = False):
+        """``scdl models import MODEL_DIR`` in a child (verifies, then copies into the model cache)."""
+        return handoff.register_job(modelDir, replace, backend=self.backend).start()
+
+    def finishRegistration(self, job, modelDir) -> str:
+        """The registered model's id; raises ``RuntimeError`` with the child's message on failure."""
+        message = job.error_message()
+        if message or not job.succeeded:
+            raise RuntimeError(message or _("Registering the model was cancelled."))
+        return handoff.model_id_of(modelDir)
+
+    def registerModel(self, modelDir, replace: bool = False, timeout=None) -> str:
+        """Blocking convenience: register ``modelDir`` in the model cache; returns its id."""
+        job = self.startRegistration(modelDir, replace)
+        job.wait(timeout)
+        return self.finishRegistration(job, modelDir)
+
+    def selectInSegment(self, modelId: str) -> None:
+        """Make ``modelId`` SCDLSegment's model (its parameter node, saved with the scene)."""
+        models.select_for_segmentation(modelId)
+
+    def modelCard(self, modelId: str):
+        """(catalog item, card) of an installed model, or (None, {})."""
+        item = handoff.catalog_item(modelId)
+        return (item, models.load_card(item)) if item else (None, {})
+
+    # -- review -------------------------------------------------------------------------------------
+    def validationVolumes(self, runDir) -> list:
+        """The validation cases of a run as volume nodes: the scene volumes a scene cohort was exported from
+        (manifest column ``volume_id``), else the images of the run's manifest or folders, loaded into the
+        scene. Cases that cannot be loaded here (DICOM folders) are left out."""
+        import json
+
+        from scdl.training.cohort import load_folders, load_manifest
+
+        config = json.loads(open(os.path.join(str(runDir), "config.json"), encoding="utf-8").read())
+        spec = config.get("cohort") or {}
+        if spec.get("manifest"):
+            cohort = load_manifest(spec["manifest"])
+        else:
+            cohort = load_folders(spec.get("labeled"), spec.get("unlabeled"), spec.get("val"), spec.get("labels"))
+        volumes = []
+        for case in cohort.val:
+            node = slicer.mrmlScene.GetNodeByID(case.extra.get("volume_id") or "") if case.extra.get("volume_id") else None
+            if node is None and os.path.isfile(str(case.image)):
+                node = slicer.modules.volumes.logic().AddArchetypeVolume(str(case.image), case.extra.get("name") or case.name, 0)
+            if node is not None:
+                volumes.append(node)
+        return volumes
+
+    def startReview(self, modelId: str, device: str = "auto", runDir=None, volumes=None) -> jobs.BatchJob:
+        """Segment the validation cases (or ``volumes``) with ``modelId``, one after the other, as SCDLSegment
+        does (``scenejob.SceneSegmentation``: same names, colours, terminology, geometry). Each result is marked
+        with ``scenecohort.PREDICTION_ATTRIBUTE`` so that a later cohort never takes it for a label; the items'
+        ``result`` is the segmentation node's ID."""
+        if volumes is None:
+            runDir = runDir or self.getParameterNode().runFolder
+            volumes = self.validationVolumes(runDir)
+        volumes = list(volumes)
+        if not volumes:
+            raise ValueError(_("There is no validation case to segment."))
+        labels = models.label_infos(modelId)
+
+        def makeJob(item):
+            volume = slicer.mrmlScene.GetNodeByID(item.source)
+            if volume is None:
+                raise ValueError(_("the volume was removed from the scene"))
+            return scenejob.SceneSegmentation(volume, modelId, device or "auto", labels=labels, backend=self.backend)
+
+        def finish(item, run):
+            result = run.finish()  # raises SegmentationFailed: the item failed with the child's message
+            if result is None:
+                item.status = "cancelled"
+                return
+            node = result.segmentation_node
+            node.SetAttribute(scenecohort.PREDICTION_ATTRIBUTE, modelId)
+            node.SetName(f"{item.label} - {modelId}")  # apart from the case's own segmentation
+            item.status, item.result = "done", node.GetID()
+
+        items = [jobs.BatchItem(v.GetName(), v.GetID()) for v in volumes]
+        return jobs.BatchJob(items, makeJob, finish=finish).start()
+
+    # -- checks -----------------------------------------------------------------------------------
+    def dependencyPlan(self) -> deps.InstallPlan:
+        return deps.plan()
+
+    def installDependencies(self, plan: deps.InstallPlan) -> None:
+        deps.install(plan)
