@@ -19,7 +19,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-pytest.importorskip("PySide6.QtUiTools", reason="PySide6 is not installed (optional extra: pip install -e '.[qt]')")
+try:
+    from PySide6 import QtUiTools  # noqa: F401
+except ImportError as err:  # the optional extra is not installed (or its Qt libraries are missing)
+    pytest.skip(f"PySide6 cannot be imported ({err}): pip install -e '.[qt]'", allow_module_level=True)
 
 import qtpanels as q  # noqa: E402
 
@@ -91,7 +94,10 @@ def _panel_models_module():
     slicer_tests = HERE.parent / "slicer"
     if str(slicer_tests) not in sys.path:
         sys.path.insert(0, str(slicer_tests))
-    pytest.importorskip("harness", reason="the Slicer test harness (slicer-core) is not importable")
+    try:
+        import harness  # noqa: F401 - real slicer (slicer-core) + the stubs, as in Testing/slicer
+    except ImportError as err:
+        pytest.skip(f"the Slicer test harness cannot be imported ({err})")
     from SCDLSlicerLib import models
 
     return models
