@@ -27,10 +27,10 @@ UI_FILES = {
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6 import QtGui  # noqa: E402
-from PySide6.QtCore import Property, QFile, QIODevice, QPoint, Qt  # noqa: E402
+from PySide6.QtCore import Property, QFile, QIODevice, QPoint, QSize, Qt  # noqa: E402
 from PySide6.QtUiTools import QUiLoader  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
-    QApplication, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QTableWidget, QToolButton, QWidget)
+    QApplication, QComboBox, QGroupBox, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QSizePolicy, QTableWidget, QToolButton, QWidget)
 
 _APP: Optional[QApplication] = None
 
@@ -93,10 +93,22 @@ class ctkCollapsibleGroupBox(_Collapsible):  # noqa: N801
 
 
 class ctkDirectoryButton(QPushButton):  # noqa: N801
-    """A push button showing a short folder name (ctk shows the chosen directory)."""
+    """A push button showing a folder's absolute path, elided in the middle when narrow (as CTK's, whose
+    button has ``Qt::ElideMiddle`` and an Expanding / Fixed size policy)."""
+
+    PATH = "/home/me/Documents/SCDL/runs"
 
     def __init__(self, parent=None):
-        super().__init__("SCDL", parent)
+        super().__init__(self.PATH, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), self.fontMetrics().horizontalAdvance("/home/…/runs") + 24), hint.height())
+
+    def resizeEvent(self, event) -> None:
+        self.setText(self.fontMetrics().elidedText(self.PATH, Qt.TextElideMode.ElideMiddle, max(event.size().width() - 16, 10)))
+        super().resizeEvent(event)
 
 
 class ctkPathLineEdit(QWidget):  # noqa: N801
