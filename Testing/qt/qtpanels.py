@@ -123,7 +123,28 @@ class ctkPathLineEdit(QWidget):  # noqa: N801
 
 
 class qMRMLNodeComboBox(QComboBox):  # noqa: N801
-    """A combo with one node name (or the 'none' text); the MRML properties are kept as dynamic properties."""
+    """A combo with the items Slicer's would list for an empty scene plus one node: the 'none' text, a node
+    name, and the action items of ``addEnabled`` / ``removeEnabled`` / ``renameEnabled`` (which size it).
+    The MRML properties of the .ui stay dynamic properties."""
+
+    LABELS = {"vtkMRMLScalarVolumeNode": "Volume", "vtkMRMLSegmentationNode": "Segmentation"}
+
+    def fill(self) -> None:
+        def flag(name: str, default: bool) -> bool:
+            value = self.property(name)
+            return default if value is None else bool(value)
+
+        types = list(self.property("nodeTypes") or [])
+        label = self.LABELS.get(types[0], "Node") if types else "Node"
+        items = [str(self.property("noneDisplay") or "None")] if flag("noneEnabled", False) else []
+        items.append("CT chest 1" if label == "Volume" else f"{label} 1")
+        if flag("renameEnabled", False):
+            items.append(f"Rename current {label}")
+        if flag("addEnabled", True):
+            items += [f"Create new {label}"] + ([f"Create new {label} as..."] if flag("renameEnabled", False) else [])
+        if flag("removeEnabled", True):
+            items.append(f"Delete current {label}")
+        self.addItems(items)
 
 
 class qMRMLWidget(QWidget):  # noqa: N801
@@ -157,8 +178,7 @@ def load_ui(name: str) -> QWidget:
     for box in widget.findChildren(_Collapsible):
         box.setCollapsed(box.isCollapsed())
     for combo in widget.findChildren(qMRMLNodeComboBox):
-        none_text = combo.property("noneDisplay") if combo.property("noneEnabled") else None
-        combo.addItem(str(none_text or "CT chest 1"))
+        combo.fill()
     return widget
 
 
