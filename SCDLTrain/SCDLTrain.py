@@ -22,10 +22,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 # SCDLTrainLib first: in a developer checkout it makes SCDLSlicerLib importable.
-from SCDLTrainLib import SUBMODULES, handoff, options, scenecohort, segmentmap
+from SCDLTrainLib import SUBMODULES, handoff, options, scenecohort, segmentmap, tables
 from SCDLTrainLib.logic import COHORT_SOURCES, SOURCE_LABEL_TABLES, SCDLTrainLogic, SCDLTrainParameterNode  # noqa: F401
 from SCDLTrainLib.selftest import SCDLTrainTest  # noqa: F401 - Slicer finds the self-test in the module file
-from SCDLSlicerLib import devices, models
+from SCDLSlicerLib import models
 from SCDLSlicerLib.childoutput import format_seconds
 from SCDLSlicerLib.panel import PanelMixin
 
@@ -34,10 +34,7 @@ PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Su
 
 #: Milliseconds between two polls of a running child process.
 POLL_INTERVAL_MS = 200
-#: Columns of the panel's tables.
-COHORT_COLUMNS = ("Case", "Role", "Segments", "Used as", "Annotated classes")
-MAPPING_COLUMNS = ("Segment", "Model class", "Matched by", "Cases")
-PROBLEM_COLUMNS = ("Case", "Severity", "Problem", "Fix")
+
 
 
 #
@@ -79,22 +76,34 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
     HELPER_PACKAGE = "SCDLTrainLib"
     HELPER_SUBMODULES = SUBMODULES
 
+    #: Widgets the parameter node wrapper cannot bind (their values are combo-box item data, folder strings or the
+    #: text of a QPlainTextEdit): widget -> (parameter, change signal), all handled by :meth:`_onWidgetEdited`. The
+    #: spin boxes, the CPU-preset check box and the run name are bound by ``SlicerParameterName`` in the .ui.
+    HAND_BOUND = {
+        "cohortSourceSelector": ("cohortSource", "currentIndexChanged(int)"),
+        "frameworkSelector": ("framework", "currentIndexChanged(int)"),
+        "sourceLabelsSelector": ("sourceLabels", "currentIndexChanged(int)"),
+        "initModelSelector": ("initModel", "currentIndexChanged(int)"),
+        "deviceSelector": ("device", "currentIndexChanged(int)"),
+        "labeledFolderButton": ("labeledFolder", "directoryChanged(QString)"),
+        "unlabeledFolderButton": ("unlabeledFolder", "directoryChanged(QString)"),
+        "valFolderButton": ("valFolder", "directoryChanged(QString)"),
+        "runsFolderButton": ("runsFolder", "directoryChanged(QString)"),
+        "manifestPathLineEdit": ("manifestPath", "currentPathChanged(QString)"),
+        "advancedTextEdit": ("advanced", "textChanged()"),
+    }
+    #: Parameters whose change re-reads the scene cohort (the cases, their roles, the classes to map onto).
+    RESCAN_ON = ("cohortSource", "valFraction", "initModel")
+    TableItem = qt.QTableWidgetItem
+
     def __init__(self, parent=None) -> None:
-        self.logic = None
-        self.ui = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._models = []
-        self._devices = []
+        self.logic = self.ui = self._parameterNode = self._parameterNodeGuiTag = self._timer = None
+        self._models, self._devices, self._matches, self._cases, self._sceneProblems = [], [], [], [], []
+        self._n_classes = 0
         self._task = None          # (kind, job): kind in "check", "train", "register", "review"
-        self._timer = None
-        self._curves = None
-        self._matches = []
-        self._cases = []
-        self._export = None
+        self._curves = self._export = self._signatureAtCheck = None
         self._check = None         # (signature, CohortCheck, scene problems) of the last finished check
-        self._sceneProblems = []
-        self._signatureAtCheck = None
+        self._seen = {}            # the parameters at the last update (what changed since)
         self._updating = False
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -112,72 +121,35 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         self._attach(ui, logic, qt.QTimer(), POLL_INTERVAL_MS)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onSceneChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onSceneChanged)
-
-        ui.cohortSourceSelector.connect("currentIndexChanged(int)", self.onCohortSourceChanged)
-        ui.valFractionSpinBox.connect("valueChanged(double)", self.onValFractionChanged)
-        ui.refreshCohortButton.connect("clicked()", self.refreshSceneCohort)
-        ui.cohortTable.connect("cellChanged(int,int)", self.onCohortCellChanged)
-        ui.mappingTable.connect("cellChanged(int,int)", self.onMappingCellChanged)
-        ui.labeledFolderButton.connect("directoryChanged(QString)", self.onLabeledFolderChanged)
-        ui.unlabeledFolderButton.connect("directoryChanged(QString)", self.onUnlabeledFolderChanged)
-        ui.valFolderButton.connect("directoryChanged(QString)", self.onValFolderChanged)
-        ui.sourceLabelsSelector.connect("currentIndexChanged(int)", self.onSourceLabelsChanged)
-        ui.manifestPathLineEdit.connect("currentPathChanged(QString)", self.onManifestPathChanged)
-        ui.checkCohortButton.connect("clicked()", self.onCheckCohort)
-        ui.initModelSelector.connect("currentIndexChanged(int)", self.onInitModelSelected)
-        ui.refreshModelsButton.connect("clicked()", self.refreshModels)
-        ui.frameworkSelector.connect("currentIndexChanged(int)", self.onFrameworkSelected)
-        ui.scdlWeightSpinBox.connect("valueChanged(double)", self.onScdlWeightChanged)
-        ui.iterationsSpinBox.connect("valueChanged(int)", self.onIterationsChanged)
-        ui.patchSizeSpinBox.connect("valueChanged(int)", self.onPatchSizeChanged)
-        ui.labeledBatchSpinBox.connect("valueChanged(int)", self.onLabeledBatchChanged)
-        ui.unlabeledBatchSpinBox.connect("valueChanged(int)", self.onUnlabeledBatchChanged)
-        ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceSelected)
-        ui.cpuPresetCheckBox.connect("toggled(bool)", self.onCpuPresetToggled)
-        ui.advancedTextEdit.connect("textChanged()", self.onAdvancedChanged)
-        ui.runsFolderButton.connect("directoryChanged(QString)", self.onRunsFolderChanged)
-        ui.runNameLineEdit.connect("textChanged(QString)", self.onRunNameChanged)
-        ui.startButton.connect("clicked()", self.onStart)
-        ui.stopButton.connect("clicked()", self.onStop)
-        ui.resumeButton.connect("clicked()", self.onResume)
-        ui.showCurvesButton.connect("clicked()", self.onShowCurves)
-        ui.openRunFolderButton.connect("clicked()", self.onOpenRunFolder)
-        ui.reviewButton.connect("clicked()", self.onReview)
-        ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
-
-        self._fillStaticSelectors()
+        for name, (_parameter, signal) in self.HAND_BOUND.items():
+            getattr(ui, name).connect(signal, lambda *args, name=name: self._onWidgetEdited(name))
+        for widget, signal, slot in (
+                (ui.refreshCohortButton, "clicked()", self.refreshSceneCohort),
+                (ui.cohortTable, "cellChanged(int,int)", self.onCohortCellChanged),
+                (ui.mappingTable, "cellChanged(int,int)", self.onMappingCellChanged),
+                (ui.checkCohortButton, "clicked()", self.onCheckCohort),
+                (ui.refreshModelsButton, "clicked()", self.refreshModels),
+                (ui.startButton, "clicked()", self.onStart),
+                (ui.stopButton, "clicked()", self.onStop),
+                (ui.resumeButton, "clicked()", self.onResume),
+                (ui.showCurvesButton, "clicked()", self.onShowCurves),
+                (ui.openRunFolderButton, "clicked()", self.onOpenRunFolder),
+                (ui.reviewButton, "clicked()", self.onReview),
+                (ui.installDependenciesButton, "clicked()", self.onInstallDependencies)):
+            widget.connect(signal, slot)
+        labels = {"scene": _("Scene: volumes and their segmentations"), "folders": _("Folders"),
+                  "manifest": _("Manifest file (CSV or JSON)")}
+        self._fillCombo(ui.cohortSourceSelector, [(labels[s], s) for s in COHORT_SOURCES])
+        self._fillCombo(ui.frameworkSelector, self.logic.frameworkChoices())
+        self._fillCombo(ui.sourceLabelsSelector, [(_("model's numbering"), "")] + [(t, t) for t in SOURCE_LABEL_TABLES[1:]])
+        for table, columns in ((ui.cohortTable, tables.COHORT_COLUMNS), (ui.mappingTable, tables.MAPPING_COLUMNS),
+                               (ui.problemsTable, tables.PROBLEM_COLUMNS)):
+            table.setColumnCount(len(columns))
+            table.setHorizontalHeaderLabels(list(columns))
+        self.refreshDevices(probe=False)
         self.refreshModels()
         self.updateDependencyStatus()
         self.initializeParameterNode()
-
-    def _fillStaticSelectors(self) -> None:
-        ui = self.ui
-        labels = {"scene": _("Scene: volumes and their segmentations"), "folders": _("Folders"),
-                  "manifest": _("Manifest file (CSV or JSON)")}
-        for selector, items in (
-                (ui.cohortSourceSelector, [(labels[s], s) for s in COHORT_SOURCES]),
-                (ui.frameworkSelector, [(_("CPS + SCDL (semi-supervised, class-balanced)"), "cps-scdl"),
-                                        (_("CPS (semi-supervised)"), "cps"),
-                                        (_("Supervised (labeled volumes only)"), "supervised")]),
-                (ui.sourceLabelsSelector, [(_("model's numbering"), "")] + [(t, t) for t in SOURCE_LABEL_TABLES[1:]])):
-            wasBlocked = selector.blockSignals(True)
-            selector.clear()
-            for text, data in items:
-                selector.addItem(text, data)
-            selector.blockSignals(wasBlocked)
-        try:
-            self._devices = devices.list_devices(probe_gpus=False)
-        except Exception:  # noqa: BLE001 - a broken CUDA install must not break the panel
-            self._devices = devices.base_devices()
-        wasBlocked = ui.deviceSelector.blockSignals(True)
-        ui.deviceSelector.clear()
-        for value, label in self._devices:
-            ui.deviceSelector.addItem(label, value)
-        ui.deviceSelector.blockSignals(wasBlocked)
-        for table, columns in ((ui.cohortTable, COHORT_COLUMNS), (ui.mappingTable, MAPPING_COLUMNS),
-                               (ui.problemsTable, PROBLEM_COLUMNS)):
-            table.setColumnCount(len(columns))
-            table.setHorizontalHeaderLabels(list(columns))
 
     def cleanup(self) -> None:
         if self._task is not None:
@@ -229,10 +201,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             except Exception as err:  # noqa: BLE001 - the panel opens with the dataclass defaults
                 logging.warning(f"SCDLTrain: no machine defaults ({err})")
                 defaults = {}
-            wasModified = node.StartModify()
-            for key, value in defaults.items():
-                setattr(node, key, value)
-            node.EndModify(wasModified)
+            self._modify(**defaults)
         if not node.runsFolder:
             node.runsFolder = str(self.logic.defaultRunsFolder())
         if not node.runName:
@@ -240,155 +209,81 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
 
     def setParameterNode(self, inputParameterNode) -> None:
         self._connectParameterNode(inputParameterNode, self._onParameterNodeModified)
-        self._updateGui()
+        self._seen = {}
+        self._onParameterNodeModified()
+
+    def _modify(self, **values) -> None:
+        """Set several parameters with one modified event (the panel's own changes: no preset side effect)."""
+        node = self._parameterNode
+        self._updating = True
+        wasModified = node.StartModify()
+        try:
+            for key, value in values.items():
+                setattr(node, key, value)
+        finally:
+            node.EndModify(wasModified)
+            self._updating = False
+        if self._seen:
+            self._seen["cpuPreset"] = node.cpuPreset  # set by the panel, not toggled by the user
+        self._onParameterNodeModified()
+
+    def _onWidgetEdited(self, name) -> None:
+        """A hand-bound widget changed (see :attr:`HAND_BOUND`): its value into the parameter node."""
+        if self._parameterNode is None or self._updating:
+            return
+        widget, (parameter, signal) = getattr(self.ui, name), self.HAND_BOUND[name]
+        if signal.startswith("currentIndexChanged"):
+            value = widget.itemData(widget.currentIndex) if 0 <= widget.currentIndex < widget.count() else None
+        else:
+            value = {"directoryChanged(QString)": lambda: widget.directory, "textChanged()": widget.toPlainText,
+                     "currentPathChanged(QString)": lambda: widget.currentPath}[signal]()
+        if value is not None and getattr(self._parameterNode, parameter) != str(value):
+            setattr(self._parameterNode, parameter, str(value))
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        if not self._updating:
-            self._updateGui()
-
-    def _updateGui(self) -> None:
-        """Parameter node -> widgets (signals blocked), then the estimate and the buttons."""
+        """Any change of the panel state: its side effects (the CPU preset sets iterations and patch; the source,
+        validation share and initial model re-read the scene cohort), then the widgets, estimate and buttons."""
         node = self._parameterNode
+        if self._updating:
+            return
         if node is None or self.ui is None:
             self._updateButtons()
             return
+        now = {name: getattr(node, name) for name in ("cpuPreset", *self.RESCAN_ON)}
+        before, self._seen = self._seen, now
+        if before and now["cpuPreset"] != before["cpuPreset"]:   # the user toggled the preset
+            iterations, patch = self.logic.presetDefaults("cpu" if node.cpuPreset else "paper")
+            self._modify(iterations=iterations, patchSize=0 if node.initModel else patch)  # 0: the model's own patch
+            return
+        if before and any(now[name] != before[name] for name in self.RESCAN_ON):
+            self.refreshSceneCohort()
+        self._updateGui()
+
+    def _updateGui(self) -> None:
+        """Parameter node -> the hand-bound widgets (signals blocked), then the estimate and the buttons."""
+        node, ui = self._parameterNode, self.ui
         self._updating = True
         try:
-            ui = self.ui
-            self._setCombo(ui.cohortSourceSelector, node.cohortSource)
-            self._setCombo(ui.frameworkSelector, node.framework)
-            self._setCombo(ui.sourceLabelsSelector, node.sourceLabels)
-            self._setCombo(ui.initModelSelector, node.initModel)
-            self._setCombo(ui.deviceSelector, node.device)
-            for widget, value in ((ui.valFractionSpinBox, node.valFraction), (ui.scdlWeightSpinBox, node.scdlWeight),
-                                  (ui.iterationsSpinBox, node.iterations), (ui.patchSizeSpinBox, node.patchSize),
-                                  (ui.labeledBatchSpinBox, node.labeledBatch),
-                                  (ui.unlabeledBatchSpinBox, node.unlabeledBatch)):
-                self._setValue(widget, "value", value)
-            self._setValue(ui.cpuPresetCheckBox, "checked", node.cpuPreset)
-            for widget, value in ((ui.labeledFolderButton, node.labeledFolder),
-                                  (ui.unlabeledFolderButton, node.unlabeledFolder),
-                                  (ui.valFolderButton, node.valFolder), (ui.runsFolderButton, node.runsFolder)):
-                self._setValue(widget, "directory", value)
-            self._setValue(ui.manifestPathLineEdit, "currentPath", node.manifestPath)
-            self._setValue(ui.runNameLineEdit, "text", node.runName)
-            if ui.advancedTextEdit.toPlainText() != node.advanced:
-                wasBlocked = ui.advancedTextEdit.blockSignals(True)
-                ui.advancedTextEdit.setPlainText(node.advanced)
-                ui.advancedTextEdit.blockSignals(wasBlocked)
-            source = node.cohortSource
-            ui.sceneCohortWidget.visible = source == "scene"
-            ui.foldersCohortWidget.visible = source == "folders"
-            ui.manifestCohortWidget.visible = source == "manifest"
-            ui.scdlWeightSpinBox.enabled = node.framework in options.SCDL_FRAMEWORKS
-            ui.unlabeledBatchSpinBox.enabled = node.framework != "supervised"
+            for name, (parameter, signal) in self.HAND_BOUND.items():
+                widget, value = getattr(ui, name), getattr(node, parameter)
+                wasBlocked = widget.blockSignals(True)
+                if signal.startswith("currentIndexChanged"):
+                    self._selectData(widget, value)
+                elif signal == "textChanged()":
+                    if widget.toPlainText() != value:
+                        widget.setPlainText(value)
+                elif getattr(widget, "directory" if signal.startswith("directory") else "currentPath") != value:
+                    setattr(widget, "directory" if signal.startswith("directory") else "currentPath", value)
+                widget.blockSignals(wasBlocked)
+            ui.sceneCohortWidget.visible = node.cohortSource == "scene"
+            ui.foldersCohortWidget.visible = node.cohortSource == "folders"
+            ui.manifestCohortWidget.visible = node.cohortSource == "manifest"
+            ui.scdlWeightSpinBox.enabled = options.uses_scdl(node.framework)
+            ui.unlabeledBatchSpinBox.enabled = options.uses_unlabeled(node.framework)
         finally:
             self._updating = False
         self._updateEstimate()
         self._updateButtons()
-
-    @staticmethod
-    def _setCombo(combo, data) -> None:
-        values = [combo.itemData(i) for i in range(combo.count())]
-        if data in values and combo.currentIndex != values.index(data):
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = values.index(data)
-            combo.blockSignals(wasBlocked)
-
-    @staticmethod
-    def _setValue(widget, attribute, value) -> None:
-        if getattr(widget, attribute, None) != value:
-            wasBlocked = widget.blockSignals(True)
-            setattr(widget, attribute, value)
-            widget.blockSignals(wasBlocked)
-
-    def _set(self, name, value) -> None:
-        """Widget -> parameter node (the check is stale afterwards)."""
-        if self._parameterNode is None or self._updating:
-            return
-        if getattr(self._parameterNode, name) != value:
-            setattr(self._parameterNode, name, value)
-            self._check = None
-            self._updateGui()
-
-    # -- option handlers --------------------------------------------------------------------------
-    def onCohortSourceChanged(self, index) -> None:
-        if 0 <= index < len(COHORT_SOURCES):
-            self._set("cohortSource", COHORT_SOURCES[index])
-            if COHORT_SOURCES[index] == "scene":
-                self.refreshSceneCohort()
-
-    def onValFractionChanged(self, value) -> None:
-        self._set("valFraction", float(value))
-        self.refreshSceneCohort()
-
-    def onLabeledFolderChanged(self, path) -> None:
-        self._set("labeledFolder", str(path))
-
-    def onUnlabeledFolderChanged(self, path) -> None:
-        self._set("unlabeledFolder", str(path))
-
-    def onValFolderChanged(self, path) -> None:
-        self._set("valFolder", str(path))
-
-    def onSourceLabelsChanged(self, index) -> None:
-        if 0 <= index < len(SOURCE_LABEL_TABLES):
-            self._set("sourceLabels", self.ui.sourceLabelsSelector.itemData(index))
-
-    def onManifestPathChanged(self, path) -> None:
-        self._set("manifestPath", str(path))
-
-    def onInitModelSelected(self, index) -> None:
-        if 0 <= index < self.ui.initModelSelector.count():
-            self._set("initModel", self.ui.initModelSelector.itemData(index) or "")
-            self.refreshSceneCohort()  # the classes to map onto may have changed
-
-    def onFrameworkSelected(self, index) -> None:
-        if 0 <= index < self.ui.frameworkSelector.count():
-            self._set("framework", self.ui.frameworkSelector.itemData(index))
-
-    def onScdlWeightChanged(self, value) -> None:
-        self._set("scdlWeight", float(value))
-
-    def onIterationsChanged(self, value) -> None:
-        self._set("iterations", int(value))
-
-    def onPatchSizeChanged(self, value) -> None:
-        self._set("patchSize", int(value))
-
-    def onLabeledBatchChanged(self, value) -> None:
-        self._set("labeledBatch", int(value))
-
-    def onUnlabeledBatchChanged(self, value) -> None:
-        self._set("unlabeledBatch", int(value))
-
-    def onDeviceSelected(self, index) -> None:
-        if 0 <= index < len(self._devices):
-            self._set("device", self._devices[index][0])
-
-    def onCpuPresetToggled(self, checked) -> None:
-        """The CPU preset also sets its iteration count and patch size (both stay editable)."""
-        if self._parameterNode is None or self._updating:
-            return
-        iterations, patch = self.logic.presetDefaults("cpu" if checked else "paper")
-        if self._parameterNode.initModel:
-            patch = 0                                      # automatic: the initial model's own patch
-        wasModified = self._parameterNode.StartModify()
-        self._parameterNode.cpuPreset = bool(checked)
-        self._parameterNode.iterations = iterations
-        self._parameterNode.patchSize = patch
-        self._parameterNode.EndModify(wasModified)
-        self._check = None
-        self._updateGui()
-
-    def onAdvancedChanged(self) -> None:
-        self._set("advanced", self.ui.advancedTextEdit.toPlainText())
-
-    def onRunsFolderChanged(self, path) -> None:
-        self._set("runsFolder", str(path))
-
-    def onRunNameChanged(self, text) -> None:
-        self._set("runName", str(text).strip())
 
     # -- models and devices -----------------------------------------------------------------------
     def refreshModels(self) -> None:
@@ -398,15 +293,10 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         except Exception as err:  # noqa: BLE001 - the panel must open even if the core cannot be imported
             self._models = []
             self.ui.modelCardBrowser.setHtml("<p>" + _("Cannot read the model catalog: {error}").format(error=err) + "</p>")
-        combo = self.ui.initModelSelector
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        combo.addItem(_("(none: train from scratch, Synapse classes)"), "")
-        for model in self._models:
-            combo.addItem(models.model_label(model), model["id"])
-        combo.blockSignals(wasBlocked)
+        self._fillCombo(self.ui.initModelSelector, [(_("(none: train from scratch, Synapse classes)"), "")] + [
+            (models.model_label(m), m["id"]) for m in self._models])
         if self._parameterNode is not None:
-            self._setCombo(combo, self._parameterNode.initModel)
+            self._selectData(self.ui.initModelSelector, self._parameterNode.initModel)
 
     # -- scene cohort -----------------------------------------------------------------------------
     def refreshSceneCohort(self) -> None:
@@ -425,50 +315,15 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         self._n_classes = len([e for e in table.entries if int(e.value) != 0])
         self._fillCohortTable()
         self._fillMappingTable()
-        counts = {split: sum(1 for c in self._cases if c.split == split and (c.labeled or split != "val"))
-                  for split in ("train", "val", "exclude")}
-        labeled = sum(1 for c in self._cases if c.split == "train" and c.labeled)
-        self.ui.cohortCountsLabel.text = _(
-            "Scene: {labeled} labeled and {unlabeled} unlabeled training volume(s), {val} for validation, "
-            "{excluded} excluded. Check the cohort before training.").format(
-            labeled=labeled, unlabeled=counts["train"] - labeled, val=counts["val"], excluded=counts["exclude"])
+        self.ui.cohortCountsLabel.text = tables.scene_counts_text(self._cases)
         self._updateButtons()
 
     def _fillCohortTable(self) -> None:
-        table = self.ui.cohortTable
-        wasBlocked = table.blockSignals(True)
-        table.setRowCount(len(self._cases))
-        for row, case in enumerate(self._cases):
-            segments = ", ".join(sorted({s[0] for s in case.segments()})) if case.labeled else _("(unlabeled)")
-            used = {"train": _("training") if case.labeled else _("training (unlabeled)"),
-                    "val": _("validation"), "exclude": _("not used")}[case.split]
-            for column, text in enumerate((case.name, case.role, segments, used, self._annotatedText(case))):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
-        table.blockSignals(wasBlocked)
-
-    def _annotatedText(self, case) -> str:
-        """The model classes a labeled case annotates (its mapped segments); the others are unknown in it,
-        not background (partial labels)."""
-        if not case.labeled:
-            return ""
-        names = sorted({m.class_name for m in getattr(self, "_matches", []) if m.trained and case.name in m.cases})
-        total = getattr(self, "_n_classes", 0)
-        if total and len(names) >= total:
-            return _("all {n}").format(n=total)
-        if not names:
-            return _("none")
-        return _("{names} (the other {n} unknown)").format(names=", ".join(names), n=max(total - len(names), 0))
+        self._fillTable(self.ui.cohortTable, tables.cohort_rows(self._cases, self._matches, self._n_classes),
+                        self.ui.cohortTableGroupBox)
 
     def _fillMappingTable(self) -> None:
-        table = self.ui.mappingTable
-        wasBlocked = table.blockSignals(True)
-        table.setRowCount(len(self._matches))
-        how = {"user": _("you"), "name": _("name"), "terminology": _("terminology"), "unknown": _("UNKNOWN")}
-        for row, match in enumerate(self._matches):
-            texts = (match.name, match.class_name if match.known else "", how[match.how], ", ".join(match.cases))
-            for column, text in enumerate(texts):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
-        table.blockSignals(wasBlocked)
+        self._fillTable(self.ui.mappingTable, tables.mapping_rows(self._matches), self.ui.mappingGroupBox)
 
     def onCohortCellChanged(self, row, column) -> None:
         """The user typed a role (auto, train, val, exclude) into the cohort table."""
@@ -502,7 +357,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             return
         overrides = segmentmap.overrides_from_json(node.segmentMapping)
         overrides[match.key] = value
-        self._set("segmentMapping", segmentmap.overrides_to_json(overrides))
+        node.segmentMapping = segmentmap.overrides_to_json(overrides)
         self.refreshSceneCohort()
 
     def _advancedLines(self) -> list:
@@ -614,21 +469,10 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             self.ui.cohortCountsLabel.text = _("The check failed: {error}").format(error=result.error)
             return
         self._check = (self._signatureAtCheck, result, list(self._sceneProblems))
-        errors = sum(1 for p in problems if p.severity == "error")
-        warnings = sum(1 for p in problems if p.severity == "warning")
-        counts = result.counts
-        text = _("{labeled} labeled, {unlabeled} unlabeled, {val} validation case(s); {errors} error(s), "
-                 "{warnings} warning(s).").format(errors=errors, warnings=warnings, **counts)
-        if result.validation_source != "val":
-            text += " " + _("No validation case: Dice is measured on the training cases (optimistic).")
-        self.ui.cohortCountsLabel.text = text + (" " + _("Ready to start.") if self._checkIsCurrent() else "")
+        self.ui.cohortCountsLabel.text = tables.check_text(result, problems, self._checkIsCurrent())
 
     def _setProblems(self, problems) -> None:
-        table = self.ui.problemsTable
-        table.setRowCount(len(problems))
-        for row, problem in enumerate(problems):
-            for column, text in enumerate((problem.case or _("(cohort)"), problem.severity, problem.message, problem.fix)):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
+        self._fillTable(self.ui.problemsTable, tables.problem_rows(problems), self.ui.problemsGroupBox)
 
     # -- training ------------------------------------------------------------------------------------
     def onStart(self) -> None:
@@ -656,8 +500,8 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         if node is None:
             return None
         candidates = [node.runFolder]
-        if node.runsFolder and node.runName:
-            candidates.append(os.path.join(node.runsFolder, node.runName))
+        if node.runsFolder and node.runName.strip():
+            candidates.append(os.path.join(node.runsFolder, node.runName.strip()))
         return next((c for c in candidates if c and handoff.can_resume(c)), None)
 
     def onResume(self) -> None:
@@ -696,7 +540,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         self.ui.statusLabel.text = _("Stopping after the current iteration (a checkpoint is saved)...")
         self._updateButtons()
 
-    def _finishTraining(self, job) -> None:
+    def _finishTrain(self, job) -> None:
         monitor = job.monitor
         self.logic.updateCurves(self._curves, monitor)
         node = self._parameterNode
@@ -741,7 +585,7 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
         job.modelDir = modelDir
         self._startTask("register", job)
 
-    def _finishRegistration(self, job) -> None:
+    def _finishRegister(self, job) -> None:
         try:
             modelId = self.logic.finishRegistration(job, job.modelDir)
         except RuntimeError as err:
@@ -810,20 +654,8 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
             self._appendLog(f"{item.label}: {item.status}" + (f" ({item.message})" if item.message else ""))
 
     # -- polling -------------------------------------------------------------------------------------
-    def _startTask(self, kind, job) -> None:
-        self._task = (kind, job)
-        self._timer.start()
-        self._updateButtons()
-
-    def onPollTimer(self) -> None:
-        """Hand the child's new output to the panel; finish the task when the child ended."""
-        if self._task is None:
-            self._timer.stop()
-            return
-        kind, job = self._task
-        for line in job.poll():
-            if kind == "review":
-                continue
+    def _showProgress(self, kind, job, lines) -> None:
+        for line in lines if kind != "review" else ():
             if line.kind in ("warning", "error", "message", "cancelled", "log"):
                 self._appendLog(line.text if line.kind == "log" else f"{line.kind}: {line.text}")
             elif line.kind == "event" and line.name in ("validation", "checkpoint", "model", "init", "start"):
@@ -836,12 +668,6 @@ class SCDLTrainWidget(PanelMixin, ScriptedLoadableModuleWidget, VTKObservationMi
                 self.logic.updateCurves(self._curves, job.monitor)
         elif kind == "review":
             self.ui.progressBar.value = int(job.percent)
-        if job.finished:
-            self._timer.stop()
-            self._task = None
-            {"check": self._finishCheck, "train": self._finishTraining, "register": self._finishRegistration,
-             "review": self._finishReview}[kind](job)
-            self._updateButtons()
 
     def _error(self, text) -> None:
         self._showError(text, _("SCDL Train"))

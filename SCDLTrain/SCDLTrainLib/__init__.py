@@ -12,6 +12,7 @@ in the shared library ``SCDLSlicerLib`` (installed beside this package).
 - ``curves``: those rows -> table, plot series and chart nodes.
 - ``trainjob``: the ``--check-only`` and training child processes.
 - ``handoff``: register the trained model, read cards and run folders.
+- ``tables``: the texts of the panel's tables and count lines.
 - ``logic``: ``SCDLTrainLogic`` and ``SCDLTrainParameterNode`` (the module file imports them).
 - ``selftest``: ``SCDLTrainTest`` (Reload and Test).
 """
@@ -41,4 +42,4 @@ _find_shared_library()
 
 #: Submodules in dependency order (``SCDLTrainWidget.onReload`` reloads them after ``SCDLSlicerLib``'s).
 SUBMODULES = ("segmentmap", "scenecohort", "export", "options", "estimate", "monitor", "curves", "trainjob",
-              "handoff", "logic", "selftest")
+              "handoff", "tables", "logic", "selftest")

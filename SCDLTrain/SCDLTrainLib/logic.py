@@ -154,6 +154,17 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         return out
 
     @staticmethod
+    def frameworkChoices() -> list:
+        """(label, value) of every training framework of the core (``scdl.training.config.Framework``)."""
+        from scdl.training.config import Framework
+
+        labels = {"cps-scdl": _("CPS + SCDL (semi-supervised, class-balanced)"), "cps": _("CPS (semi-supervised)"),
+                  "supervised": _("Supervised (labeled volumes only)"),
+                  "mean-teacher-scdl": _("Mean Teacher + SCDL (semi-supervised)"),
+                  "mean-teacher": _("Mean Teacher (semi-supervised)")}
+        return [(labels.get(f.value, f.value), f.value) for f in Framework]
+
+    @staticmethod
     def presetDefaults(preset: str) -> tuple:
         """(iterations, patch edge) of a preset (``scdl.training.config``)."""
         from scdl.training.config import DEFAULTS, PRESET_VALUES
@@ -224,7 +235,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         """The panel's state as training options (raises ``options.OptionsError`` for a bad setting)."""
         if not node.runsFolder or not node.runName:
             raise options.OptionsError(_("Choose a runs folder and a run name."))
-        runDir = os.path.join(node.runsFolder, node.runName)
+        runDir = os.path.join(node.runsFolder, node.runName.strip())
         if node.cohortSource == "scene":
             cohort = {"manifest": os.path.join(os.path.abspath(runDir), "cohort", export.MANIFEST_NAME)}
         elif node.cohortSource == "folders":

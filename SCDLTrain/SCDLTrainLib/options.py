@@ -30,14 +30,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-#: Frameworks the panel offers (the core has more: Mean Teacher variants are reachable from scripts).
-PANEL_FRAMEWORKS = ("supervised", "cps", "cps-scdl")
-#: Frameworks whose loss includes the SCDL term (``scdl.lam`` matters).
-SCDL_FRAMEWORKS = ("cps-scdl", "mean-teacher-scdl")
-
-
 class OptionsError(ValueError):
     """A setting of the panel that cannot work; the message names it and the fix."""
+
+
+def framework(name: str):
+    """The core's framework (``scdl.training.config.Framework``, the one owner of the names and their
+    properties); :class:`OptionsError` for an unknown name."""
+    from scdl.training.config import Framework
+
+    try:
+        return Framework(name)
+    except ValueError:
+        raise OptionsError(f"Unknown framework {name!r}: use one of {', '.join(Framework.values())}.") from None
+
+
+def uses_scdl(name: str) -> bool:
+    """The framework's loss includes the SCDL term (``scdl.lam`` matters)."""
+    try:
+        return framework(name).uses_scdl
+    except OptionsError:
+        return False
+
+
+def uses_unlabeled(name: str) -> bool:
+    """The framework learns from unlabeled patches (the unlabeled batch matters)."""
+    try:
+        return framework(name).uses_unlabeled
+    except OptionsError:
+        return True
 
 
 def parse_advanced(text: str) -> list[str]:
@@ -91,9 +112,9 @@ class TrainOptions:
         p = int(self.patch_size)
         out = [f"patch_size=[{p},{p},{p}]"] if p > 0 else []
         out.append(f"labeled_batch={int(self.labeled_batch)}")
-        if self.framework != "supervised":
+        if uses_unlabeled(self.framework):
             out.append(f"unlabeled_batch={int(self.unlabeled_batch)}")
-        if self.framework in SCDL_FRAMEWORKS:
+        if uses_scdl(self.framework):
             out.append(f"scdl.lam={float(self.scdl_weight)!r}")
         return out + list(self.advanced)
 
@@ -135,8 +156,7 @@ class TrainOptions:
         from scdl.errors import ScdlError
         from scdl.training.config import resolve_config
 
-        if self.framework not in PANEL_FRAMEWORKS + ("mean-teacher", "mean-teacher-scdl"):
-            raise OptionsError(f"Unknown framework {self.framework!r}.")
+        framework(self.framework)
         values: dict[str, Any] = {"framework": self.framework, "iterations": int(self.iterations)}
         if self.init:
             values["labels"] = "init"

@@ -19,6 +19,40 @@ def ui_widgets(ui_path: Path) -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in root.iter("widget") if w.get("name")}
 
 
+def ui_parameter_names(ui_path: Path) -> dict[str, str]:
+    """Widget name -> its ``SlicerParameterName`` dynamic property (the parameter node wrapper binds those)."""
+    root = ET.parse(ui_path).getroot()
+    found = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                found[widget.get("name")] = prop.findtext("string")
+    return found
+
+
+#: How a user edit of a widget looks: class -> (attribute it changes, signal it emits). The signals are the
+#: ones Slicer's parameter node wrapper (the stub's ``connectGui``) and the modules connect to.
+EDITS = {
+    "QSpinBox": ("value", "valueChanged(int)"),
+    "QDoubleSpinBox": ("value", "valueChanged(double)"),
+    "QCheckBox": ("checked", "toggled(bool)"),
+    "QLineEdit": ("text", "textChanged(QString)"),
+    "QComboBox": ("currentIndex", "currentIndexChanged(int)"),
+    "ctkDirectoryButton": ("directory", "directoryChanged(QString)"),
+    "ctkPathLineEdit": ("currentPath", "currentPathChanged(QString)"),
+    "QPlainTextEdit": ("plainText", "textChanged()"),
+}
+
+
+def user_edit(widget, value) -> None:
+    """What a user's edit does: the widget's value changes, then its change signal reaches every slot."""
+    attribute, signal = EDITS[widget.className]
+    setattr(widget, attribute, value)
+    for connected, slot in list(widget.connections):
+        if connected == signal:
+            slot() if signal.endswith("()") else slot(value)
+
+
 def ui_custom_widgets(ui_path: Path) -> set[str]:
     root = ET.parse(ui_path).getroot()
     return {c.findtext("class") for c in root.iter("customwidget")}
@@ -43,6 +77,19 @@ class FakeWidget:
         self.rows: dict[tuple[int, int], object] = {}
         self.rowCount_ = 0
         self._blocked = False
+        self.checked = False
+        self.slicerParameterName = None  # the .ui's SlicerParameterName (make_fake_ui)
+        self._node = None
+
+    # qMRMLNodeComboBox
+    def currentNode(self):
+        return self._node
+
+    def setCurrentNode(self, node) -> None:
+        self._node = node
+
+    def disconnect(self, signal: str, slot) -> None:
+        self.connections = [c for c in self.connections if c != (signal, slot)]
 
     # signals
     def connect(self, signal: str, slot) -> bool:
@@ -98,5 +145,11 @@ class FakeWidget:
         self.headers = list(labels)
 
 
-def make_fake_ui(ui_path: Path) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**{name: FakeWidget(name, cls) for name, cls in ui_widgets(ui_path).items()})
+def make_fake_ui(ui_path: Path, widget_class=None) -> types.SimpleNamespace:
+    """Every widget of the .ui file as a ``widget_class`` (default :class:`FakeWidget`), with its
+    ``SlicerParameterName``."""
+    widget_class = widget_class or FakeWidget
+    ui = types.SimpleNamespace(**{name: widget_class(name, cls) for name, cls in ui_widgets(ui_path).items()})
+    for name, parameter in ui_parameter_names(ui_path).items():
+        getattr(ui, name).slicerParameterName = parameter
+    return ui

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from fakeui import FakeWidget, ui_widgets
+from fakeui import FakeWidget, make_fake_ui, ui_parameter_names, user_edit
 from harness import REPO
 from SCDLTrain import SCDLTrainLogic, SCDLTrainWidget
 from SCDLTrainLib import trainjob
@@ -61,13 +61,16 @@ class TrainFakeWidget(FakeWidget):
 @pytest.fixture
 def widget(slicer_app, scdl_home, fake_qt, dialogs):
     w = SCDLTrainWidget()
-    ui = types.SimpleNamespace(**{n: TrainFakeWidget(n, c) for n, c in ui_widgets(UI_FILE).items()})
-    w.connectUi(ui, SCDLTrainLogic(backend="popen"))
+    w.connectUi(make_fake_ui(UI_FILE, TrainFakeWidget), SCDLTrainLogic(backend="popen"))
     yield w
     w.cleanup()
 
 
 _pump = functools.partial(pump, timeout=180.0)
+
+
+def _index(combo, data):
+    return [item[1] for item in combo.items].index(data)
 
 
 def _edit(table, row, column, text, handler, fake_qt):
@@ -81,30 +84,11 @@ TINY = "network.n_filters = 2\npreprocessing.spacing_mm = [8, 8, 8]\ndata.num_wo
 def test_every_control_is_connected_and_defaults_fit_the_machine(widget, scdl_home):
     ui = widget.ui
     expected = {
-        "cohortSourceSelector": ("currentIndexChanged(int)", widget.onCohortSourceChanged),
-        "valFractionSpinBox": ("valueChanged(double)", widget.onValFractionChanged),
         "refreshCohortButton": ("clicked()", widget.refreshSceneCohort),
         "cohortTable": ("cellChanged(int,int)", widget.onCohortCellChanged),
         "mappingTable": ("cellChanged(int,int)", widget.onMappingCellChanged),
-        "labeledFolderButton": ("directoryChanged(QString)", widget.onLabeledFolderChanged),
-        "unlabeledFolderButton": ("directoryChanged(QString)", widget.onUnlabeledFolderChanged),
-        "valFolderButton": ("directoryChanged(QString)", widget.onValFolderChanged),
-        "sourceLabelsSelector": ("currentIndexChanged(int)", widget.onSourceLabelsChanged),
-        "manifestPathLineEdit": ("currentPathChanged(QString)", widget.onManifestPathChanged),
         "checkCohortButton": ("clicked()", widget.onCheckCohort),
-        "initModelSelector": ("currentIndexChanged(int)", widget.onInitModelSelected),
         "refreshModelsButton": ("clicked()", widget.refreshModels),
-        "frameworkSelector": ("currentIndexChanged(int)", widget.onFrameworkSelected),
-        "scdlWeightSpinBox": ("valueChanged(double)", widget.onScdlWeightChanged),
-        "iterationsSpinBox": ("valueChanged(int)", widget.onIterationsChanged),
-        "patchSizeSpinBox": ("valueChanged(int)", widget.onPatchSizeChanged),
-        "labeledBatchSpinBox": ("valueChanged(int)", widget.onLabeledBatchChanged),
-        "unlabeledBatchSpinBox": ("valueChanged(int)", widget.onUnlabeledBatchChanged),
-        "deviceSelector": ("currentIndexChanged(int)", widget.onDeviceSelected),
-        "cpuPresetCheckBox": ("toggled(bool)", widget.onCpuPresetToggled),
-        "advancedTextEdit": ("textChanged()", widget.onAdvancedChanged),
-        "runsFolderButton": ("directoryChanged(QString)", widget.onRunsFolderChanged),
-        "runNameLineEdit": ("textChanged(QString)", widget.onRunNameChanged),
         "startButton": ("clicked()", widget.onStart),
         "stopButton": ("clicked()", widget.onStop),
         "resumeButton": ("clicked()", widget.onResume),
@@ -115,6 +99,17 @@ def test_every_control_is_connected_and_defaults_fit_the_machine(widget, scdl_ho
     }
     for name, connection in expected.items():
         assert getattr(ui, name).connections == [connection], name
+    # every option is bound: declaratively (SlicerParameterName in the .ui, the parameter node wrapper connects
+    # it) or through the one hand-binding table; no option has a handler of its own
+    declared = ui_parameter_names(UI_FILE)
+    assert set(declared.values()) | {p for p, _s in widget.HAND_BOUND.values()} | {
+        "segmentMapping", "runFolder", "trainedModelId"} == set(widget._parameterNode.allParameters)
+    for name, parameter in declared.items():
+        assert [signal for signal, _slot in getattr(ui, name).connections] == [
+            {"QSpinBox": "valueChanged(int)", "QDoubleSpinBox": "valueChanged(double)", "QCheckBox": "toggled(bool)",
+             "QLineEdit": "textChanged(QString)"}[getattr(ui, name).className]], name
+    for name, (_parameter, signal) in widget.HAND_BOUND.items():
+        assert [s for s, _slot in getattr(ui, name).connections] == [signal], name
     node = widget._parameterNode
     # no CUDA here: the panel starts with the CPU preset (the paper's 17,000 iterations would take days)
     assert (node.framework, node.iterations, node.patchSize, node.labeledBatch, node.unlabeledBatch, node.scdlWeight,
@@ -122,7 +117,10 @@ def test_every_control_is_connected_and_defaults_fit_the_machine(widget, scdl_ho
     assert (ui.iterationsSpinBox.value, ui.patchSizeSpinBox.value, ui.scdlWeightSpinBox.value) == (1500, 48, 0.1)
     assert ui.cpuPresetCheckBox.checked is True
     assert node.runsFolder == str(scdl_home / "runs") and ui.runNameLineEdit.text == node.runName != ""
-    assert [i[1] for i in ui.frameworkSelector.items] == ["cps-scdl", "cps", "supervised"]
+    from scdl.training.config import Framework
+
+    assert [i[1] for i in ui.frameworkSelector.items] == list(Framework.values())    # the core's choices
+    assert ui.frameworkSelector.items[ui.frameworkSelector.currentIndex][1] == "cps-scdl"
     assert [i[1] for i in ui.initModelSelector.items] == [""]        # nothing installed: from scratch only
     assert ui.mappingTable.headers == ["Segment", "Model class", "Matched by", "Cases"]
     assert ui.startButton.enabled is False and ui.stopButton.enabled is False and ui.resumeButton.enabled is False
@@ -161,7 +159,7 @@ def test_scene_tables_and_corrections(widget, train_scene, dialogs, fake_qt):
     assert mapping["colon"][1:3] == ["", "UNKNOWN"] and mapping["liver"][3] == "blockA, blockB"
     # the default validation share (0.2) of 2 labeled volumes rounds to none; 0.5 holds one out
     assert ui.cohortCountsLabel.text.startswith("Scene: 2 labeled and 1 unlabeled training volume(s), 0 for validation")
-    widget.onValFractionChanged(0.5)
+    user_edit(widget.ui.valFractionSpinBox, 0.5)
     assert ui.cohortCountsLabel.text.startswith("Scene: 1 labeled and 1 unlabeled training volume(s), 1 for validation")
     assert sorted(r[3] for r in ui.cohortTable.table()) == ["training", "training (unlabeled)", "validation"]
     # the user maps "colon" to the stomach and types a class that does not exist for "rib_left_1"
@@ -183,25 +181,31 @@ def test_scene_tables_and_corrections(widget, train_scene, dialogs, fake_qt):
 
 def test_options_preset_advanced_and_estimate(widget):
     ui = widget.ui
-    widget.onCpuPresetToggled(True)
+    user_edit(widget.ui.cpuPresetCheckBox, True)
     node = widget._parameterNode
     assert (node.cpuPreset, node.iterations, node.patchSize) == (True, 1500, 48)
     assert (ui.iterationsSpinBox.value, ui.patchSizeSpinBox.value) == (1500, 48)
+    # the user unticks the CPU preset: the paper's iterations and patch, in the node and in the spin boxes
+    user_edit(ui.cpuPresetCheckBox, False)
+    assert (node.cpuPreset, node.iterations, node.patchSize) == (False, 17000, 96)
+    assert (ui.iterationsSpinBox.value, ui.patchSizeSpinBox.value) == (17000, 96)
+    user_edit(ui.patchSizeSpinBox, 64)                  # a spin box edit reaches the node (declarative binding)
+    assert node.patchSize == 64 and "patch_size=[64,64,64]" in widget._options().overrides()
+    user_edit(ui.cpuPresetCheckBox, True)
+    assert (node.iterations, node.patchSize, ui.iterationsSpinBox.value) == (1500, 48, 1500)
     # cpu preset, 48³, width 8, CPS+SCDL: the fitted 1.59 CPU s per step (measured 1.60, see
     # test_slicer_train_options.py) x 1500 iterations
     assert ui.estimateLabel.text.startswith("Estimate: about 1.6 s per iteration, 39 min 47 s in all; the training "
                                             "steps need about 1.0 GiB of memory.")
-    widget.onFrameworkSelected(2)                       # supervised: no SCDL weight, no unlabeled batch
+    user_edit(ui.frameworkSelector, _index(ui.frameworkSelector, "supervised"))                     # supervised: no SCDL weight, no unlabeled batch
     assert node.framework == "supervised" and ui.scdlWeightSpinBox.enabled is False
     assert ui.unlabeledBatchSpinBox.enabled is False
-    ui.advancedTextEdit.setPlainText("optimizer.lrate = 0.1")
-    widget.onAdvancedChanged()
+    user_edit(ui.advancedTextEdit, "optimizer.lrate = 0.1")
     assert node.advanced == "optimizer.lrate = 0.1"
     assert ui.estimateLabel.text.startswith("Settings: ") and "unknown setting 'lrate'" in ui.estimateLabel.text
-    ui.advancedTextEdit.setPlainText("network.n_filters = 4")
-    widget.onAdvancedChanged()
+    user_edit(ui.advancedTextEdit, "network.n_filters = 4")
     assert ui.estimateLabel.text.startswith("Estimate: about")
-    widget.onDeviceSelected(1)
+    user_edit(ui.deviceSelector, 1)
     assert node.device == "cpu"
 
 
@@ -209,8 +213,8 @@ def test_check_of_the_scene_enables_start_until_something_changes(widget, train_
     node = widget._parameterNode
     node.runsFolder = str(tmp_path / "runs")
     node.advanced = TINY
-    widget.onValFractionChanged(0.5)
-    widget.onCpuPresetToggled(True)
+    user_edit(widget.ui.valFractionSpinBox, 0.5)
+    user_edit(widget.ui.cpuPresetCheckBox, True)
     node.patchSize, node.labeledBatch, node.unlabeledBatch = 16, 1, 1
     widget.onCheckCohort()
     assert widget._task[0] == "check" and widget.ui.checkCohortButton.enabled is False
@@ -242,7 +246,7 @@ def test_check_of_the_scene_enables_start_until_something_changes(widget, train_
     slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")    # unrelated nodes change nothing
     assert widget.ui.startButton.enabled is True
     checked, iterations = widget._check, node.iterations
-    widget.onIterationsChanged(2000)                   # any change of the options: check again before starting
+    user_edit(widget.ui.iterationsSpinBox, 2000)                   # any change of the options: check again before starting
     assert widget.ui.startButton.enabled is False
     node.iterations, widget._check = iterations, checked                # back to the checked state ...
     widget._updateButtons()
@@ -267,9 +271,9 @@ def test_manifest_cohort_problems_are_listed_per_row(widget, train_blocks, dialo
         f"{train_blocks['blockC'][0]},,train,\n")
     node = widget._parameterNode
     node.runsFolder = str(tmp_path / "runs")
-    widget.onCohortSourceChanged(2)
+    user_edit(widget.ui.cohortSourceSelector, 2)
     assert widget.ui.manifestCohortWidget.visible is True and widget.ui.sceneCohortWidget.visible is False
-    widget.onManifestPathChanged(str(tmp_path / "cohort.csv"))
+    user_edit(widget.ui.manifestPathLineEdit, str(tmp_path / "cohort.csv"))
     node.labeledBatch, node.unlabeledBatch, node.patchSize = 1, 1, 16
     widget.onCheckCohort()
     _pump(widget, lambda: widget._task is None)

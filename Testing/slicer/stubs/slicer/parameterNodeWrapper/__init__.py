@@ -5,7 +5,10 @@
 parameters (strings), MRML node types as node references, defaults come from the class body (else "", 0,
 0.0, False, None) and are written into the node on construction; ``AddObserver``/``RemoveObserver``/
 ``Modified``/``StartModify``/``EndModify`` and ``getValue``/``setValue`` forward to the node.
-``connectGui`` returns a tag and binds nothing (there is no Qt here); tests drive the handlers directly.
+``connectGui(gui)`` binds every widget of ``gui`` (the tests' stand-in ui) that carries a ``slicerParameterName``
+(the .ui's ``SlicerParameterName``) as the real wrapper's GUI connectors do: the node's value is written into the
+widget now and on every change of the node; the widget's change signal writes the widget's value into the node.
+Widget classes without a connector in Slicer raise, as in Slicer.
 Unsupported annotations raise ``TypeError`` at decoration time.
 """
 
@@ -114,8 +117,8 @@ def parameterNodeWrapper(classtype=None):
             setattr(cls, pname, _make_property(pname, ptype))
         cls.__init__ = __init__
         cls.allParameters = dict(hints)
-        cls.connectGui = lambda self, gui: object()
-        cls.disconnectGui = lambda self, tag: None
+        cls.connectGui = lambda self, gui: _connect_gui(self, gui, hints)
+        cls.disconnectGui = lambda self, tag: _disconnect_gui(self, tag)
         cls.getValue = lambda self, name: getattr(self, name)
         cls.setValue = lambda self, name, value: setattr(self, name, value)
         cls.default = lambda self, name: defaults[name]
@@ -131,3 +134,54 @@ def parameterNodeWrapper(classtype=None):
 
 def _parameter_names(node) -> set:
     return set(node.GetParameterNames())
+
+
+#: Slicer's GUI connectors (guiConnectors.py) for the widget classes the modules bind: class -> (read, write, signal).
+_GUI_CONNECTORS = {
+    "QCheckBox": (lambda w: bool(w.checked), lambda w, v: setattr(w, "checked", bool(v)), "toggled(bool)"),
+    "QSpinBox": (lambda w: int(w.value), lambda w, v: setattr(w, "value", int(v)), "valueChanged(int)"),
+    "QDoubleSpinBox": (lambda w: float(w.value), lambda w, v: setattr(w, "value", float(v)), "valueChanged(double)"),
+    "QLineEdit": (lambda w: str(w.text), lambda w, v: setattr(w, "text", str(v)), "textChanged(QString)"),
+    "qMRMLNodeComboBox": (lambda w: w.currentNode(), lambda w, v: w.setCurrentNode(v), "currentNodeChanged(vtkMRMLNode*)"),
+}
+
+
+def _connect_gui(wrapper, gui, hints):
+    import vtk
+
+    bound = []
+    for widget in vars(gui).values():
+        name = getattr(widget, "slicerParameterName", None)
+        if not name:
+            continue
+        if name not in hints:
+            raise ValueError(f"{widget.name}: SlicerParameterName {name!r} is not a parameter of {type(wrapper).__name__}")
+        if widget.className not in _GUI_CONNECTORS:
+            raise RuntimeError(f"Unable to create GUI connector from datatype {hints[name]} to widget type {widget.className}")
+        read, write, signal = _GUI_CONNECTORS[widget.className]
+
+        def slot(*_args, name=name, widget=widget, read=read):
+            value = read(widget)
+            if getattr(wrapper, name) != value:
+                setattr(wrapper, name, value)
+
+        widget.connect(signal, slot)
+        bound.append((name, widget, write, signal, slot))
+
+    def update_widgets(*_args):
+        for name, widget, write, _signal, _slot in bound:
+            was_blocked = widget.blockSignals(True)
+            write(widget, getattr(wrapper, name))
+            widget.blockSignals(was_blocked)
+
+    update_widgets()
+    return (wrapper.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, update_widgets), bound)
+
+
+def _disconnect_gui(wrapper, tag):
+    if not tag:
+        return
+    observer, bound = tag
+    wrapper.parameterNode.RemoveObserver(observer)
+    for _name, widget, _write, signal, slot in bound:
+        widget.disconnect(signal, slot)
