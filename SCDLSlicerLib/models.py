@@ -7,7 +7,6 @@ no checksums); everything that verifies or downloads weights runs in a child (``
 
 from __future__ import annotations
 
-import html
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -76,53 +75,31 @@ def load_card(model: dict[str, Any]) -> dict[str, Any]:
     return dict(entry.get("card") or {})
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return str(value)
+def _facts(model: dict[str, Any]) -> dict[str, Any]:
+    """What the catalog knows of a model that its card (or card template) may lack."""
+    return {"title": model.get("title"), "model_id": model["id"], "label_names": model.get("label_names"),
+            "status": model.get("status")}
 
 
 def card_rows(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> list[tuple[str, str]]:
-    """The model card as (heading, text) rows: classes, training data, metrics, licence, intended use ..."""
-    card = load_card(model) if card is None else card
-    prov = card.get("provenance") or {}
-    arch = card.get("architecture") or {}
-    names = model.get("label_names") or []
-    rows = [
-        (_("Model"), f"{model.get('title') or model['id']} ({model['id']}" + (f", v{card['version']}" if card.get("version") else "") + ")"),
-        (_("Status"), str(model.get("status", ""))),
-        (_("Description"), str(card.get("description") or model.get("description") or "")),
-        (_("Classes"), (f"{len(names)}: " + ", ".join(names)) if names else (
-            f"{arch['n_classes'] - 1} + background" if arch.get("n_classes") else str(model.get("labels") or ""))),
-        (_("Network"), ", ".join(f"{k} {v}" for k, v in arch.items() if k != "in_channels") +
-         (f"; ensemble of {card['ensemble']}" if card.get("ensemble") else "")),
-        (_("Training data"), str(prov.get("data") or "")),
-        (_("Data licence"), str(prov.get("data_licence") or "")),
-        (_("Training"), ", ".join(x for x in (
-            str(prov["framework"]) if prov.get("framework") else "",
-            f"{prov['iterations']} iterations" if prov.get("iterations") else "") if x)),
-        (_("Validation metrics"), _fmt(prov.get("validation_metrics")) if prov.get("validation_metrics") else ""),
-        (_("Licence"), str(card.get("licence") or model.get("licence") or "")),
-        (_("Intended use"), str(card.get("intended_use") or "")),
-        (_("Warnings"), "; ".join(str(w) for w in (card.get("warnings") or model.get("warnings") or []))),
-    ]
-    return [(heading, text) for heading, text in rows if text]
+    """The model card as (heading, text) rows (the core's one renderer, ``scdl.models.cardtext``)."""
+    from scdl.models import cardtext
+
+    return cardtext.card_rows(load_card(model) if card is None else card, **_facts(model))
 
 
 def card_tooltip(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> str:
-    """Plain-text card for a tooltip."""
-    return "\n".join(f"{heading}: {text}" for heading, text in card_rows(model, card))
+    """The compact tooltip (title, id and version, classes, data, Dice, warnings; lines of <= 60 characters)."""
+    from scdl.models import cardtext
+
+    return cardtext.card_tooltip_html(load_card(model) if card is None else card, **_facts(model))
 
 
 def card_html(model: dict[str, Any], card: Optional[dict[str, Any]] = None) -> str:
-    """HTML card for the collapsible card view."""
-    rows = "".join(f"<tr><td valign='top'><b>{html.escape(h)}</b></td><td>{html.escape(t)}</td></tr>"
-                   for h, t in card_rows(model, card))
-    return f"<table cellspacing='2'>{rows}</table>"
+    """HTML card for the collapsible card view (the core's renderer, as ``scdl models info`` shows it)."""
+    from scdl.models import cardtext
+
+    return cardtext.card_html(load_card(model) if card is None else card, **_facts(model))
 
 
 def label_infos(model_id_or_path: Optional[str]) -> Optional[list[LabelInfo]]:

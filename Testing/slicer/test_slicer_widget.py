@@ -75,8 +75,9 @@ def test_model_selector_lists_catalog_and_cached_models_with_their_cards(widget,
     assert "[not installed]" in ui.modelSelector.items[0][0] and "[download needed]" in ui.modelSelector.items[1][0]
     # the only installed model is preselected; its card is in the tooltip and the card view
     assert widget._parameterNode.modelId == "coarse-test-model"
-    assert "Classes: 13: spleen, right kidney, left kidney" in ui.modelSelector.toolTip
-    assert "Licence: Apache-2.0" in ui.modelSelector.toolTip
+    tip = ui.modelSelector.toolTip                    # the core's compact card (scdl.models.cardtext)
+    assert "13 classes + background" in tip and "coarse-test-model" in tip and "['" not in tip and "None" not in tip
+    assert "<b>Licence</b></td><td>Apache-2.0" in ui.modelCardBrowser.html
     assert "<b>Training data</b></td><td>none (random weights)" in ui.modelCardBrowser.html
     assert ui.downloadModelButton.enabled is False
     assert ui.applyButton.enabled is True
