@@ -25,8 +25,6 @@ on the volume's grid is a warning (``partly_outside``). No Qt here.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,8 @@ import vtk
 from SCDLSlicerLib import sceneio
 from SCDLTrainLib.scenecohort import CaseProblem, SceneCase
 
-MANIFEST_NAME = "manifest.csv"
+#: Columns of the exported manifest (``name``, ``volume_id``: which scene volume a row came from).
+MANIFEST_COLUMNS = ("image", "label", "split", "labels", "annotated", "name", "volume_id")
 #: A mapped segment that keeps less than this share of its volume on the CT's grid is reported.
 MIN_INSIDE_FRACTION = 0.5
 #: Segments smaller than this many voxels are not checked for the share (resampling noise).
@@ -240,6 +239,7 @@ def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], fo
         class_names: ``{value: name}`` of the model's foreground classes, for the ``annotated`` column.
     """
     from scdl.io.atomic import atomic_dir
+    from scdl.training.cohort import MANIFEST_NAME, manifest_text
 
     folder = Path(folder)
     result = ExportResult(folder=folder, manifest=folder / MANIFEST_NAME)
@@ -273,9 +273,6 @@ def export_scene_cohort(cases: list[SceneCase], value_of_key: dict[str, int], fo
             result.cases.append(ExportedCase(case.name, case.split, folder / "images" / image.name,
                                              folder / "labels" / label_path.name if label_path else None, row_tag, voxels,
                                              annotated_values))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", "label", "split", "labels", "annotated", "name", "volume_id"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        (tmp / MANIFEST_NAME).write_text(buffer.getvalue(), encoding="utf-8")
+        # the core's one manifest writer (scdl.training.cohort), with the columns of this export
+        (tmp / MANIFEST_NAME).write_text(manifest_text(rows, MANIFEST_COLUMNS), encoding="utf-8")
     return result

@@ -14,8 +14,6 @@ from typing import Any, Optional
 
 from SCDLSlicerLib.jobs import ModelsJob
 
-#: Files of a run folder the panel links to, in display order (``scdl/training/trainer.py`` writes them).
-RUN_FILES = ("curves.png", "log.csv", "validation.csv", "config.json", "cohort_report.json", "model/card.json")
 
 
 def model_id_of(model_dir: os.PathLike | str) -> str:
@@ -28,8 +26,10 @@ def model_id_of(model_dir: os.PathLike | str) -> str:
 
 def read_card(model_dir: os.PathLike | str) -> dict[str, Any]:
     """A package's card (``{}`` if it cannot be read)."""
+    from scdl.models.card import CARD_FILE
+
     try:
-        return json.loads((Path(model_dir) / "card.json").read_text(encoding="utf-8"))
+        return json.loads((Path(model_dir) / CARD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -57,8 +57,8 @@ def catalog_item(model_id: str) -> Optional[dict[str, Any]]:
 
 
 def can_resume(run_dir: os.PathLike | str) -> bool:
-    """True when the folder holds a run that can continue (``config.json`` and ``checkpoint.pt``) and whose
-    model was not written yet."""
-    run_dir = Path(run_dir)
-    return ((run_dir / "config.json").is_file() and (run_dir / "checkpoint.pt").is_file()
-            and not (run_dir / "model" / "card.json").is_file())
+    """True when the folder holds a run that can continue (a stopped run: config and checkpoint, no model yet;
+    the core's ``scdl.training.runfolder`` names the files and decides)."""
+    from scdl.training.runfolder import can_resume as core_can_resume
+
+    return core_can_resume(run_dir)

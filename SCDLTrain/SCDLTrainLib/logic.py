@@ -188,6 +188,8 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         """Write the scene cohort into ``runDir/cohort`` (volumes, label maps in the model's numbering,
         ``manifest.csv``). Returns ``(ExportResult, problems)`` with the per-case problems found in the scene
         (mapping, roles, geometry); None instead of the result when the scene holds no case."""
+        from scdl.training.runfolder import RunFolder
+
         table = self.targetTable(initModel, advanced)
         cases = self.sceneCases(valFraction)
         matches = self.segmentMatches(cases, table, overrides)
@@ -198,7 +200,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                 "load CT volumes (and segment some of them), or choose folders or a manifest."))
             return None, problems
         result = export.export_scene_cohort(cases, segmentmap.value_map(matches),
-                                            os.path.join(str(runDir), "cohort"),
+                                            RunFolder(runDir).scene_cohort_dir,
                                             class_names={int(e.value): e.name for e in table.entries if int(e.value)})
         return result, problems + result.problems
 
@@ -233,11 +235,13 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
 
     def optionsFromParameters(self, node) -> options.TrainOptions:
         """The panel's state as training options (raises ``options.OptionsError`` for a bad setting)."""
-        if not node.runsFolder or not node.runName:
+        from scdl.training.runfolder import RunFolder
+
+        if not node.runsFolder or not node.runName.strip():
             raise options.OptionsError(_("Choose a runs folder and a run name."))
         runDir = os.path.join(node.runsFolder, node.runName.strip())
         if node.cohortSource == "scene":
-            cohort = {"manifest": os.path.join(os.path.abspath(runDir), "cohort", export.MANIFEST_NAME)}
+            cohort = {"manifest": str(RunFolder(os.path.abspath(runDir)).scene_cohort_manifest)}
         elif node.cohortSource == "folders":
             cohort = {"labeled": node.labeledFolder or None, "unlabeled": node.unlabeledFolder or None,
                       "val": node.valFolder or None, "labels": node.sourceLabels or None}
@@ -375,11 +379,10 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         """The validation cases of a run as volume nodes: the scene volumes a scene cohort was exported from
         (manifest column ``volume_id``), else the images of the run's manifest or folders, loaded into the
         scene. Cases that cannot be loaded here (DICOM folders) are left out."""
-        import json
-
         from scdl.training.cohort import load_folders, load_manifest
+        from scdl.training.runfolder import RunFolder
 
-        config = json.loads(open(os.path.join(str(runDir), "config.json"), encoding="utf-8").read())
+        config = RunFolder(runDir).load_config()
         spec = config.get("cohort") or {}
         if spec.get("manifest"):
             cohort = load_manifest(spec["manifest"])

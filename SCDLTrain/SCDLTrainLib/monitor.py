@@ -153,10 +153,12 @@ class TrainMonitor:
     # -- reading back a run folder ------------------------------------------------------------------
     def seed_from_run(self, run_dir: os.PathLike | str) -> None:
         """Load the rows an earlier (stopped) child of this run wrote (``log.csv``, ``validation.csv``)."""
-        run_dir = Path(run_dir)
-        for row in _read_csv(run_dir / "log.csv"):
+        from scdl.training.runfolder import RunFolder
+
+        run = RunFolder(run_dir)
+        for row in _read_csv(run.log):
             self.loss_rows.append({k: v for k, v in row.items() if k not in RUN_STAT_COLUMNS})
-        for row in _read_csv(run_dir / "validation.csv"):
+        for row in _read_csv(run.validation):
             for key in row:
                 if key.startswith("dice_") and key[5:] not in self.class_names:
                     self.class_names.append(key[5:])

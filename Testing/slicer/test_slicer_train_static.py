@@ -142,3 +142,16 @@ def test_parameter_names_in_the_ui_are_parameters_with_the_ui_ranges():
         props = {p.get("name"): float(p[0].text) for p in widget.findall("property") if p.get("name") in ("minimum", "maximum")}
         limits = [a for a in getattr(hints[name], "__metadata__", ()) if type(a).__name__ == "WithinRange"]
         assert limits and (limits[0].minimum, limits[0].maximum) == (props["minimum"], props["maximum"]), name
+
+
+def test_parameter_node_defaults_are_the_cores(slicer_app):
+    """The panel's defaults (evaluated at module load, where the core is not imported) are the core config's."""
+    from scdl.training.config import DEFAULT_FRAMEWORK, DEFAULT_PRESET, DEFAULTS
+
+    import SCDLTrain
+    from SCDLTrainLib import logic
+
+    assert logic.PAPER_ITERATIONS == DEFAULTS["iterations"] and [logic.PAPER_PATCH] * 3 == list(DEFAULTS["patch_size"])
+    node = SCDLTrain.SCDLTrainLogic().getParameterNode()
+    assert (node.framework, node.iterations, node.patchSize, node.cpuPreset) == (
+        DEFAULT_FRAMEWORK, DEFAULTS["iterations"], DEFAULTS["patch_size"][0], DEFAULT_PRESET == "cpu")
