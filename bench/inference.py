@@ -16,6 +16,14 @@ weights time the same as trained ones):
    synthetic 512x512x1000 CT (0.8 x 0.8 x 1.0 mm, int16), end to end from an uncompressed NIfTI;
    target <= 24 GB.
 
+4. ``--cpu-options`` (alone): what PyTorch offers for CPU inference, with the bundled default model (trained
+   weights: label agreement means something) on patient A: float32 (the reference), ``channels_last_3d``,
+   bfloat16 autocast, both, ``torch.compile`` and 1 vs 2 threads, interleaved ``--repeats`` times; per variant
+   the median inner time, its ratio to float32, the share of voxels whose label equals float32's and the
+   lowest per-organ Dice between the variant's and float32's labels.
+
+    python bench/inference.py --cpu-options --repeats 3
+
 The machine's load average is printed before and after: on a shared machine other work inflates the times.
 """
 
@@ -126,6 +134,80 @@ def inner(package: Path, repeats: int) -> dict:
             "label_agreement": agree, "torch_threads": torch.get_num_threads()}
 
 
+#: ``--cpu-options`` variants: name -> (threads, channels_last_3d, bfloat16 autocast, torch.compile).
+CPU_VARIANTS = {
+    "float32 (reference)": (1, False, False, False),
+    "channels_last_3d": (1, True, False, False),
+    "bfloat16 autocast": (1, False, True, False),
+    "channels_last_3d + bfloat16": (1, True, True, False),
+    "torch.compile": (1, False, False, True),
+    "2 threads": (2, False, False, False),
+    "2 threads + channels_last_3d + bfloat16": (2, True, True, False),
+}
+
+
+def cpu_options(repeats: int, model: str) -> dict:
+    """Inner sliding-window time and labels of each CPU variant against float32 (same weights and input)."""
+    import contextlib
+    import copy
+
+    import torch
+
+    from scdl.inference.config import InferenceSettings
+    from scdl.inference.sliding_window import predict_volume
+    from scdl.io.image import read_ct
+    from scdl.models.package import ModelPackage
+
+    pkg = ModelPackage.load(model)
+    pre = pkg.preprocessor()
+    arr, _ = pre.forward(read_ct(PATIENT_A))
+    base = pkg.build_networks("cpu")
+    config = InferenceSettings.from_card(pkg.card).window_config(pre.patch_size, "cpu")
+    volume = torch.from_numpy(arr)
+    runs = {}
+    for name, (threads, channels_last, bf16, compiled) in CPU_VARIANTS.items():
+        nets = [copy.deepcopy(n) for n in base]
+        if channels_last:
+            nets = [n.to(memory_format=torch.channels_last_3d) for n in nets]
+        if compiled:
+            nets = [torch.compile(n) for n in nets]
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        runs[name] = (threads, nets, ctx)
+    times = {n: [] for n in runs}
+    labels = {}
+    first = {}
+    for r in range(repeats + 1):                       # round 0: warm-up (compilation, allocations)
+        for name, (threads, nets, ctx) in runs.items():
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            with ctx():
+                labels[name] = predict_volume(volume, nets, config, "cpu").labels.long()
+            elapsed = time.perf_counter() - start
+            if r == 0:
+                first[name] = elapsed
+            else:
+                times[name].append(elapsed)
+    ref_name = "float32 (reference)"
+    ref = labels[ref_name]
+    ref_med = statistics.median(times[ref_name])
+    out = {}
+    for name in runs:
+        lab = labels[name]
+        dices = []
+        for c in range(1, pkg.labels.num_classes):
+            a, b = ref == c, lab == c
+            n = int(a.sum() + b.sum())
+            if n:
+                dices.append(2.0 * float((a & b).sum()) / n)
+        ratios = [t / r for t, r in zip(times[name], times[ref_name])]
+        out[name] = {"median_s": round(statistics.median(times[name]), 3), "ratio": round(statistics.median(ratios), 3),
+                     "first_s": round(first[name], 1),
+                     "label_agreement": float((lab == ref).float().mean()),
+                     "min_organ_dice_vs_float32": round(min(dices), 4) if dices else None}
+    return {"model": str(pkg.path), "input_shape": list(arr.shape), "reference_median_s": round(ref_med, 3),
+            "variants": out}
+
+
 SYNTHETIC = r'''
 import sys, numpy as np, SimpleITK as sitk
 d, h, w = int(sys.argv[2]), 512, 512
@@ -169,7 +251,23 @@ def main() -> int:
     parser.add_argument("--skip-rss", action="store_true", help="skip the 512x512x1000 memory measurement")
     parser.add_argument("--rss-depth", type=int, default=1000, help=argparse.SUPPRESS)  # smaller: smoke tests only
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--cpu-options", action="store_true",
+                        help="only compare CPU variants (channels_last_3d, bfloat16, torch.compile, threads; see 4.)")
+    parser.add_argument("--model", default="scdl-abdominal-ct", help="--cpu-options: model package (default: bundled)")
     args = parser.parse_args()
+    if args.cpu_options:
+        print(_load(), flush=True)
+        res = cpu_options(max(1, args.repeats), args.model)
+        print(f"CPU inference variants, {res['model']}, patient A {res['input_shape']}: inner sliding window")
+        print(f"{'variant':>42} {'median s':>9} {'x float32':>10} {'first s':>8} {'labels = f32':>13} {'min organ Dice':>15}")
+        for name, v in res["variants"].items():
+            print(f"{name:>42} {v['median_s']:>9.3f} {v['ratio']:>10.3f} {v['first_s']:>8.1f} "
+                  f"{100 * v['label_agreement']:>12.3f}% {v['min_organ_dice_vs_float32']!s:>15}")
+        res["machine_after"] = _load()
+        print(res["machine_after"], flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        return 0
 
     results: dict = {"machine_before": _load()}
     print(results["machine_before"], flush=True)

@@ -15,6 +15,15 @@ an SGD step. Per patch size:
 
     python bench/step.py                       # 64³ and 96³, width 16, 14 classes, 1 warm-up + 3 rounds, 1 thread
     python bench/step.py --sizes 64 --repeats 5 --threads 0   # torch's default thread count
+
+3. ``--cpu-options``: what PyTorch offers for a CPU training step, at the default model's settings (CPS+SCDL,
+   width 8, 64 × 64 × 32 patches, 14 classes): float32 (the reference), ``channels_last_3d`` memory format,
+   bfloat16 autocast, ``torch.compile`` (inductor) and 1 vs 2 threads. Every variant starts from the same weights
+   and batch, the variants run interleaved round after round in one process (same machine load), and the table
+   gives the wall-time ratio to float32 (median of per-round ratios) and the largest relative difference of the
+   total loss from float32's over the steps (equal losses = the same training).
+
+    python bench/step.py --cpu-options --repeats 4
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 FRAMEWORKS = ("supervised", "cps", "cps-scdl")
 
@@ -101,6 +111,102 @@ def timing_worker(args: argparse.Namespace) -> None:
     print(json.dumps({"wall": wall, "cpu": cpu, "threads": torch.get_num_threads()}))
 
 
+#: CPU variants of ``--cpu-options``: name -> (threads, channels_last_3d, bfloat16 autocast, torch.compile).
+CPU_VARIANTS = {
+    "float32 (reference)": (1, False, False, False),
+    "channels_last_3d": (1, True, False, False),
+    "bfloat16 autocast": (1, False, True, False),
+    "channels_last_3d + bfloat16": (1, True, True, False),
+    "torch.compile": (1, False, False, True),
+    "2 threads": (2, False, False, False),
+    "2 threads + bfloat16": (2, False, True, False),
+}
+
+
+def cpu_options_worker(args: argparse.Namespace) -> None:
+    """The CPU variants interleaved in one process from identical weights. Prints one JSON line."""
+    import copy
+    import contextlib
+
+    import torch
+
+    from scdl.training.step import TrainingStep
+
+    torch.manual_seed(0)
+    arch = {"name": "vnet", "in_channels": 1, "n_classes": args.classes, "n_filters": args.width, "norm": "batch"}
+    d, h, w = args.patch
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.rand(2, 1, d, h, w, generator=gen), torch.randint(0, args.classes, (2, d, h, w), generator=gen),
+             torch.rand(2, 1, d, h, w, generator=gen))
+    base = TrainingStep.build(arch, "cps-scdl").train()
+    names = [n for n in CPU_VARIANTS if args.variants is None or n in args.variants]
+    steps, opts, calls = {}, {}, {}
+    for name in names:
+        threads, channels_last, bf16, compiled = CPU_VARIANTS[name]
+        step = copy.deepcopy(base)
+        x = batch
+        if channels_last:
+            for net in step.networks:                       # the SCDL head has no 5-D tensors
+                net.to(memory_format=torch.channels_last_3d)
+            x = (batch[0].contiguous(memory_format=torch.channels_last_3d), batch[1],
+                 batch[2].contiguous(memory_format=torch.channels_last_3d))
+        if compiled:
+            for i, net in enumerate(step.networks):
+                step.networks[i] = torch.compile(net)
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        steps[name], opts[name] = step, _sgd(torch, step)
+        calls[name] = (threads, ctx, x)
+    wall = {n: [] for n in names}
+    loss = {n: [] for n in names}
+    first = {}
+    for r in range(args.warmup + args.repeats):
+        for name in names:
+            threads, ctx, x = calls[name]
+            torch.set_num_threads(threads)
+            torch.manual_seed(1000 + r)                       # the same SCDL proxy noise for every variant
+            t0 = time.perf_counter()
+            with ctx():
+                terms = steps[name](*x, progress=0.5)
+            opts[name].zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opts[name].step()
+            elapsed = time.perf_counter() - t0
+            if r == 0:
+                first[name] = elapsed
+            loss[name].append(float(terms["total"].detach()))
+            if r >= args.warmup:
+                wall[name].append(elapsed)
+    print(json.dumps({"wall": wall, "loss": loss, "first": first}))
+
+
+def cpu_options(args: argparse.Namespace) -> int:
+    extra = ["--patch", *map(str, args.patch)]
+    for v in args.variants or []:
+        extra += ["--variant", v]
+    cmd = [sys.executable, os.path.abspath(__file__), "--cpu-options-worker", "--width", str(args.width),
+           "--classes", str(args.classes), "--warmup", str(args.warmup), "--repeats", str(args.repeats), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return 1
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref = "float32 (reference)"
+    print(f"CPU training step, CPS+SCDL, VNet width {args.width}, patch {'x'.join(map(str, args.patch))}, "
+          f"{args.classes} classes, 2 + 2 patches; {args.warmup} warm-up + {args.repeats} timed rounds, interleaved")
+    print(f"{'variant':>30} {'wall med s':>10} {'x float32':>10} {'first step s':>12} {'max |dloss|/loss':>17}")
+    out = {}
+    for name, w in res["wall"].items():
+        ratios = [a / b for a, b in zip(w, res["wall"][ref])]
+        dl = max(abs(a - b) / abs(b) for a, b in zip(res["loss"][name], res["loss"][ref]))
+        out[name] = {"wall_median_s": statistics.median(w), "ratio": statistics.median(ratios),
+                     "first_step_s": res["first"][name], "max_rel_loss_diff": dl}
+        print(f"{name:>30} {statistics.median(w):>10.3f} {statistics.median(ratios):>10.3f} "
+              f"{res['first'][name]:>12.1f} {dl:>17.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    return 0
+
+
 def _child(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--size", str(args.size), "--width", str(args.width),
            "--classes", str(args.classes), "--warmup", str(args.warmup), "--repeats", str(args.repeats),
@@ -125,10 +231,27 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine two threads made step times vary "
                              "10-fold between repeats; 0: torch's default)")
+    parser.add_argument("--cpu-options", action="store_true",
+                        help="compare channels_last_3d, bfloat16 autocast, torch.compile and threads (see above)")
+    parser.add_argument("--patch", type=int, nargs=3, default=[32, 64, 64], metavar=("D", "H", "W"),
+                        help="--cpu-options patch, z first (default 32 64 64: the default model's 64x64x32)")
+    parser.add_argument("--variant", dest="variants", action="append", choices=list(CPU_VARIANTS),
+                        help="--cpu-options: only these variants (repeatable; the reference always runs)")
+    parser.add_argument("--json", metavar="OUT", help="--cpu-options: also write the table as JSON")
+    parser.add_argument("--cpu-options-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory", metavar="FRAMEWORK", help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.variants and "float32 (reference)" not in args.variants:
+        args.variants = ["float32 (reference)", *args.variants]
+    if args.cpu_options_worker:
+        cpu_options_worker(args)
+        return 0
+    if args.cpu_options:
+        if args.width == 16 and "--width" not in (argv or sys.argv):
+            args.width = 8
+        return cpu_options(args)
     if args.memory:
         args.framework = args.memory
         memory_worker(args)

@@ -64,6 +64,21 @@ def test_deterministic(ct_a, package):
     assert np.array_equal(sitk.GetArrayViewFromImage(a.labels), sitk.GetArrayViewFromImage(b.labels))
 
 
+def test_channels_last_on_cpu_gives_the_same_labels(ct_a, package):
+    """The CPU default runs the networks in channels_last_3d (faster, InferenceSettings): labels equal float32's
+    in the standard memory format voxel for voxel."""
+    import torch
+
+    block = ct_a[:64, :64, :48]
+    nets = package.build_networks("cpu")
+    fast = segment_image(block, package, device="cpu", confidence=False, networks=nets)
+    conv = next(m for m in nets[0].modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[1] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    plain = segment_image(block, package, device="cpu", confidence=False, channels_last=False)
+    a, b = sitk.GetArrayFromImage(fast.labels), sitk.GetArrayFromImage(plain.labels)
+    assert a.any() and np.array_equal(a, b)
+
+
 def test_nrrd_input_to_nrrd_output(ct_a, tiny_model, tmp_path):
     src = tmp_path / "ct.nrrd"
     sitk.WriteImage(ct_a, str(src))
