@@ -128,8 +128,6 @@ def test_core_card_renderer_tooltip_is_short_readable_text(catalog):
     assert not problems, problems
 
 
-@pytest.mark.xfail(reason="issue 14: the panel's tooltip is still the raw card (Python reprs, None, 1,000+ "
-                          "character lines) until SCDLSlicerLib.models uses the core card renderer", strict=False)
 def test_model_tooltip_the_panel_shows_is_short_readable_text(catalog):
     models = _panel_models_module()
     problems = {}
@@ -139,8 +137,6 @@ def test_model_tooltip_the_panel_shows_is_short_readable_text(catalog):
     assert not problems, problems
 
 
-@pytest.mark.xfail(reason="issue 14: the panel's model card is still rendered from Python reprs until "
-                          "SCDLSlicerLib.models uses the core card renderer", strict=False)
 def test_model_card_the_panel_shows_has_no_python_reprs(catalog):
     models = _panel_models_module()
     problems = {}
