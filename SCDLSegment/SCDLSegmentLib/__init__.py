@@ -1,5 +1,5 @@
 """The SCDLSegment module's own code: ``logic`` (Logic, parameter node, batch inputs), ``results`` (the results
-table), ``selftest`` (the module's self-test). What it shares with SCDLTrain is in ``SCDLSlicerLib``.
+table), ``handlers`` (the panel's behaviour, no Qt), ``selftest`` (the module's self-test). What it shares with SCDLTrain is in ``SCDLSlicerLib``.
 
 Numeric work stays in the core package ``scdl``; no Qt in this package.
 """
@@ -28,4 +28,4 @@ def _find_shared_library() -> None:
 _find_shared_library()
 
 #: Submodules in dependency order (``SCDLSegmentWidget.onReload`` reloads them after ``SCDLSlicerLib``'s).
-SUBMODULES = ("results", "logic", "selftest")
+SUBMODULES = ("results", "logic", "handlers", "selftest")

@@ -14,6 +14,7 @@ in the shared library ``SCDLSlicerLib`` (installed beside this package).
 - ``handoff``: register the trained model, read cards and run folders.
 - ``tables``: the texts of the panel's tables and count lines.
 - ``logic``: ``SCDLTrainLogic`` and ``SCDLTrainParameterNode`` (the module file imports them).
+- ``handlers``: the panel's behaviour without Qt (``TrainPanelHandlers``, a base of the module's widget).
 - ``selftest``: ``SCDLTrainTest`` (Reload and Test).
 """
 
@@ -42,4 +43,4 @@ _find_shared_library()
 
 #: Submodules in dependency order (``SCDLTrainWidget.onReload`` reloads them after ``SCDLSlicerLib``'s).
 SUBMODULES = ("segmentmap", "scenecohort", "export", "options", "estimate", "monitor", "curves", "trainjob",
-              "handoff", "tables", "logic", "selftest")
+              "handoff", "tables", "logic", "handlers", "selftest")

@@ -22,7 +22,7 @@ CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
 
 
 def test_every_ui_name_used_in_the_code_exists_in_the_ui_file():
-    used = ui_names_used(MODULE_FILE, PANEL_FILE)
+    used = ui_names_used(MODULE_FILE, PANEL_FILE, LIB_DIR / "handlers.py")
     widgets = ui_widgets(UI_FILE)
     assert used, "no ui names found"
     assert used <= set(widgets), f"not in {UI_FILE.name}: {sorted(used - set(widgets))}"
@@ -85,7 +85,7 @@ def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
     import SCDLSegment
 
     assert SCDLSegment.SCDLSegmentLogic is logic.SCDLSegmentLogic and SCDLSegment.SCDLSegmentTest.__module__ == "SCDLSegmentLib.selftest"
-    assert len(MODULE_FILE.read_text().splitlines()) <= 360  # descriptor, widget wiring, self-test entry
+    assert len(MODULE_FILE.read_text().splitlines()) <= 300  # descriptor, widget wiring, self-test entry
 
 
 def test_importing_the_module_loads_nothing_heavy():

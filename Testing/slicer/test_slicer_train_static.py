@@ -25,7 +25,7 @@ CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
 def test_every_ui_name_used_in_the_code_exists_in_the_ui_file():
     import SCDLTrain
 
-    used = ui_names_used(MODULE_FILE, PANEL_FILE) | set(SCDLTrain.SCDLTrainWidget.HAND_BOUND)
+    used = ui_names_used(MODULE_FILE, PANEL_FILE, LIB_DIR / "handlers.py") | set(SCDLTrain.SCDLTrainWidget.HAND_BOUND)
     widgets = ui_widgets(UI_FILE)
     assert len(used) > 30, "no ui names found"
     assert used <= set(widgets), f"not in {UI_FILE.name}: {sorted(used - set(widgets))}"
@@ -73,7 +73,7 @@ def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
     from SCDLTrainLib import logic
 
     assert SCDLTrain.SCDLTrainLogic is logic.SCDLTrainLogic and SCDLTrain.SCDLTrainTest.__module__ == "SCDLTrainLib.selftest"
-    assert len(MODULE_FILE.read_text().splitlines()) <= 700
+    assert len(MODULE_FILE.read_text().splitlines()) <= 300  # descriptor, widget wiring, self-test entry
 
 
 def test_importing_the_module_loads_nothing_heavy():
