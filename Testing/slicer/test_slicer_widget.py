@@ -269,3 +269,17 @@ def test_results_table_lists_every_organ_found_or_not(widget, patient_a_volume, 
     assert segment.GetTerminology() == entry.terminology_string()
     np.testing.assert_allclose(segment.GetColor(), entry.color_float, atol=1e-6)
     assert widget.logic.addEmptySegments(node, "coarse-test-model") == []   # nothing twice
+
+
+def test_options_are_bound_through_slicer_parameter_names(widget, patient_a_volume):
+    """The .ui binds the input, output and uncertainty option by SlicerParameterName: a user edit reaches the
+    parameter node, a change of the node reaches the widget (the test stub binds as Slicer's GUI connectors)."""
+    from fakeui import user_edit
+
+    widget.initializeParameterNode()                                       # picks the scene's CT
+    ui, node = widget.ui, widget._parameterNode
+    assert node.inputVolume is patient_a_volume and ui.inputVolumeSelector.currentNode() is patient_a_volume
+    user_edit(ui.uncertaintyCheckBox, True)
+    assert node.computeUncertainty is True
+    node.computeUncertainty = False
+    assert ui.uncertaintyCheckBox.checked is False
