@@ -38,7 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-FRAMEWORKS = ("supervised", "cps", "cps-scdl")
+from scdl.training.config import Framework  # noqa: E402 - the one owner of the framework names
+
+FRAMEWORKS = tuple(f.value for f in (Framework.SUPERVISED, Framework.CPS, Framework.CPS_SCDL))
 
 
 def _rss_now_kib() -> int:

@@ -14,6 +14,11 @@ for ``--warmup`` + ``--iterations`` steps without validation. Reported per frame
 
     python bench/train.py                                  # cpu preset: width 8, 48^3, 4 mm, 1 worker, 1 thread
     python bench/train.py --width 16 --patch 96 --spacing 1.5 --device cuda --workers 4 --threads 0
+    python bench/train.py --anatomy 4 --frameworks cps-scdl     # + 4 label-only cases synthesised per sample
+
+``--anatomy N`` adds N label-only ("anatomy") cases to the labeled side (patient A's label map and the
+TotalSegmentator dataset maps s0001, s0004, s0006): each time one is sampled, the loader worker synthesises a
+fresh CT patch from it (scdl.synth), so the data-wait share then includes the synthesis.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-FRAMEWORKS = ("supervised", "cps", "cps-scdl")
+from scdl.training.config import Framework  # noqa: E402 - the one owner of the framework names
+
+FRAMEWORKS = tuple(f.value for f in (Framework.SUPERVISED, Framework.CPS, Framework.CPS_SCDL))
 SHARED = Path(os.environ.get("SCDL_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 
 
@@ -104,6 +111,36 @@ def _worker(args: argparse.Namespace) -> None:
         "peak_cuda_mib": peak_cuda, "last_total_loss": float(timed[-1]["total"])}))
 
 
+#: Label maps of the anatomy cases, under the shared data folder (TotalSegmentator v2 values).
+ANATOMY = ("totalsegmentator_fixtures/example_seg_fast_force_split.nii.gz", "totalsegmentator_dataset/s0001_seg.nii.gz",
+           "totalsegmentator_dataset/s0004_seg.nii.gz", "totalsegmentator_dataset/s0006_masks")
+
+
+def add_anatomy(manifest: Path, count: int) -> list[str]:
+    """Append ``count`` label-only rows (no image) to ``manifest``; returns their names."""
+    import csv
+
+    from scdl.training.cohort import write_manifest
+
+    if not count:
+        return []
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    base = manifest.parent
+    for row in rows:                                    # write_manifest keeps paths as given: make them absolute
+        for key in ("image", "label"):
+            if row.get(key):
+                row[key] = str((base / row[key]).resolve())
+    extra = [{**{c: "" for c in columns}, "image": "", "label": str(SHARED / "data" / rel), "split": "train",
+              "labels": "totalsegmentator_v2"} for rel in ANATOMY[:count]]
+    for key in ("labels",):
+        if key not in columns:
+            columns.append(key)
+    write_manifest(manifest, rows + extra, columns)
+    return [Path(rel).name for rel in ANATOMY[:count]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per framework")
@@ -115,6 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS))
+    parser.add_argument("--anatomy", type=int, default=0, choices=range(0, 5), metavar="N",
+                        help="label-only cases synthesised per sample, 0-4 (default 0)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -134,6 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_crop_cohort(fixtures / "example_ct.nii.gz", fixtures / "example_seg_fast_force_split.nii.gz",
                                     Path(tmp) / "cohort")
+        anatomy = add_anatomy(manifest, args.anatomy)
         cache = str(Path(tmp) / "cache")
         cfg = _config(args, "supervised", cache)
         t0 = time.monotonic()
@@ -141,6 +181,8 @@ def main() -> None:
                                      cache=PreprocessCache(cache, _preprocessing_block(cfg), LabelTable.load("synapse")),
                                      prepare=True)
         shape = next(iter(cases.values())).shape
+        if anatomy:
+            print(f"anatomy cases (label maps, a CT synthesised per sample): {', '.join(anatomy)}")
         print(f"cohort: 5 crops of patient A, preprocessed to {shape} (D, H, W) at {args.spacing} mm in "
               f"{time.monotonic() - t0:.1f} s; patch {args.patch}^3, width {args.width}, batch 2 labeled + 2 "
               f"unlabeled, {args.workers} loader worker(s), {args.threads or 'default'} torch thread(s), "
