@@ -24,6 +24,28 @@ try:
 except ImportError as err:  # the optional extra is not installed (or its Qt libraries are missing)
     pytest.skip(f"PySide6 cannot be imported ({err}): pip install -e '.[qt]'", allow_module_level=True)
 
+
+def _qt_starts() -> str:
+    """'' when an offscreen QApplication starts in a child process, else why not. A Qt platform that fails to
+    start aborts the process (no Python exception), so it is probed in a child before this module uses Qt."""
+    import os
+    import subprocess
+
+    probe = "from PySide6.QtWidgets import QApplication; app = QApplication([]); print('ok')"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "an offscreen QApplication did not start within 60 s"
+    if done.returncode != 0 or "ok" not in done.stdout:
+        return f"an offscreen QApplication does not start here: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    return ""
+
+
+_WHY = _qt_starts()
+if _WHY:
+    pytest.skip(_WHY, allow_module_level=True)
+
 import qtpanels as q  # noqa: E402
 
 PANEL_WIDTH = 500  #: a wide Slicer module panel; the panels must fit it without a horizontal scroll bar
