@@ -20,7 +20,7 @@ from slicer.util import VTKObservationMixin
 # SCDLTrainLib first: in a developer checkout it makes SCDLSlicerLib importable.
 from SCDLTrainLib import SUBMODULES, tables
 from SCDLTrainLib.handlers import TrainPanelHandlers
-from SCDLTrainLib.logic import COHORT_SOURCES, SOURCE_LABEL_TABLES, SCDLTrainLogic, SCDLTrainParameterNode  # noqa: F401
+from SCDLTrainLib.logic import COHORT_SOURCES, SCDLTrainLogic, SCDLTrainParameterNode  # noqa: F401
 from SCDLTrainLib.selftest import SCDLTrainTest  # noqa: F401 - Slicer finds the self-test in the module file
 from SCDLSlicerLib.panel import PanelMixin
 
@@ -133,7 +133,7 @@ class SCDLTrainWidget(TrainPanelHandlers, PanelMixin, ScriptedLoadableModuleWidg
                   "manifest": _("Manifest file (CSV or JSON)")}
         self._fillCombo(ui.cohortSourceSelector, [(labels[s], s) for s in COHORT_SOURCES])
         self._fillCombo(ui.frameworkSelector, self.logic.frameworkChoices())
-        self._fillCombo(ui.sourceLabelsSelector, [(_("model's numbering"), "")] + [(t, t) for t in SOURCE_LABEL_TABLES[1:]])
+        self._fillCombo(ui.sourceLabelsSelector, self.logic.sourceLabelChoices())
         for table, columns in ((ui.cohortTable, tables.COHORT_COLUMNS), (ui.mappingTable, tables.MAPPING_COLUMNS),
                                (ui.problemsTable, tables.PROBLEM_COLUMNS)):
             table.setColumnCount(len(columns))

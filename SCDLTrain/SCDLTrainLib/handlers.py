@@ -83,7 +83,7 @@ class TrainPanelHandlers:
         now = {name: getattr(node, name) for name in ("cpuPreset", *self.RESCAN_ON)}
         before, self._seen = self._seen, now
         if before and now["cpuPreset"] != before["cpuPreset"]:   # the user toggled the preset
-            iterations, patch = self.logic.presetDefaults("cpu" if node.cpuPreset else "paper")
+            iterations, patch = self.logic.presetDefaults(self.logic.presetName(node.cpuPreset))
             self._modify(iterations=iterations, patchSize=0 if node.initModel else patch)  # 0: the model's own patch
             return
         if before and any(now[name] != before[name] for name in self.RESCAN_ON):

@@ -19,8 +19,6 @@ from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort
 
 #: Cohort sources, in the order of the source selector.
 COHORT_SOURCES = ("scene", "folders", "manifest")
-#: Label tables offered for the label maps of a folder cohort ("" = already in the model's numbering).
-SOURCE_LABEL_TABLES = ("", "totalsegmentator_v2", "synapse", "amos")
 #: The paper's iteration count and patch edge (METHOD.md; ``scdl.training.config.DEFAULTS``).
 PAPER_ITERATIONS, PAPER_PATCH = 17000, 96
 
@@ -139,7 +137,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                 import torch
 
                 cuda = bool(torch.cuda.is_available())
-        preset = "paper" if cuda else "cpu"
+        preset = self.presetName(not cuda)
         iterations, patch = self.presetDefaults(preset)
         out = {"cpuPreset": not cuda, "iterations": iterations, "patchSize": patch}
         model_id = default_model_id()
@@ -163,6 +161,21 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
                   "mean-teacher-scdl": _("Mean Teacher + SCDL (semi-supervised)"),
                   "mean-teacher": _("Mean Teacher (semi-supervised)")}
         return [(labels.get(f.value, f.value), f.value) for f in Framework]
+
+    @staticmethod
+    def sourceLabelChoices() -> list:
+        """(label, value) of the label tables a folder cohort's label maps may be numbered in: "" (the model's
+        numbering) and every table the core ships (``LabelTable.bundled_names()``)."""
+        from scdl.labels.table import LabelTable
+
+        return [(_("model's numbering"), "")] + [(name, name) for name in LabelTable.bundled_names()]
+
+    @staticmethod
+    def presetName(cpu: bool) -> str:
+        """The core's preset for the panel's CPU-preset check box (``scdl.training.config.Preset``)."""
+        from scdl.training.config import Preset
+
+        return str(Preset.CPU if cpu else Preset.PAPER)
 
     @staticmethod
     def presetDefaults(preset: str) -> tuple:
@@ -253,7 +266,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
             cohort = {"manifest": node.manifestPath}
         opts = self.makeOptions(
             runDir, cohort, framework=node.framework, iterations=node.iterations, init=node.initModel or None,
-            device=node.device or "auto", preset="cpu" if node.cpuPreset else "paper", scdl_weight=node.scdlWeight,
+            device=node.device or "auto", preset=self.presetName(node.cpuPreset), scdl_weight=node.scdlWeight,
             patch_size=node.patchSize, labeled_batch=node.labeledBatch, unlabeled_batch=node.unlabeledBatch,
             advanced=options.parse_advanced(node.advanced))
         opts.resolve()
