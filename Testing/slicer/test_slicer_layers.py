@@ -109,3 +109,47 @@ def test_select_for_segmentation_reaches_scdlsegments_parameter_node(slicer_app)
     models.select_for_segmentation("another-model")                    # and once its node exists
     assert SCDLSegment.SCDLSegmentLogic().getParameterNode().modelId == "another-model"
     assert slicer_app.scene.GetNodesByClass("vtkMRMLScriptedModuleNode").GetNumberOfItems() == 1
+
+
+def _cmake_entries(path, variable, replace=()):
+    match = re.search(rf"set\({variable}\s+(.*?)\)", path.read_text(), re.S)
+    entries = [line.strip() for line in match.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
+    for old, new in replace:
+        entries = [e.replace(old, new) for e in entries]
+    return entries
+
+
+def test_installed_layout_imports_without_the_checkout(tmp_path):
+    """The files the CMake lists install, laid out as in ``qt-scripted-modules/``: both modules import, find
+    ``SCDLSlicerLib``, its requirements and ``scdl`` there, and nothing appends the checkout to sys.path."""
+    import shutil
+    import subprocess
+
+    from harness import STUBS
+
+    target = tmp_path / "qt-scripted-modules"
+    files = []
+    for module in ("SCDLSegment", "SCDLTrain"):
+        cmake = REPO / module / "CMakeLists.txt"
+        for variable in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
+            for entry in _cmake_entries(cmake, variable, (("${MODULE_NAME}", module),)):
+                # slicerMacroBuildScriptedModule keeps the relative paths (both modules share Resources/)
+                files.append((REPO / module / entry, entry))
+    for variable in ("SCDL_SLICER_LIB_PYTHON_SCRIPTS", "SCDL_SLICER_LIB_RESOURCES"):
+        files += [(REPO / e, e) for e in _cmake_entries(SHARED_LIB_DIR / "CMakeLists.txt", variable)]
+    for variable in ("SCDL_CORE_PYTHON_SCRIPTS", "SCDL_SHARED_RESOURCES"):
+        files += [(REPO / e, e) for e in _cmake_entries(REPO / "CMake" / "SCDLCore.cmake", variable)]
+    for source, destination in files:
+        (target / destination).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target / destination)
+    code = (
+        "import sys; sys.path[:0] = [%r, %r]; before = list(sys.path)\n"
+        "import SCDLSegment, SCDLTrain, SCDLSlicerLib, scdl\n"
+        "from SCDLSlicerLib import dependencies\n"
+        "print(SCDLSlicerLib.__file__); print(scdl.__file__); print(dependencies.REQUIREMENTS_FILE.is_file())\n"
+        "print(sys.path == before)\n"
+    ) % (str(STUBS), str(target))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-4:] == [
+        str(target / "SCDLSlicerLib" / "__init__.py"), str(target / "scdl" / "__init__.py"), "True", "True"]
