@@ -8,9 +8,11 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/__main__.py
   scdl/bench/__init__.py
   scdl/bench/ssl_aggregate.py
+  scdl/bench/ssl_anatomy.py
   scdl/bench/ssl_benchmark.py
   scdl/bench/ssl_cohort.py
   scdl/bench/ssl_configs.py
+  scdl/bench/ssl_estimate.py
   scdl/bench/ssl_report.py
   scdl/bench/ssl_score.py
   scdl/bench/ssl_settings.py

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from scdl.bench.ssl_aggregate import aggregate, paired_comparisons, class_means, smallest_classes
 from scdl.bench.ssl_cohort import BenchCohort, class_volumes_ml, ensure_cohort
 from scdl.bench.ssl_configs import BenchConfiguration
@@ -34,6 +36,22 @@ from scdl.progress import SilentProgress
 
 SCORES_NAME = "scores.json"
 LABEL_TABLE = "synapse"
+
+
+def cohort_description(cohort: BenchCohort, settings: SSLBenchSettings) -> dict[str, Any]:
+    """The ``cohort`` entry of results.json: folder, manifest, key, test cases; for the anatomy cohort also the
+    split by anatomy, the anatomies of the test cases and the generation cost (from its provenance)."""
+    info: dict[str, Any] = {"kind": settings.cohort, "folder": str(cohort.folder), "manifest": str(cohort.manifest),
+                            "key": settings.cohort_key(), "test_cases": [c.name for c in cohort.test_cases]}
+    if settings.cohort == "anatomy":
+        from scdl.bench.ssl_anatomy import read_provenance
+
+        prov = read_provenance(cohort.folder) or {}
+        info.update(split_by="anatomy", train_anatomies=list(settings.train_anatomies),
+                    test_anatomies=list(settings.test_anatomies), generation=prov.get("generation"),
+                    real_test_cases=[c["name"] for c in prov.get("cases", []) if c.get("real")],
+                    anatomy_of={c["name"]: c["anatomy"] for c in prov.get("cases", [])})
+    return info
 
 
 def run_folder(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int) -> Path:
@@ -49,8 +67,13 @@ def _load_scores(path: Path, key: str) -> Optional[dict[str, Any]]:
 
 
 def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int,
-            cohort: BenchCohort, classes: Sequence[str], progress: Any) -> dict[str, Any]:
-    """Train and score one configuration x seed (or reuse its finished scores); return its record."""
+            cohort: BenchCohort, classes: Sequence[str], progress: Any,
+            unscored: Sequence[str] = ()) -> dict[str, Any]:
+    """Train and score one configuration x seed (or reuse its finished scores); return its record.
+
+    ``unscored``: classes that no test reference holds (e.g. the oesophagus when no test anatomy has one); their
+    Dice (0 for a false positive, NaN otherwise) says nothing about the organ and is set to NaN.
+    """
     from scdl.bench.ssl_score import score_model
     from scdl.bench.ssl_train import run_training
 
@@ -71,10 +94,13 @@ def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfigura
     if list(scores.classes) != list(classes):
         raise ScdlError(f"the trained model's classes {scores.classes} are not the benchmark's {list(classes)}.",
                         outcome.model_dir, f"train with the {LABEL_TABLE} label table (remove --set labels=...).")
+    dice = np.array(scores.dice, dtype=np.float64)
+    for name in unscored:
+        dice[:, list(classes).index(name)] = np.nan
     record = {
         "config": configuration.name, "seed": int(seed), "key": key, "run_dir": str(run_dir),
         "model_dir": str(outcome.model_dir), "iterations": settings.iterations,
-        "cases": scores.cases, "dice_per_case": scores.dice.tolist(), "class_dice": class_means(scores.dice).tolist(),
+        "cases": scores.cases, "dice_per_case": dice.tolist(), "class_dice": class_means(dice).tolist(),
         "train": {"wall_s": outcome.wall_s, "train_s": outcome.train_s, "cpu_s": outcome.cpu_s,
                   "it_per_s": outcome.it_per_s, "load_avg": list(outcome.load_avg),
                   "train_labeled_dice": outcome.train_dice},
@@ -114,20 +140,28 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
 
+    cohort_start = time.monotonic()
     cohort = ensure_cohort(out, settings, progress)
+    cohort_s = time.monotonic() - cohort_start
     table = LabelTable.load(LABEL_TABLE)
     class_map = {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
     classes = [class_map[v] for v in sorted(class_map)]
     volumes = class_volumes_ml(cohort.test_cases, class_map)
-    small = smallest_classes(volumes, settings.small_fraction)
-    progress.message(f"cohort {cohort.folder} ({len(cohort.test_cases)} test cases); smallest classes: "
-                     f"{', '.join(small)}")
+    # a class that no test reference holds is not scored (the phantoms hold every organ in every case)
+    unscored = [name for name in classes if not volumes[name] > 0]
+    small = smallest_classes({n: v for n, v in volumes.items() if n not in unscored}, settings.small_fraction)
+    cohort_info = cohort_description(cohort, settings)
+    cohort_info["load_or_generate_s"] = cohort_s
+    progress.message(f"cohort {cohort.folder} ({len(cohort.test_cases)} test cases"
+                     + (f"; generated in {cohort_info['generation']['wall_s']:.1f} s"
+                        if cohort_info.get("generation") else "") + f"); smallest classes: {', '.join(small)}"
+                     + (f"; not in any test case, not scored: {', '.join(unscored)}" if unscored else ""))
 
     plan = [(seed, c) for seed in settings.seeds for c in configurations]
     records: list[dict[str, Any]] = []
     with progress.phase("benchmark", len(plan)) as phase:
         for seed, configuration in plan:
-            record = run_one(out, settings, configuration, seed, cohort, classes, progress)
+            record = run_one(out, settings, configuration, seed, cohort, classes, progress, unscored)
             records.append(record)
             fg = aggregate([record], classes, small)[configuration.name]
             progress.event("run", config=configuration.name, seed=seed, reused=record["reused"],
@@ -145,13 +179,13 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
         "benchmark": "ssl",
         "command": command,
         "settings": settings.to_dict(),
-        "cohort": {"folder": str(cohort.folder), "manifest": str(cohort.manifest), "key": settings.cohort_key(),
-                   "test_cases": [c.name for c in cohort.test_cases]},
+        "cohort": cohort_info,
         "configurations": {c.name: {"framework": c.framework, "scdl": dict(c.scdl), "description": c.description}
                            for c in configurations},
         "classes": classes,
         "class_volumes_ml": volumes,
         "small_classes": small,
+        "unscored_classes": unscored,
         "runs": records,
         "summary": summary,
         # SCDL against its host, paired by seed (same data order and initialisation): intervals and the

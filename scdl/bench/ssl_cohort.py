@@ -52,6 +52,14 @@ def ensure_cohort(out: Path, settings: SSLBenchSettings, progress: Any = None) -
     folder = cohort_folder(out, settings)
     manifest = folder / MANIFEST_NAME
     spec_file = folder / SPEC_NAME
+    if settings.cohort == "anatomy":            # synthetic CTs from real label maps, split by anatomy
+        if not (manifest.is_file() and spec_file.is_file()):
+            from scdl.bench.ssl_anatomy import write_anatomy_cohort
+            from scdl.io.atomic import atomic_write_text
+
+            write_anatomy_cohort(folder, settings, progress)
+            atomic_write_text(spec_file, json.dumps(settings.cohort_spec(), indent=1, sort_keys=True) + "\n")
+        return BenchCohort(folder, manifest, read_test_cases(manifest))
     if not (manifest.is_file() and spec_file.is_file()):
         config = PhantomConfig.from_dict({"spacing": [settings.spacing_mm] * 3})
         cases = settings.labeled + settings.unlabeled + settings.test
@@ -73,7 +81,7 @@ def read_test_cases(manifest: Path) -> tuple[HeldOutCase, ...]:
         ref = (row.get("reference") or row.get("label") or "").strip()
         if not ref:
             raise ScdlError("a test case has no reference label map.", manifest,
-                            "regenerate the cohort (delete the folder) with scdl phantom.")
+                            "regenerate the cohort (delete the folder).")
         image = base / row["image"].strip()
         cases.append(HeldOutCase(image.name.split(".")[0], image, base / ref))
     if not cases:

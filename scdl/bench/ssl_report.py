@@ -54,10 +54,12 @@ def _best(stats: Sequence[Mapping[str, Any]]) -> int:
 
 
 def markdown_table(summary: Mapping[str, Any], classes: Sequence[str], small: Sequence[str],
-                   volumes_ml: Mapping[str, float]) -> str:
+                   volumes_ml: Mapping[str, float], unscored: Sequence[str] = ()) -> str:
     """Rows: the classes, the foreground mean, the smallest-classes mean; columns: configurations.
-    Cells: Dice in % as mean ± std over seeds; the best mean of each row in bold (none on a tie)."""
+    Cells: Dice in % as mean ± std over seeds; the best mean of each row in bold (none on a tie).
+    ``unscored`` classes (in no test reference) show "–" and are left out of the foreground mean."""
     configs = list(summary)
+    scored = [c for c in classes if c not in set(unscored)]
     lines = ["| class (mean volume) | " + " | ".join(configs) + " |",
              "|---|" + "---:|" * len(configs)]
     for name in classes:
@@ -65,8 +67,10 @@ def markdown_table(summary: Mapping[str, Any], classes: Sequence[str], small: Se
         best = _best(stats)
         mark = f" {SMALL_MARK}" if name in small else ""
         label = f"{name}{mark} ({volumes_ml.get(name, math.nan):.1f} mL)"
+        if name in unscored:
+            label = f"{name} (in no test case: not scored)"
         lines.append(f"| {label} | " + " | ".join(_cell(s, i == best) for i, s in enumerate(stats)) + " |")
-    for key, label in (("foreground", f"**foreground mean ({len(classes)} classes)**"),
+    for key, label in (("foreground", f"**foreground mean ({len(scored)} classes)**"),
                        ("small", f"**smallest {len(small)} classes ({SMALL_MARK})**")):
         stats = [summary[c][key] for c in configs]
         best = _best(stats)
@@ -98,15 +102,36 @@ def table_document(results: Mapping[str, Any]) -> str:
     s = results["settings"]
     summary = results["summary"]
     seeds = ", ".join(str(x) for x in s["seeds"])
-    out = [
-        "## SSL benchmark: Dice (%) on the phantom test cases",
+    training = (f"VNet width {s['width']}, {s['patch']}³ patches, "
+                f"{s['iterations']} iteration{'s' if s['iterations'] != 1 else ''}, device {s['device']}, training "
+                f"seeds {seeds}. Cells: mean ± sample std over the seeds of each run's Dice (averaged over the test "
+                "cases); best mean in bold.")
+    cohort = results.get("cohort") or {}
+    if s.get("cohort", "phantom") == "anatomy":
+        gen = cohort.get("generation") or {}
+        real = cohort.get("real_test_cases") or []
+        head = [
+            "## SSL benchmark: Dice (%) on the anatomy test cases",
+            "",
+            f"Cohort `anatomy` (split by anatomy, cohort seed {s['cohort_seed']}): {s['labeled']} labeled + "
+            f"{s['unlabeled']} unlabeled training CTs synthesised from the anatomies "
+            f"{', '.join(s['train_anatomies'])}; {s['test']} test cases from the anatomies "
+            f"{', '.join(s['test_anatomies'])} (no anatomy on both sides"
+            + (f"; real CT: {', '.join(real)}" if real else "") + f"); {s['spacing_mm']:g} mm in-plane, slice "
+            f"spacing drawn per case; labels mapped to Synapse by name"
+            + (f"; generated in {gen['wall_s']:.1f} s" if gen.get("wall_s") is not None else "") + ". " + training,
+        ]
+    else:
+        head = [
+            "## SSL benchmark: Dice (%) on the phantom test cases",
+            "",
+            f"Cohort: {s['labeled']} labeled + {s['unlabeled']} unlabeled training phantoms, {s['test']} test phantoms "
+            f"(cohort seed {s['cohort_seed']}), {s['spacing_mm']:g} mm. " + training,
+        ]
+    out = head + [
         "",
-        f"Cohort: {s['labeled']} labeled + {s['unlabeled']} unlabeled training phantoms, {s['test']} test phantoms "
-        f"(cohort seed {s['cohort_seed']}), {s['spacing_mm']:g} mm. VNet width {s['width']}, {s['patch']}³ patches, "
-        f"{s['iterations']} iteration{'s' if s['iterations'] != 1 else ''}, device {s['device']}, training seeds {seeds}. "
-        "Cells: mean ± sample std over the seeds of each run's Dice (averaged over the test cases); best mean in bold.",
-        "",
-        markdown_table(summary, results["classes"], results["small_classes"], results["class_volumes_ml"]),
+        markdown_table(summary, results["classes"], results["small_classes"], results["class_volumes_ml"],
+                       results.get("unscored_classes") or ()),
         "Configurations:",
         "",
     ]
@@ -138,7 +163,8 @@ def write_chart(path: Path, results: Mapping[str, Any]) -> Path:
 
     summary = results["summary"]
     configs = list(summary)
-    classes = list(results["classes"])
+    unscored = set(results.get("unscored_classes") or ())
+    classes = [c for c in results["classes"] if c not in unscored]
     groups = classes + ["foreground mean", f"smallest {len(results['small_classes'])}"]
 
     def stat(config: str, group: str) -> tuple[float, float]:
@@ -168,7 +194,8 @@ def write_chart(path: Path, results: Mapping[str, Any]) -> Path:
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("Dice (mean ± std over seeds)")
     s = results["settings"]
-    ax.set_title(f"SSL benchmark: {s['labeled']}+{s['unlabeled']} training / {s['test']} test phantoms, "
+    kind = "phantoms" if s.get("cohort", "phantom") == "phantom" else "anatomy cases"
+    ax.set_title(f"SSL benchmark: {s['labeled']}+{s['unlabeled']} training / {s['test']} test {kind}, "
                  f"{s['spacing_mm']:g} mm, width {s['width']}, {s['patch']}³, {s['iterations']} it, "
                  f"seeds {','.join(str(v) for v in s['seeds'])}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)

@@ -20,6 +20,14 @@ from scdl.errors import ScdlError
 from scdl.training.config import OPTIMIZERS
 
 
+#: Cohorts of ``--cohort``; shapes of ``--shape``: (labeled, unlabeled) training cases.
+COHORTS: tuple[str, ...] = ("phantom", "anatomy")
+SHAPES: dict[str, tuple[int, int]] = {
+    "synapse20": (4, 16),      # the paper's Synapse 20 % setting: 4 labeled / 16 unlabeled
+    "amos5": (2, 38),          # AMOS 5 %: 2 labeled of 40 training cases
+}
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
 
@@ -51,6 +59,11 @@ class SSLBenchSettings:
         small_fraction: the "smallest classes" summary averages the round(C x fraction) foreground classes
             with the smallest mean volume in the test references (1/3: 4 of the 13 Synapse organs).
         overrides: extra ``KEY=VALUE`` training settings applied to every run (``scdl train --set``).
+        cohort: ``phantom`` (default: the parametric phantoms of the published tables) or ``anatomy`` (synthetic
+            CTs from real label maps, split by anatomy: :mod:`scdl.bench.ssl_anatomy`).
+        train_anatomies, test_anatomies: the anatomy cohort's split (no anatomy on both sides).
+        data_dir: the shared data folder of the anatomy cohort ('' = ``$SCDL_SHARED/data`` or ``../shared/data``);
+            not part of any key (the same files anywhere give the same cohort).
     """
 
     labeled: int = 4
@@ -70,6 +83,10 @@ class SSLBenchSettings:
     sw_batch_size: int = 4
     small_fraction: float = 1.0 / 3.0
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    cohort: str = "phantom"
+    train_anatomies: tuple[str, ...] = ("s0004", "s0006")
+    test_anatomies: tuple[str, ...] = ("A", "s0001")
+    data_dir: str = ""
 
     @classmethod
     def quick(cls, **changes: Any) -> "SSLBenchSettings":
@@ -101,8 +118,18 @@ class SSLBenchSettings:
             raise bad("seeds", f"{list(self.seeds)!r} must be one or more distinct integers.", "use e.g. --seeds 0,1,2.")
         if not 0.0 < self.small_fraction <= 1.0:
             raise bad("small_fraction", f"{self.small_fraction!r} is not in (0, 1].", "use e.g. 0.333.")
+        if self.cohort not in COHORTS:
+            raise bad("cohort", f"{self.cohort!r} is not one of {', '.join(COHORTS)}.",
+                      "use --cohort phantom (default) or anatomy.")
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "overrides", tuple(str(o) for o in self.overrides))
+        object.__setattr__(self, "train_anatomies", tuple(str(a) for a in self.train_anatomies))
+        object.__setattr__(self, "test_anatomies", tuple(str(a) for a in self.test_anatomies))
+        object.__setattr__(self, "data_dir", str(self.data_dir or ""))
+        if self.cohort == "anatomy":
+            from scdl.bench.ssl_anatomy import check_split
+
+            check_split(self.train_anatomies, self.test_anatomies)
 
     def with_changes(self, **changes: Any) -> "SSLBenchSettings":
         return replace(self, **changes)
@@ -110,13 +137,21 @@ class SSLBenchSettings:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["seeds"], out["overrides"] = list(self.seeds), list(self.overrides)
+        out["train_anatomies"], out["test_anatomies"] = list(self.train_anatomies), list(self.test_anatomies)
         return out
 
     # -- what identifies an output -------------------------------------------------------------------
     def cohort_spec(self) -> dict[str, Any]:
-        """Everything the phantom cohort depends on."""
+        """Everything the cohort depends on (the phantom cohort's spec is unchanged since the published runs)."""
         from scdl import __version__
 
+        if self.cohort == "anatomy":
+            from scdl.bench.ssl_anatomy import GENERATOR
+
+            return {"cohort": "anatomy", "generator": f"scdl {__version__} {GENERATOR}", "seed": self.cohort_seed,
+                    "spacing_mm": self.spacing_mm, "labeled": self.labeled, "unlabeled": self.unlabeled,
+                    "test": self.test, "train_anatomies": list(self.train_anatomies),
+                    "test_anatomies": list(self.test_anatomies)}
         return {"generator": f"scdl {__version__}", "seed": self.cohort_seed, "spacing_mm": self.spacing_mm,
                 "labeled": self.labeled, "unlabeled": self.unlabeled, "test": self.test}
 

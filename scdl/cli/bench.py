@@ -49,6 +49,13 @@ def _seeds(text: str) -> tuple[int, ...]:
     return values
 
 
+def _names(text: str) -> tuple[str, ...]:
+    values = tuple(p for p in text.replace(" ", "").split(",") if p)
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return values
+
+
 def register(subparsers: Any) -> None:
     from scdl.training.config import OPTIMIZERS     # torch-free: --help stays fast
 
@@ -85,6 +92,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", metavar="DEV", help="cpu (default), auto, cuda or cuda:N")
     p.add_argument("--sw-batch-size", type=int, metavar="N",
                    help="sliding windows per forward when scoring (default 4; does not change the predictions)")
+    p.add_argument("--cohort", choices=("phantom", "anatomy"),
+                   help="phantom (default: parametric phantoms, the published tables) or anatomy (CTs synthesised "
+                        "from the real label maps of patient A and TotalSegmentator subjects s0001, s0004, s0006, "
+                        "split by anatomy; patient B is never used)")
+    p.add_argument("--shape", choices=("synapse20", "amos5"),
+                   help="cohort shape: synapse20 = 4 labeled / 16 unlabeled (default), amos5 = 2 labeled / 38 "
+                        "unlabeled (--labeled / --unlabeled still win)")
+    p.add_argument("--train-anatomies", type=_names, metavar="LIST",
+                   help="anatomy cohort: training anatomies (default s0004,s0006)")
+    p.add_argument("--test-anatomies", type=_names, metavar="LIST",
+                   help="anatomy cohort: test anatomies (default A,s0001; A's real CT is then a test case)")
+    p.add_argument("--data", metavar="DIR", help="anatomy cohort: the shared data folder (default ../shared/data)")
+    p.add_argument("--estimate", action="store_true",
+                   help="train nothing: print the wall time this plan would take on this machine and the interval "
+                        "and minimum detectable effect its seeds would give (from a finished run's spread)")
+    p.add_argument("--estimate-from", metavar="RESULTS",
+                   help="with --estimate: a results.json whose runs give the cost per iteration and the spread of "
+                        "the paired differences (default: the published phantom runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting for every run, as in scdl train --set (repeatable)")
     p.add_argument("--progress", choices=PROGRESS_MODES, default="tqdm",
@@ -95,7 +120,9 @@ def register(subparsers: Any) -> None:
 _FLAGS = {"labeled": "labeled", "unlabeled": "unlabeled", "test": "test", "cohort_seed": "cohort_seed",
           "spacing": "spacing_mm", "width": "width", "patch": "patch", "iterations": "iterations", "seeds": "seeds",
           "optimizer": "optimizer", "lr": "lr",
-          "threads": "threads", "workers": "workers", "device": "device", "sw_batch_size": "sw_batch_size"}
+          "threads": "threads", "workers": "workers", "device": "device", "sw_batch_size": "sw_batch_size",
+          "cohort": "cohort", "train_anatomies": "train_anatomies", "test_anatomies": "test_anatomies",
+          "data": "data_dir"}
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -107,6 +134,12 @@ def settings_from_args(args: argparse.Namespace):
                                if getattr(args, flag) is not None}
     if args.overrides:
         changes["overrides"] = tuple(args.overrides)
+    if getattr(args, "shape", None):
+        from scdl.bench.ssl_settings import SHAPES
+
+        labeled, unlabeled = SHAPES[args.shape]
+        changes.setdefault("labeled", labeled)
+        changes.setdefault("unlabeled", unlabeled)
     settings = SSLBenchSettings.quick(**changes) if args.quick else SSLBenchSettings(**changes)
     configs = parse_configs(args.configs if args.configs is not None else (QUICK_CONFIGS if args.quick else None))
     return settings, configs
@@ -122,6 +155,9 @@ def reproduce_command(out: str, settings: Any, configs: Any) -> str:
              "--unlabeled", str(s.unlabeled), "--test", str(s.test), "--cohort-seed", str(s.cohort_seed),
              "--threads", str(s.threads), "--workers", str(s.workers), "--device", s.device,
              "--sw-batch-size", str(s.sw_batch_size)]
+    if s.cohort != "phantom":                    # phantom commands stay as published
+        parts += ["--cohort", s.cohort, "--train-anatomies", ",".join(s.train_anatomies),
+                  "--test-anatomies", ",".join(s.test_anatomies)]
     for item in s.overrides:
         parts += ["--set", item]
     return shlex.join(parts)
@@ -137,6 +173,8 @@ def run_ssl(args: argparse.Namespace) -> int:
     from scdl.progress import Progress
 
     settings, configs = settings_from_args(args)
+    if args.estimate:
+        return _estimate(args, settings, configs)
     progress = Progress(args.progress)
     progress.install_signal_handlers()
     results = run_benchmark(args.out, settings, configs, progress=progress,
@@ -148,4 +186,31 @@ def run_ssl(args: argparse.Namespace) -> int:
     else:
         print(results["table_markdown"], flush=True)
         progress.message(f"wrote {outputs['results']}, {outputs['table']} and {outputs['chart']}")
+    return 0
+
+
+def _estimate(args: argparse.Namespace, settings: Any, configs: Any) -> int:
+    """``--estimate``: print the plan's wall time and interval; train nothing, write nothing."""
+    import json
+    from pathlib import Path
+
+    from scdl.bench.ssl_cohort import cohort_folder
+    from scdl.bench.ssl_estimate import calibrate, estimate_text
+    from scdl.errors import ScdlError
+
+    calibration = sd_results = None
+    if args.estimate_from:
+        path = Path(args.estimate_from)
+        try:
+            sd_results = json.loads(path.read_text(encoding="utf-8"))
+            missing = [k for k in ("settings", "configurations", "runs", "classes", "small_classes") if k not in sd_results]
+            if missing:
+                raise KeyError(", ".join(missing))
+            calibration = calibrate(sd_results)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ScdlError(f"cannot be read as an scdl bench ssl results.json ({err}).", path,
+                            "give the results.json of a finished scdl bench ssl run.") from None
+    exists = (cohort_folder(Path(args.out), settings) / "manifest.csv").is_file()
+    print(estimate_text(settings, configs, calibration=calibration, sd_results=sd_results, cohort_exists=exists),
+          end="", flush=True)
     return 0
