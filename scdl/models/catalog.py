@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 from scdl.errors import ScdlError
 from scdl.models.cache import cached_ids, cached_path
 from scdl.models.card import ID_PATTERN
+from scdl.models.manifest import MANIFEST_FILE
 from scdl.models.source import SINGLE_FILE_SUFFIX, is_package_path
 from scdl.resources import bundled_models_dir, resources_dir
 
@@ -120,6 +121,12 @@ def resolve_model(id_or_path: Union[str, os.PathLike]) -> Path:
     if found is not None:
         return found
     entry = catalog_entry(text)
+    cached = cached_path(text)
+    if cached.is_dir() and not cached.name.startswith("."):    # a cache folder without its manifest
+        from scdl.models.package import damaged_cache_fix
+
+        raise ScdlError("the cached model has no manifest.json (an unfinished or damaged copy).",
+                        cached / MANIFEST_FILE, damaged_cache_fix(cached))
     if entry is not None and entry["kind"] == "checkpoints":
         raise ScdlError(f"model {text!r} is in the catalog but not downloaded yet.",
                         fix=f"run `scdl models download {text}` (internet needed), or import files you downloaded "

@@ -59,6 +59,16 @@ class ModelPackage:
         """
 
         path = resolve_model(path_or_id)
+        try:
+            return cls._load(path, verify)
+        except ScdlError as err:
+            fix = damaged_cache_fix(path)
+            if fix is None or err.fix not in _DAMAGED_FIXES:
+                raise
+            raise ScdlError(err.message, err.path, fix) from None
+
+    @classmethod
+    def _load(cls, path: Path, verify: bool) -> "ModelPackage":
         with PackageSource(path) as src:
             manifest = parse_manifest(src.read(MANIFEST_FILE), src.where(MANIFEST_FILE))
             if CARD_FILE not in manifest:
@@ -119,10 +129,17 @@ class ModelPackage:
     def state_dicts(self) -> list[dict[str, Any]]:
         """One state dict (authors' VNet keys, CPU tensors) per network."""
         if self._state_dicts is None:
-            with PackageSource(self.path) as src:
-                name = self.card["weights"]
-                self._state_dicts = _parse_weights(_read_checked(src, self.manifest, name, verify=self.verified),
-                                                   self.card, src.where(name))
+            try:
+                with PackageSource(self.path) as src:
+                    name = self.card["weights"]
+                    self._state_dicts = _parse_weights(_read_checked(src, self.manifest, name,
+                                                                     verify=self.verified),
+                                                       self.card, src.where(name))
+            except ScdlError as err:
+                fix = damaged_cache_fix(self.path)
+                if fix is None or err.fix not in _DAMAGED_FIXES:
+                    raise
+                raise ScdlError(err.message, err.path, fix) from None
         return self._state_dicts
 
     def build_networks(self, device: Any = "cpu") -> list:
@@ -234,6 +251,30 @@ def copy_package(src: Union[str, os.PathLike], out: Union[str, os.PathLike]) -> 
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+#: The fixes of a damaged package (this module's and the manifest's), replaced for a model in the user cache.
+_DAMAGED_FIXES = (_REFETCH, "the package is damaged: download or import it again.")
+
+
+def damaged_cache_fix(path: Union[str, os.PathLike]) -> Optional[str]:
+    """The fix for a damaged copy in the user's model cache (the command that replaces it), None elsewhere."""
+    from scdl.models.cache import cache_dir
+    from scdl.models.catalog import catalog_entry
+
+    path = Path(path)
+    try:
+        in_cache = path.resolve().parent == cache_dir().resolve()
+    except OSError:
+        return None
+    if not in_cache:
+        return None
+    entry = catalog_entry(path.name)
+    if entry is not None and entry.get("kind") == "checkpoints":
+        return (f"the cached copy in {path} is damaged: fetch it again with `scdl models download {path.name} "
+                "--force` (internet needed).")
+    return (f"the cached copy in {path} is damaged: import the package again with `scdl models import PACKAGE "
+            f"--force`, or delete {path}.")
+
+
 def _where(path: Path, name: str) -> str:
     return f"{path}:{name}" if path.is_file() else str(path / name)
 

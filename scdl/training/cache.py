@@ -79,6 +79,58 @@ def class_locations(label: np.ndarray, num_classes: int, max_per_class: int) -> 
     return locations, ranges, [int(c) for c in counts]
 
 
+def npy_problem(path: Path, shape: Optional[tuple[int, ...]] = None) -> Optional[str]:
+    """Why the ``.npy`` file at ``path`` cannot be what the entry needs (missing, not an array file, fewer or more
+    bytes than its header promises, another shape), or None. Reads the header only."""
+    fmt = np.lib.format
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            stored_shape, _fortran, dtype = read(handle)
+            offset = handle.tell()
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except OSError as err:
+        return f"{path.name} cannot be read ({err.strerror or err})"
+    except (ValueError, SyntaxError, TypeError, EOFError) as err:
+        return f"{path.name} is not a NumPy array file ({err})"
+    if dtype.hasobject:
+        return f"{path.name} holds Python objects, not numbers"
+    expected = offset + int(np.prod(stored_shape, dtype=np.int64)) * dtype.itemsize
+    if size != expected:
+        return f"{path.name} has {size} bytes where its header promises {expected} (an unfinished or damaged write)"
+    if shape is not None and tuple(stored_shape) != tuple(shape):
+        return f"{path.name} has shape {tuple(stored_shape)}, the entry's meta.json says {tuple(shape)}"
+    return None
+
+
+def check_entry(folder: Path, meta: dict[str, Any]) -> Optional[tuple[Path, str]]:
+    """(file, why) for the first damaged array of a cache entry, or None. Cheap: headers and file sizes only."""
+    try:
+        shape = tuple(int(s) for s in meta["shape"])
+        ends = [int(r[1]) for r in (meta.get("ranges") or {}).values()]
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return folder / "meta.json", f"meta.json is incomplete ({err!r})"
+    needed: list[tuple[str, Optional[tuple[int, ...]]]] = [("image", shape)]
+    if meta.get("labeled"):
+        needed += [("label", shape), ("locations", None)]
+    if meta.get("anatomy"):
+        needed += [("structures", shape), ("depth", shape)]
+    for name, want in needed:
+        path = folder / f"{name}.npy"
+        problem = npy_problem(path, want)
+        if problem is not None:
+            return path, problem
+    if meta.get("labeled"):
+        path = folder / "locations.npy"
+        length = np.load(path, mmap_mode="r").shape[0] if ends else 0
+        if ends and length < max(ends):
+            return path, f"locations.npy holds {length} positions, meta.json refers to {max(ends)}"
+    return None
+
+
 def _grid_of(image: Any):
     from scdl.processing.grid import Grid
 
@@ -165,6 +217,8 @@ class PreprocessCache:
                     "target": table_fingerprint(target), "max_locations": self.max_locations}
         self.settings_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         self._pre = None
+        #: (file, why) of the damaged entry the last :meth:`get` found, or None
+        self.damaged: Optional[tuple[Path, str]] = None
 
     def key(self, image_hash: str, label_hash: Optional[str], source: Any = None, resampled: bool = False) -> str:
         """The entry key of one case (``source``: the label map's LabelTable or None)."""
@@ -176,12 +230,25 @@ class PreprocessCache:
         return self.root / key[:2] / key
 
     def get(self, key: str) -> Optional[CachedCase]:
+        """The entry of ``key``, or None when there is none, it is of another version, or it is damaged (then
+        :attr:`damaged` tells why; the caller makes it again)."""
+        self.damaged = None
         folder = self.folder(key)
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            return None
         try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            self.damaged = (meta_path, f"meta.json cannot be read ({err})")
             return None
         if meta.get("version") != CACHE_VERSION:
+            return None
+        problem = check_entry(folder, meta)
+        if problem is not None:
+            self.damaged = problem
             return None
         return CachedCase(folder, meta)
 

@@ -195,6 +195,7 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
         keys = [cache.key(facts["image_hash"], facts["label_hash"], source, resampled=r) for r in (False, True)]
         for key in keys if resample_labels else keys[:1]:
             hit = cache.get(key)
+            _report_damage(cache, case, prepare, report)
             if hit is not None:
                 prepared[case.row] = hit
                 stored = hit.meta.get("facts", {})
@@ -219,6 +220,19 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
             report.problems.append(CohortProblem("error", "preprocessing", err.message, err.path or str(case.image),
                                                  case.row, err.fix or ""))
     return facts
+
+
+def _report_damage(cache: PreprocessCache, case: Case, prepare: bool, report: CohortReport) -> None:
+    """One warning for a damaged cache entry that :meth:`PreprocessCache.get` found (it is made again)."""
+    if cache.damaged is None:
+        return
+    path, why = cache.damaged
+    then = ("it is preprocessed again from the case's files" if prepare
+            else "the case was checked from its files; the next training run makes the entry again")
+    report.problems.append(CohortProblem(
+        "warning", "cache_damaged", f"the preprocessing cache entry of this case is damaged ({why}); {then}.",
+        str(path), case.row, "nothing to do; if it recurs, check the disk that holds the cache (--cache-dir)."))
+    cache.damaged = None
 
 
 def _label_hash(hashes: HashIndex, path: Path) -> str:
@@ -257,6 +271,7 @@ def _check_anatomy(case: Case, source: Any, target: Any, hashes: HashIndex, cach
     if cache is not None:
         key = cache.key("anatomy", facts["label_hash"], source)
         hit = cache.get(key)
+        _report_damage(cache, case, prepare, report)
         if hit is not None:
             prepared[case.row] = hit
             facts.update(present=hit.present, cached=True, shape=hit.shape)
