@@ -29,9 +29,15 @@ from scdl.bench.ssl_aggregate import _T80, _T975, paired_comparisons
 BUILTIN_COST: dict[str, tuple[float, float]] = {"supervised": (0.119, 4.0), "cps": (0.356, 5.0), "scdl": (0.382, 5.0)}
 #: Scoring seconds per test case and network (10 phantom test cases: 5.1 s with one network, 9.5 s with two).
 BUILTIN_SCORE_S: float = 0.48
-BUILTIN_CALIBRATION = {"width": 8, "patch": 32, "source": "docs/results/ssl_results.json (published run)"}
-#: Cohort generation per case (measured: phantoms about 0.4 s, anatomy cases 1-1.5 s at 4 mm on this machine).
-COHORT_S_PER_CASE: dict[str, float] = {"phantom": 0.4, "anatomy": 1.5}
+BUILTIN_CALIBRATION = {"width": 8, "patch": 32, "cohort": "phantom",
+                       "source": "docs/results/ssl_results.json (published run)"}
+#: Cohort generation per case at 4 mm (measured 2026-12-03 on this machine at load average 4-5: 30 phantoms
+#: 3.5 s; anatomy cohort 30 cases 18.1 s, 50 cases 21.9 s).
+COHORT_S_PER_CASE: dict[str, float] = {"phantom": 0.12, "anatomy": 0.6}
+#: Scoring cost of a test case relative to a phantom (the anatomy test CTs are larger grids; A's real CT is
+#: 122x101x112: 10 test cases took 18-20 s vs 9-10 s for 10 phantoms, same model, 1 thread, load average 5).
+#: Training cost per iteration is the patch's, the same for both cohorts (measured within noise: 0.17 vs 0.23 s/it).
+COHORT_SCORE_FACTOR: dict[str, float] = {"phantom": 1.0, "anatomy": 2.0}
 #: Sample sd of the paired per-seed differences cps-scdl - cps of the published 5-seed phantom run
 #: (docs/results/ssl_results_cps_vs_scdl_5seeds.json; Dice fractions).
 BUILTIN_SD: dict[str, float] = {"foreground": 0.01716, "small": 0.01460}
@@ -71,7 +77,8 @@ def calibrate(results: Mapping[str, Any]) -> dict[str, Any]:
                 for r in fresh if r.get("score_s")]
     s = results.get("settings", {})
     return {"cost": cost, "score_s": statistics.median(per_case) if per_case else BUILTIN_SCORE_S,
-            "width": s.get("width", 8), "patch": s.get("patch", 32), "source": "measured runs of the given results.json"}
+            "width": s.get("width", 8), "patch": s.get("patch", 32), "cohort": s.get("cohort", "phantom"),
+            "source": "measured runs of the given results.json"}
 
 
 def paired_sd(results: Mapping[str, Any], config: str = "cps-scdl", reference: str = "cps") -> Optional[dict[str, float]]:
@@ -94,11 +101,16 @@ def interval(sd: float, n: int) -> tuple[float, float]:
     return t1 * sd / math.sqrt(n), (t1 + t2) * sd / math.sqrt(n)
 
 
-def seeds_needed(sd: float, half_width: float, limit: int = 200) -> Optional[int]:
+def seeds_needed(sd: float, half_width: float, limit: int = 200, *, mde: bool = False) -> Optional[int]:
+    """Fewest seeds whose 95 % half-width (or, with ``mde``, minimum detectable effect) is below ``half_width``."""
     for n in range(2, limit + 1):
-        if interval(sd, n)[0] < half_width:
+        if interval(sd, n)[1 if mde else 0] < half_width:
             return n
     return None
+
+
+#: The paper's SCDL lift on Synapse 20 % with GA-CPS (66.29 -> 67.50, METHOD.md §6), Dice points.
+PAPER_LIFT_POINTS = 1.2
 
 
 def plan_seconds(settings: Any, configurations: Sequence[Any], model: Mapping[str, Any], n_seeds: Optional[int] = None,
@@ -106,11 +118,12 @@ def plan_seconds(settings: Any, configurations: Sequence[Any], model: Mapping[st
     """Wall-time estimate of ``configurations`` x seeds (``n_seeds`` or the settings') at ``settings``' budget."""
     n = len(settings.seeds) if n_seeds is None else int(n_seeds)
     scale = (settings.patch / model["patch"]) ** 3 * (settings.width / model["width"])
+    score_factor = COHORT_SCORE_FACTOR[settings.cohort] / COHORT_SCORE_FACTOR[model.get("cohort", "phantom")]
     train = score = 0.0
     for c in configurations:
         per_it, startup = model["cost"][run_kind(c.framework)]
         train += n * (startup + per_it * scale * settings.iterations)
-        score += n * model["score_s"] * scale * _networks(c.framework) * settings.test
+        score += n * model["score_s"] * scale * _networks(c.framework) * settings.test * score_factor
     cases = settings.labeled + settings.unlabeled + settings.test
     cohort = 0.0 if cohort_exists else COHORT_S_PER_CASE[settings.cohort] * cases
     return {"runs": n * len(configurations), "seeds": n, "train_s": train, "score_s": score, "cohort_s": cohort,
@@ -141,14 +154,20 @@ def estimate_text(settings: Any, configurations: Sequence[Any], *, calibration: 
     lines += ["", f"Interval of the paired mean difference cps-scdl - cps, from the spread of the per-seed differences of "
                   f"{source} (sd: foreground {100 * sd['foreground']:.2f}, smallest organs {100 * sd['small']:.2f} points):",
               "", "| metric | seeds | 95 % half-width (t) | MDE | seeds for half-width < "
-                  f"{target_points:g} points | wall time of that plan |", "|---|---:|---:|---:|---:|---:|"]
+                  f"{target_points:g} points (wall time) | seeds for MDE < {PAPER_LIFT_POINTS:g} points, the paper's "
+                  "lift (wall time) |", "|---|---:|---:|---:|---:|---:|"]
+
+    def need_cell(n: Optional[int]) -> str:
+        if not n:
+            return "> 200"
+        return f"{n} ({plan_seconds(settings, configurations, model, n, cohort_exists)['total_s'] / 60:.0f} min)"
+
     for key, label in (("foreground", "foreground"), ("small", "smallest organs")):
         half, mde = interval(sd[key], est["seeds"])
-        need = seeds_needed(sd[key], target_points / 100.0)
-        need_s = plan_seconds(settings, configurations, model, need, cohort_exists)["total_s"] if need else math.nan
         lines.append(f"| {label} | {est['seeds']} | {'n/a' if not math.isfinite(half) else f'±{100 * half:.1f}'} | "
-                     f"{'n/a' if not math.isfinite(mde) else f'{100 * mde:.1f}'} | {need or '> 200'} | "
-                     f"{need_s / 60:.0f} min |")
+                     f"{'n/a' if not math.isfinite(mde) else f'{100 * mde:.1f}'} | "
+                     f"{need_cell(seeds_needed(sd[key], target_points / 100.0))} | "
+                     f"{need_cell(seeds_needed(sd[key], PAPER_LIFT_POINTS / 100.0, mde=True))} |")
     within = est["total_s"] <= budget_min * 60
     lines += ["", f"This plan {'fits' if within else 'does NOT fit'} a {budget_min:g}-min budget on this machine. The sd "
                   "is that of the run it was measured on; another cohort or budget has its own (run a few seeds first)."]

@@ -11,9 +11,13 @@ from scdl.progress import MODES as PROGRESS_MODES
 
 SSL_DESCRIPTION = """\
 Imbalanced semi-supervised benchmark and ablation: supervised vs CPS vs CPS+SCDL (and the SCDL ablation
-ladder) trained on the same synthetic cohort (scdl phantom; Synapse 20 % shape: 4 labeled + 16 unlabeled
-training cases, 10 test cases), once per seed, each run a 'python -m scdl train' child process. Every model
-segments the test CTs; Dice per class is averaged over the test cases, then mean ± std over the seeds.
+ladder) trained on the same synthetic cohort (Synapse 20 % shape: 4 labeled + 16 unlabeled training cases,
+10 test cases; --shape amos5: 2 + 38), once per seed, each run a 'python -m scdl train' child process. Every
+model segments the test CTs; Dice per class is averaged over the test cases, then mean ± std over the seeds.
+Cohorts: phantom (default; scdl phantom, the published tables) or anatomy (CTs synthesised from the real
+label maps of patient A and TotalSegmentator subjects s0001, s0004, s0006, split by anatomy: training
+s0004, s0006; test A (its real CT among them) and s0001; patient B is never used).
+--estimate trains nothing and prints the plan's wall time on this machine and the interval its seeds give.
 
 Writes OUT/results.json (settings, every run's per-case Dice and timing, the summary), OUT/table.md (the
 table, Dice %), OUT/dice.png (grouped bar chart), and keeps OUT/cohort-<key>/, OUT/cache/ and
@@ -28,6 +32,13 @@ examples:
 
   # a smoke test in under a minute (tiny cohort, 2 iterations, 1 seed)
   scdl bench ssl --out /tmp/ssl_quick --quick
+
+  # the realistic cohort (synthetic CTs from real anatomies, split by anatomy), both shapes
+  scdl bench ssl --out bench_anat --cohort anatomy --configs cps,cps-scdl --seeds 0,1,2,3,4
+  scdl bench ssl --out bench_anat --cohort anatomy --shape amos5 --configs cps,cps-scdl --seeds 0,1,2,3,4
+
+  # what a plan would take here (nothing is run)
+  scdl bench ssl --out bench_anat --cohort anatomy --configs cps,cps-scdl --seeds 0,1,2,3,4 --estimate
 
   # a bigger budget on a GPU: paper width, 2 mm grid, 64³ patches, 5 seeds
   scdl bench ssl --out bench_ssl_gpu --device cuda --width 16 --spacing 2 --patch 64 --iterations 6000 \\
@@ -72,7 +83,7 @@ def register(subparsers: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (results, cohort, runs)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny smoke run: 2+2 training / 2 test phantoms at 10 mm, width 2, 16³ patches, 2 iterations, "
+                   help="tiny smoke run: 2+2 training / 2 test cases at 10 mm, width 2, 16³ patches, 2 iterations, "
                         "seed 0, configurations supervised,cps,cps-scdl (other flags still apply)")
     p.add_argument("--configs", metavar="LIST", help="configurations to compare (default: the six listed below)")
     p.add_argument("--seeds", type=_seeds, metavar="LIST", help="training seeds, e.g. 0,1,2 (default 0,1,2)")
