@@ -10,6 +10,7 @@ the best validation. Both are ``torch.save`` of tensors and plain containers, wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,32 @@ def save_checkpoint(path: os.PathLike | str, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus format and version) atomically to ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        try:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        except RuntimeError as err:          # torch's zip writer reports a failed write as a RuntimeError
+            raise _as_os_error(err, tmp) from None
     return path
+
+
+#: Below this much free space, a failed ``torch.save`` is taken for a full disk.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _as_os_error(err: RuntimeError, tmp: Path) -> OSError:
+    """The OSError that :func:`scdl.io.atomic.atomic_path` turns into the one-line message naming the target:
+    ENOSPC when the disk is (nearly) full, EIO with torch's words otherwise."""
+    import errno
+
+    try:
+        with contextlib.suppress(OSError):
+            tmp.unlink()                     # what torch wrote does not count as used space
+        stat = os.statvfs(tmp.parent)
+        free = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    if free is not None and free < _FULL_DISK_BYTES:
+        return OSError(errno.ENOSPC, "No space left on device")
+    return OSError(errno.EIO, f"torch.save failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
 
 
 def load_checkpoint(path: os.PathLike | str, map_location: Any = "cpu") -> dict[str, Any]:

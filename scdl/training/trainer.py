@@ -126,6 +126,7 @@ class Trainer:
         self.scaler: Optional[torch.amp.GradScaler] = None
         # the loop: run()
         self.best: dict[str, Any] = {}                       # the best validation so far
+        self.last_checkpoint: Optional[int] = None            # iteration of the newest complete checkpoint.pt
         self.class_names: list[str] = []
         self.log: Optional[RunLog] = None
         self._tqdm: Any = None                               # the tqdm bar (tqdm mode, rank 0)
@@ -323,9 +324,22 @@ class Trainer:
     def _save_checkpoint(self, iteration: int, elapsed: float, curves: bool = False) -> None:
         state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
         if self.dist.is_main:
-            ckpt.save_checkpoint(self.folder.checkpoint, state)
-            self.log.flush(curves=curves)       # the PNG is redrawn at validations and at the end
+            try:
+                # the log first: rows beyond the checkpoint are dropped at a resume, missing rows would stay missing
+                self.log.flush(curves=curves)       # the PNG is redrawn at validations and at the end
+                ckpt.save_checkpoint(self.folder.checkpoint, state)
+            except ScdlError as err:                # e.g. a full disk: say what is kept and how to go on
+                raise self._not_saved(err, iteration) from None
+            self.last_checkpoint = int(iteration)
             self.progress.event("checkpoint", iteration=int(iteration), path=str(self.folder.checkpoint))
+
+    def _not_saved(self, err: ScdlError, iteration: int) -> ScdlError:
+        if self.last_checkpoint is None:
+            kept, fix = "no checkpoint was saved yet", "free disk space (or choose another --out) and start again."
+        else:
+            kept = f"the checkpoint of iteration {self.last_checkpoint} ({self.folder.checkpoint.name}) is kept"
+            fix = f"free disk space, then continue with `scdl train --resume {self.run_dir}`."
+        return ScdlError(f"{err.message} Training stopped at iteration {iteration}; {kept}.", err.path, fix)
 
     def _restore(self) -> tuple[int, float]:
         from scdl.training.rng import restore_rng
@@ -354,6 +368,7 @@ class Trainer:
                                   f"{self.dist.world_size}: random states restart from process 0's.")
         restore_rng(rngs[self.dist.rank if self.dist.rank < len(rngs) else 0])
         self.best = dict(state.get("best") or {})
+        self.last_checkpoint = int(state["iteration"])
         return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
 
     # -- the loop ----------------------------------------------------------------------------------
