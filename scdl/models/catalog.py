@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from scdl.errors import ScdlError
-from scdl.models.cache import cached_ids, cached_path
+from scdl.models.cache import cache_dir, cached_ids, cached_path
 from scdl.models.card import ID_PATTERN
 from scdl.models.manifest import MANIFEST_FILE
 from scdl.models.source import SINGLE_FILE_SUFFIX, is_package_path
@@ -101,6 +101,23 @@ def installed_path(model_id: str) -> Optional[Path]:
     return None
 
 
+def damaged_cache_fix(path: Union[str, os.PathLike]) -> Optional[str]:
+    """The fix for a damaged copy in the user's model cache (the command that replaces it), None elsewhere."""
+    path = Path(path)
+    try:
+        in_cache = path.resolve().parent == cache_dir().resolve()
+    except OSError:
+        return None
+    if not in_cache:
+        return None
+    entry = catalog_entry(path.name)
+    if entry is not None and entry.get("kind") == "checkpoints":
+        return (f"the cached copy in {path} is damaged: fetch it again with `scdl models download {path.name} "
+                "--force` (internet needed).")
+    return (f"the cached copy in {path} is damaged: import the package again with `scdl models import PACKAGE "
+            f"--force`, or delete {path}.")
+
+
 def resolve_model(id_or_path: Union[str, os.PathLike]) -> Path:
     """A package path from a path (folder / ``.scdlmodel``), a bundled id or an id in the user cache.
 
@@ -123,8 +140,6 @@ def resolve_model(id_or_path: Union[str, os.PathLike]) -> Path:
     entry = catalog_entry(text)
     cached = cached_path(text)
     if cached.is_dir() and not cached.name.startswith("."):    # a cache folder without its manifest
-        from scdl.models.package import damaged_cache_fix
-
         raise ScdlError("the cached model has no manifest.json (an unfinished or damaged copy).",
                         cached / MANIFEST_FILE, damaged_cache_fix(cached))
     if entry is not None and entry["kind"] == "checkpoints":

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_dir, atomic_path
 from scdl.models.card import CARD_FILE, validate_card
-from scdl.models.catalog import resolve_model
+from scdl.models.catalog import damaged_cache_fix, resolve_model
 from scdl.models.manifest import MANIFEST_FILE, build_manifest, parse_manifest, sha256_bytes
 from scdl.models.source import SINGLE_FILE_SUFFIX, PackageSource
 
@@ -253,26 +253,6 @@ def copy_package(src: Union[str, os.PathLike], out: Union[str, os.PathLike]) -> 
 # -- helpers ---------------------------------------------------------------------------------------
 #: The fixes of a damaged package (this module's and the manifest's), replaced for a model in the user cache.
 _DAMAGED_FIXES = (_REFETCH, "the package is damaged: download or import it again.")
-
-
-def damaged_cache_fix(path: Union[str, os.PathLike]) -> Optional[str]:
-    """The fix for a damaged copy in the user's model cache (the command that replaces it), None elsewhere."""
-    from scdl.models.cache import cache_dir
-    from scdl.models.catalog import catalog_entry
-
-    path = Path(path)
-    try:
-        in_cache = path.resolve().parent == cache_dir().resolve()
-    except OSError:
-        return None
-    if not in_cache:
-        return None
-    entry = catalog_entry(path.name)
-    if entry is not None and entry.get("kind") == "checkpoints":
-        return (f"the cached copy in {path} is damaged: fetch it again with `scdl models download {path.name} "
-                "--force` (internet needed).")
-    return (f"the cached copy in {path} is damaged: import the package again with `scdl models import PACKAGE "
-            f"--force`, or delete {path}.")
 
 
 def _where(path: Path, name: str) -> str:
