@@ -5,12 +5,11 @@ root and mount rights; skipped with the reason otherwise)."""
 from __future__ import annotations
 
 import csv
-import signal
 from pathlib import Path
 
 import pytest
 
-from scdl.cli.main import main
+from inprocess import run_scdl
 from scdl.progress import Progress
 from scdl.training import checkpoint as ckpt
 from scdl.training.sample_cohort import make_crop_cohort
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def manifest(tmp_path_factory, patient_a_ct, patient_a_seg) -> Path:
     return make_crop_cohort(patient_a_ct, patient_a_seg, tmp_path_factory.mktemp("disk_cohort"))
 
-
-def _main(argv: list[str]) -> int:
-    """``scdl ...`` in this process; the SIGINT/SIGTERM handlers it installs are put back afterwards."""
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return main(argv)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @pytest.mark.parametrize("leave, fails", [(0, "log.csv"), (32 * 1024, "checkpoint.pt")],
@@ -57,7 +47,7 @@ def test_a_full_disk_between_checkpoints(leave: int, fails: str, manifest: Path,
                     _fill(disk, leave)
 
         monkeypatch.setattr(Progress, "event", event_then_fill)
-        code = _main(["train", "--cohort", str(manifest), "--out", str(run), "--preset", "cpu", "--framework",
+        code = run_scdl(["train", "--cohort", str(manifest), "--out", str(run), "--preset", "cpu", "--framework",
                       "supervised", "--iterations", "8", "--device", "cpu", "--progress", "none",
                       "--cache-dir", str(tmp_path / "cache"), *[a for s in TINY for a in ("--set", s)]])
         out, err = capsys.readouterr()
@@ -74,7 +64,7 @@ def test_a_full_disk_between_checkpoints(leave: int, fails: str, manifest: Path,
         assert ckpt.load_checkpoint(run / "checkpoint.pt")["iteration"] == 2        # the previous one, intact
         (disk / "filler.bin").unlink()
         monkeypatch.setattr(Progress, "event", original)
-        assert _main(["train", "--resume", str(run), "--progress", "none"]) == 0, capsys.readouterr().err[-3000:]
+        assert run_scdl(["train", "--resume", str(run), "--progress", "none"]) == 0, capsys.readouterr().err[-3000:]
         assert ckpt.load_checkpoint(run / "checkpoint.pt")["iteration"] == 8
         assert (run / "model" / "card.json").is_file()
         with (run / "log.csv").open() as handle:                 # no row missing, none twice

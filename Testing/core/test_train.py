@@ -19,6 +19,8 @@ import SimpleITK as sitk
 import torch
 
 from scdl.cli.main import main
+
+from inprocess import run_scdl
 from scdl.labels.table import LabelTable
 from scdl.training.checkpoint import load_checkpoint
 from scdl.training.cohort import load_manifest
@@ -160,15 +162,6 @@ def _wait_for_checkpoint(proc: subprocess.Popen, at_least: int, timeout: float =
     raise AssertionError(f"no checkpoint at >= {at_least}: {events[-3:]} {proc.stderr.read()[-2000:]}")
 
 
-def _main_restoring_signals(argv: list[str]) -> int:
-    """``scdl ...`` in this process; the SIGINT/SIGTERM handlers it installs are put back afterwards."""
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return main(argv)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
 
 def test_sigterm_checkpoints_and_kill9_resumes(manifest: Path, cache_dir: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
@@ -192,7 +185,7 @@ def test_sigterm_checkpoints_and_kill9_resumes(manifest: Path, cache_dir: Path, 
 
     threading.Thread(target=terminate, daemon=True).start()
     try:
-        code = _main_restoring_signals(args)
+        code = run_scdl(args)
     finally:
         finished.set()
     assert code == 130
@@ -213,7 +206,7 @@ def test_sigterm_checkpoints_and_kill9_resumes(manifest: Path, cache_dir: Path, 
     killed_at = load_checkpoint(run / "checkpoint.pt")["iteration"]
     assert killed_at >= stopped_at + 3
     # 3) --resume continues from the last checkpoint and finishes; the last stdout line is the model
-    assert _main_restoring_signals(["train", "--resume", str(run), "--progress", "json"]) == 0
+    assert run_scdl(["train", "--resume", str(run), "--progress", "json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     events = [json.loads(line) for line in lines[:-1]]
     assert next(e for e in events if e.get("event") == "start")["iteration"] == killed_at
