@@ -134,21 +134,11 @@ def inner(package: Path, repeats: int) -> dict:
             "label_agreement": agree, "torch_threads": torch.get_num_threads()}
 
 
-#: ``--cpu-options`` variants: name -> (threads, channels_last_3d, bfloat16 autocast, torch.compile).
-CPU_VARIANTS = {
-    "float32 (reference)": (1, False, False, False),
-    "channels_last_3d": (1, True, False, False),
-    "bfloat16 autocast": (1, False, True, False),
-    "channels_last_3d + bfloat16": (1, True, True, False),
-    "torch.compile": (1, False, False, True),
-    "2 threads": (2, False, False, False),
-    "2 threads + channels_last_3d + bfloat16": (2, True, True, False),
-}
+from cpu_variants import INFERENCE, REFERENCE, VARIANTS, apply  # noqa: E402 - beside this script
 
 
 def cpu_options(repeats: int, model: str) -> dict:
     """Inner sliding-window time and labels of each CPU variant against float32 (same weights and input)."""
-    import contextlib
     import copy
 
     import torch
@@ -165,14 +155,9 @@ def cpu_options(repeats: int, model: str) -> dict:
     config = InferenceSettings.from_card(pkg.card).window_config(pre.patch_size, "cpu")
     volume = torch.from_numpy(arr)
     runs = {}
-    for name, (threads, channels_last, bf16, compiled) in CPU_VARIANTS.items():
-        nets = [copy.deepcopy(n) for n in base]
-        if channels_last:
-            nets = [n.to(memory_format=torch.channels_last_3d) for n in nets]
-        if compiled:
-            nets = [torch.compile(n) for n in nets]
-        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-        runs[name] = (threads, nets, ctx)
+    for name in INFERENCE:
+        nets, ctx = apply([copy.deepcopy(n) for n in base], VARIANTS[name])
+        runs[name] = (VARIANTS[name].threads, nets, ctx)
     times = {n: [] for n in runs}
     labels = {}
     first = {}
@@ -187,7 +172,7 @@ def cpu_options(repeats: int, model: str) -> dict:
                 first[name] = elapsed
             else:
                 times[name].append(elapsed)
-    ref_name = "float32 (reference)"
+    ref_name = REFERENCE
     ref = labels[ref_name]
     ref_med = statistics.median(times[ref_name])
     out = {}

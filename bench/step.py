@@ -113,22 +113,12 @@ def timing_worker(args: argparse.Namespace) -> None:
     print(json.dumps({"wall": wall, "cpu": cpu, "threads": torch.get_num_threads()}))
 
 
-#: CPU variants of ``--cpu-options``: name -> (threads, channels_last_3d, bfloat16 autocast, torch.compile).
-CPU_VARIANTS = {
-    "float32 (reference)": (1, False, False, False),
-    "channels_last_3d": (1, True, False, False),
-    "bfloat16 autocast": (1, False, True, False),
-    "channels_last_3d + bfloat16": (1, True, True, False),
-    "torch.compile": (1, False, False, True),
-    "2 threads": (2, False, False, False),
-    "2 threads + bfloat16": (2, False, True, False),
-}
+from cpu_variants import REFERENCE, TRAINING, VARIANTS, apply  # noqa: E402 - beside this script
 
 
 def cpu_options_worker(args: argparse.Namespace) -> None:
     """The CPU variants interleaved in one process from identical weights. Prints one JSON line."""
     import copy
-    import contextlib
 
     import torch
 
@@ -141,23 +131,20 @@ def cpu_options_worker(args: argparse.Namespace) -> None:
     batch = (torch.rand(2, 1, d, h, w, generator=gen), torch.randint(0, args.classes, (2, d, h, w), generator=gen),
              torch.rand(2, 1, d, h, w, generator=gen))
     base = TrainingStep.build(arch, "cps-scdl").train()
-    names = [n for n in CPU_VARIANTS if args.variants is None or n in args.variants]
+    names = [n for n in TRAINING if args.variants is None or n in args.variants]
     steps, opts, calls = {}, {}, {}
     for name in names:
-        threads, channels_last, bf16, compiled = CPU_VARIANTS[name]
+        variant = VARIANTS[name]
         step = copy.deepcopy(base)
+        nets, ctx = apply(list(step.networks), variant)       # the SCDL head has no 5-D tensors: networks only
+        for i, net in enumerate(nets):
+            step.networks[i] = net
         x = batch
-        if channels_last:
-            for net in step.networks:                       # the SCDL head has no 5-D tensors
-                net.to(memory_format=torch.channels_last_3d)
+        if variant.channels_last:
             x = (batch[0].contiguous(memory_format=torch.channels_last_3d), batch[1],
                  batch[2].contiguous(memory_format=torch.channels_last_3d))
-        if compiled:
-            for i, net in enumerate(step.networks):
-                step.networks[i] = torch.compile(net)
-        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         steps[name], opts[name] = step, _sgd(torch, step)
-        calls[name] = (threads, ctx, x)
+        calls[name] = (variant.threads, ctx, x)
     wall = {n: [] for n in names}
     loss = {n: [] for n in names}
     first = {}
@@ -192,7 +179,7 @@ def cpu_options(args: argparse.Namespace) -> int:
         sys.stderr.write(proc.stderr)
         return 1
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    ref = "float32 (reference)"
+    ref = REFERENCE
     print(f"CPU training step, CPS+SCDL, VNet width {args.width}, patch {'x'.join(map(str, args.patch))}, "
           f"{args.classes} classes, 2 + 2 patches; {args.warmup} warm-up + {args.repeats} timed rounds, interleaved")
     print(f"{'variant':>30} {'wall med s':>10} {'x float32':>10} {'first step s':>12} {'max |dloss|/loss':>17}")
@@ -237,7 +224,7 @@ def main(argv=None) -> int:
                         help="compare channels_last_3d, bfloat16 autocast, torch.compile and threads (see above)")
     parser.add_argument("--patch", type=int, nargs=3, default=[32, 64, 64], metavar=("D", "H", "W"),
                         help="--cpu-options patch, z first (default 32 64 64: the default model's 64x64x32)")
-    parser.add_argument("--variant", dest="variants", action="append", choices=list(CPU_VARIANTS),
+    parser.add_argument("--variant", dest="variants", action="append", choices=TRAINING,
                         help="--cpu-options: only these variants (repeatable; the reference always runs)")
     parser.add_argument("--json", metavar="OUT", help="--cpu-options: also write the table as JSON")
     parser.add_argument("--cpu-options-worker", action="store_true", help=argparse.SUPPRESS)
@@ -245,8 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", metavar="FRAMEWORK", help=argparse.SUPPRESS)
     parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.variants and "float32 (reference)" not in args.variants:
-        args.variants = ["float32 (reference)", *args.variants]
+    if args.variants and REFERENCE not in args.variants:
+        args.variants = [REFERENCE, *args.variants]
     if args.cpu_options_worker:
         cpu_options_worker(args)
         return 0

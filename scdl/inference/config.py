@@ -47,9 +47,10 @@ class InferenceSettings:
         amp: float16 autocast on CUDA.
         keep_largest_component: keep only the largest connected component of each organ.
         cpu_channels_last: on the CPU, run the networks in the ``channels_last_3d`` memory format. Measured by
-            ``python bench/inference.py --cpu-options`` (default model, patient A, 2 cores, torch 2.13): 0.64x the
-            float32 time with every label identical. Not taken, measured in the same run: bfloat16 autocast
-            (0.52x, but 0.008 % of the voxels change label), ``torch.compile`` (1.44x slower, 2 min to compile).
+            ``python bench/inference.py --cpu-options`` (default model, patient A, 2 cores, torch 2.13): 0.75x the
+            float32 time idle (0.64x under load) with every label identical. Not taken, measured in the same
+            runs: bfloat16 autocast (0.62x, but 0.008 % of the voxels change label), ``torch.compile`` (0.85x idle,
+            1.44x under load, 2.3 min to compile on first use).
     """
 
     overlap: float = 0.5
