@@ -8,13 +8,15 @@ Recipe (``Resources/Models/recipes/scdl-abdominal-ct/``): ``config.json`` is the
 (CPS + SCDL, VNet width 8, 3 mm, 64 x 64 x 32 patches); ``cohort.json`` names the data and the split:
 
 1. cohort: patient A (TotalSegmentator silver labels, mapped to Synapse by name) is the labeled data, as two
-   overlapping sub-volumes; synthetic phantoms (``scdl phantom``) are the unlabeled data and one phantom is
-   the validation case. Patient B is held out: never trained on, never used to pick a checkpoint.
+   overlapping sub-volumes; anatomy cases (label maps, a new synthetic CT per sample) are labeled
+   data too; synthetic phantoms (``scdl phantom``) are the unlabeled data; validation = CTs synthesised once
+   from the anatomy maps with unused seeds + one phantom. Patient B is held out: never trained on, never used to pick a checkpoint.
 2. budget: unless ``--iterations`` is given, a short calibration run of ``scdl train`` measures iterations per
    second on this machine and the iteration count is set to fill ``--minutes``; a run that still overshoots
    the hard limit (``minutes x hard_limit_factor``) is stopped (SIGTERM, checkpoint) and packaged at the
    iteration it reached (``scdl train --resume RUN --iterations N``).
-3. ``scdl train`` (the last checkpoint is shipped: validation runs only at the end, on a phantom).
+3. ``scdl train``: validation every ``validation.every`` iterations on CTs synthesised from the anatomy maps
+   (``validation_synth``: new seeds, phases and deformations) and a phantom; the best checkpoint is shipped.
 4. held-out metrics: ``scdl segment`` patient B's DICOM series, ``scdl evaluate`` against its label map
    (``--resample``, TotalSegmentator ids matched to Synapse by name): Dice, HD95, ASD per organ.
 5. package: the run's networks with a model card (training data and licences, framework, iterations, time,
@@ -147,6 +149,7 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
             raise fail(f"{label}: training data missing (give the shared data folder with --data).")
         rows.append({"image": "", "label": str(label), "split": "train", "labels": case["labels"]})
         described["anatomy"].append(case)
+    described["validation_synth"] = synth_validation(cohort, data, out / "val_synth", rows)
     ph = dict(cohort["phantoms"])
     if smoke:
         ph.update(cases=ph.get("labeled", 0) + 3, val=1)
@@ -174,9 +177,38 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
               "unlabeled": sum(1 for r in rows if not r["label"]),
               "val": sum(1 for r in rows if r["split"] == "val")}
     described["manifest_counts"] = counts
-    log(f"cohort: {counts['labeled']} labeled (patient A crops), {counts['unlabeled']} unlabeled phantoms, "
-        f"{counts['val']} phantom validation case(s) -> {manifest}")
+    log(f"cohort: {counts['labeled']} labeled (patient A crops + anatomy), {counts['unlabeled']} unlabeled "
+        f"phantoms, {counts['val']} validation case(s) -> {manifest}")
     return manifest, described
+
+
+def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[dict[str, str]]) -> list[dict]:
+    """Synthesise the recipe's validation CTs (``validation_synth``) once and add them to ``rows`` as ``val``.
+
+    Each case is ``scdl synth`` of an anatomy's label map with its own seed and phase (``--augment``: elastic
+    deformation), written with its label map on the CT's grid. The trainer seeds each training synthesis with
+    the sequence (run seed, step, stream, sample), never with a single integer as here, so no validation
+    image is a training image.
+    """
+    spec = cohort.get("validation_synth") or {}
+    anatomies = {c["patient"]: c for c in cohort.get("anatomy", [])}
+    made = []
+    for index, case in enumerate(spec.get("cases", [])):
+        source = anatomies.get(case["anatomy"])
+        if source is None:
+            raise fail(f"recipe: validation_synth case {index} names {case['anatomy']!r}, not an anatomy case.")
+        name = f"val_{index}_{case['anatomy'].rsplit('/', 1)[-1]}_{case['phase']}"
+        image, label = out / f"{name}.nii.gz", out / f"{name}_labels.nii.gz"
+        cmd = _scdl("synth", str(data / source["label"]), "--labels", source["labels"], "-o", str(image),
+                    "--label-out", str(label), "--seed", str(case["seed"]), "--phase", case["phase"],
+                    "--spacing", str(spec.get("spacing_mm", 3.0)), *(["--augment"] if spec.get("augment") else []))
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        rows.append({"image": str(image), "label": str(label), "split": "val", "labels": source["labels"]})
+        made.append({**case, "image": str(image), "label": str(label)})
+    if made:
+        log(f"validation: {len(made)} CT(s) synthesised from the anatomy maps -> {out}")
+    return made
 
 
 # -- steps 2 and 3: calibration and training ---------------------------------------------------------
@@ -348,7 +380,9 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
              for c in described.get("anatomy", [])]
     data.append(f"{ph['cases'] - ph.get('labeled', 0) - ph.get('val', 0)} synthetic phantoms (scdl phantom, seed "
                 f"{ph['seed']}, {ph['spacing_mm']} mm) as unlabeled data; {ph.get('labeled', 0)} labeled phantoms; "
-                f"{ph.get('val', 0)} phantom as the validation case")
+                f"{ph.get('val', 0)} phantom as a validation case")
+    data += [f"validation: CT synthesised from {v['anatomy']} (seed {v['seed']}, {v['phase']} phase, elastic "
+             f"deformation)" for v in described.get("validation_synth", [])]
     licences = "; ".join(f"{c['patient']}: {c['licence']}" for c in cohort["labeled"])
     licences += "".join(f"; {c['patient']}: {c['licence']}" for c in cohort.get("anatomy", []))
     licences += f"; phantoms: {cohort['phantoms']['licence']}"
@@ -378,8 +412,12 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
                   "held_out_note": "scdl segment on the held-out patient's own DICOM grid, scdl evaluate against "
                                    "its TotalSegmentator label map (--resample, names matched to Synapse). "
                                    "mean_dice_labelled_organs = mean over the organs the label map contains.",
-                  "phantom_validation_at_end": prov.get("validation_metrics"),
-                  "selection": "last checkpoint (no checkpoint selection; the held-out patient never seen)"}
+                  "validation": prov.get("validation_metrics"),
+                  "selection": (f"best mean Dice on the {described['manifest_counts']['val']} validation case(s), "
+                                f"every {config.get('validation', {}).get('every')} iterations and at the end "
+                                "(the held-out patient never seen)"
+                                if int(config.get("validation", {}).get("every", 0) or 0) > 0 else
+                                "last checkpoint (no checkpoint selection; the held-out patient never seen)")}
     title = cohort["title"] + (" [SMOKE RUN]" if smoke else "")
     card = new_card(
         id=cohort["model_id"], title=title, version=cohort["version"] + ("-smoke" if smoke else ""),
