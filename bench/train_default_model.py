@@ -22,7 +22,8 @@ Recipe (``Resources/Models/recipes/scdl-abdominal-ct/``): ``config.json`` is the
 5. package: the run's networks with a model card (training data and licences, framework, iterations, time,
    held-out metrics, intended use, warnings) and a README.md model card, verified.
 6. ``scdl demo --model <package>`` runs and its per-organ Dice must equal step 4's (the bundled sample is
-   patient B); then the package is installed in ``<Resources>/Models/scdl-abdominal-ct`` (the catalog's
+   patient B); the new build and the installed model are scored on the same validation cases (never on B)
+   and a build that scores lower is not installed (``--force-install`` overrides); then the package is installed in ``<Resources>/Models/scdl-abdominal-ct`` (the catalog's
    bundled default; the catalog entry is checked, not edited) and verified there.
 
 Every step writes into ``--out`` (``cohort/``, ``calibration/``, ``train/``, ``eval/``, ``package/``,
@@ -258,7 +259,7 @@ def _stream_train(cmd: list[str], deadline_s: Optional[float]) -> dict[str, Any]
         elif event.get("event") == "checkpoint":
             state["last_iteration"] = int(event["iteration"])
         elif event.get("event") == "validation":
-            log(f"validation (phantom) mean Dice {event.get('mean_dice')}")
+            log(f"validation mean Dice {event.get('mean_dice')}")
         elif event.get("phase") == "done":
             state["done"] = event
     code = proc.wait()
@@ -337,6 +338,32 @@ def held_out_metrics(package: Path, cohort: dict[str, Any], data: Path, out: Pat
     return results
 
 
+def validation_scores(package: Path, manifest: Path, out: Path, device: str) -> dict[str, Any]:
+    """``scdl segment`` + ``scdl evaluate`` of a package on the ``val`` rows of a cohort manifest, on each
+    case's own grid: ``{"cases": {name: mean Dice over its labelled organs}, "mean": mean over the cases}``.
+
+    This is how a new build and the installed model are compared before installing (same cases, same code).
+    """
+    import csv
+
+    labels_file = Path(package) / LABELS_FILE
+    cases: dict[str, float] = {}
+    with Path(manifest).open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
+    out.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        name = Path(row["image"]).name.split(".")[0]
+        pred, report = out / f"{name}.nii.gz", out / f"{name}.json"
+        subprocess.run(_scdl("segment", row["image"], "-o", str(pred), "--model", str(package), "--device", device,
+                             "--progress", "none"), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(_scdl("evaluate", str(pred), row["label"], "--labels", str(labels_file), "--gt-labels",
+                             row["labels"] or str(labels_file), "--resample", "--json", str(report)),
+                       check=True, stdout=subprocess.DEVNULL)
+        cases[name] = summarise_scores(json.loads(report.read_text(encoding="utf-8")))["mean_dice_labelled_organs"]
+    mean = round(sum(cases.values()) / len(cases), 4) if cases else None
+    return {"cases": cases, "mean": mean}
+
+
 def summarise_scores(report: dict[str, Any], seconds: Optional[float] = None) -> dict[str, Any]:
     """Card-ready numbers from a ``scdl evaluate --json`` report.
 
@@ -413,7 +440,7 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
                                    "its TotalSegmentator label map (--resample, names matched to Synapse). "
                                    "mean_dice_labelled_organs = mean over the organs the label map contains.",
                   "validation": prov.get("validation_metrics"),
-                  "selection": (f"best mean Dice on the {described['manifest_counts']['val']} validation case(s), "
+                  "selection": (f"best mean Dice on the {described.get('manifest_counts', {}).get('val', '?')} validation case(s), "
                                 f"every {config.get('validation', {}).get('every')} iterations and at the end "
                                 "(the held-out patient never seen)"
                                 if int(config.get("validation", {}).get("every", 0) or 0) > 0 else
@@ -550,9 +577,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help=f"pipeline check: {SMOKE_ITERATIONS} iterations, 2 unlabeled phantoms; installs only "
                              "into an explicit --resources folder")
+    parser.add_argument("--force-install", action="store_true",
+                        help="install even when the new build scores below the installed model on the validation "
+                             "cases (by default it is then kept in --out only)")
+    parser.add_argument("--score-validation", nargs="+", type=Path, metavar="MODEL",
+                        help="only score these model packages on the validation cases of an earlier run's "
+                             "--out/cohort/manifest.csv (segment + evaluate) and print the JSON")
     args = parser.parse_args(argv)
 
     from scdl.resources import resources_dir
+
+    if args.score_validation:
+        manifest = args.out.resolve() / "cohort" / MANIFEST_NAME
+        if not manifest.is_file():
+            raise fail(f"{manifest}: no cohort of an earlier run (run the recipe with this --out first).")
+        scores = {str(m): validation_scores(m.resolve(), manifest, args.out.resolve() / "validation" / f"model_{i}",
+                                            args.device) for i, m in enumerate(args.score_validation)}
+        print(json.dumps(scores, indent=2))
+        return 0
 
     started = time.monotonic()
     if args.init:
@@ -596,6 +638,20 @@ def main(argv: Optional[list[str]] = None) -> int:
                "calibration": calibration}
     summary["demo"] = demo_check(package, resources, out / "demo", args.device, held_out)
     log(f"scdl demo with the package: {summary['demo']}")
+    installed_pkg = resources / "Models" / cohort["model_id"]
+    if not args.smoke and (installed_pkg / "card.json").is_file():
+        # the ship decision: the new build against the installed model on the SAME validation cases (never B)
+        compared = {"new": validation_scores(package, manifest, out / "validation" / "new", args.device),
+                    "installed": validation_scores(installed_pkg, manifest, out / "validation" / "installed",
+                                                   args.device)}
+        summary["validation_comparison"] = compared
+        log(f"validation mean Dice: new {compared['new']['mean']}, installed {compared['installed']['mean']}")
+        if (not args.no_install and not args.force_install
+                and (compared["new"]["mean"] or 0.0) < (compared["installed"]["mean"] or 0.0)):
+            log(f"not installed: the new build is worse on the validation cases than {installed_pkg} "
+                "(--force-install installs it anyway)")
+            args.no_install = True
+            summary["not_installed_because"] = "worse than the installed model on the validation cases"
     if not args.no_install:
         target = install(package, resources, cohort["model_id"])
         summary["installed"] = str(target)

@@ -103,7 +103,7 @@ def one_thread():
 def _loss_terms(name: str) -> dict[str, float]:
     from scdl.training.step import TrainingStep
 
-    config = CONFIGURATIONS[name]
+    config = CONFIGURATIONS[name] if name in CONFIGURATIONS else parse_configs(name)[0]
     torch.manual_seed(0)
     step = TrainingStep.build({"name": "vnet", "in_channels": 1, "n_classes": 4, "n_filters": 2, "norm": "batch"},
                               framework=config.framework, scdl=config.scdl)
@@ -133,6 +133,51 @@ def test_ablation_ladder_through_the_training_step(one_thread):
     assert cdba["scdl"] == pytest.approx(0.1 * 0.3 * cdba["proxy"], rel=1e-5)
     assert cdba_sac["scdl"] == pytest.approx(0.1 * (0.3 * cdba_sac["proxy"] + 0.1 * cdba_sac["sac"]), rel=1e-5)
     assert full["scdl"] == pytest.approx(0.1 * (0.3 * full["proxy"] + 0.1 * full["sac"] + 0.02 * full["kl"]), rel=1e-5)
+
+
+def test_knob_variants_change_only_their_knob(one_thread):
+    from scdl.bench.ssl_configs import SENSITIVITY_CONFIGS, variant_base
+
+    configs = parse_configs("sensitivity")
+    assert [c.name for c in configs] == list(SENSITIVITY_CONFIGS) and configs[1].name == "cps-scdl"
+    lam = parse_configs("cps-scdl@lam=0.3")[0]
+    assert lam.framework == "cps-scdl" and lam.scdl == {"lam": 0.3} and variant_base(lam.name) == "cps-scdl"
+    assert parse_configs("cps+cdba@tau=0.1")[0].scdl == {"use_sac": False, "use_kl": False, "tau": 0.1}
+    assert parse_configs("cps-scdl@kl_reduction=tokens@num_samples=10")[0].scdl == {"kl_reduction": "tokens",
+                                                                                  "num_samples": 10}
+    # the varied weight reaches the loss: scdl = 0.3 * (0.3 proxy + 0.1 sac + 0.02 kl) instead of 0.1 * (...)
+    terms = _loss_terms("cps-scdl@lam=0.3")
+    assert terms["scdl"] == pytest.approx(0.3 * (0.3 * terms["proxy"] + 0.1 * terms["sac"] + 0.02 * terms["kl"]),
+                                          rel=1e-5)
+    for bad, match in (("cps@lam=0.2", "no SCDL knobs"), ("cps-scdl@gamma=1", "not an SCDL setting"),
+                       ("cps-scdl@lam", "not KEY=VALUE"), ("cps-scdl@kl_reduction=mean", "kl_reduction"),
+                       ("cps-scdl@num_samples=0", "num_samples"), ("magic@lam=1", "unknown base")):
+        with pytest.raises(ScdlError, match=match):
+            parse_configs(bad)
+
+
+def test_variants_are_paired_with_their_base_and_reported():
+    from scdl.bench.ssl_aggregate import variant_comparisons
+    from scdl.bench.ssl_report import table_document
+
+    classes, small = ["liver", "spleen", "pancreas"], ["pancreas"]
+    base = {0: [0.8, 0.6, 0.10], 1: [0.7, 0.5, 0.20], 2: [0.9, 0.7, 0.30]}
+    runs = [{"config": "cps-scdl", "seed": s, "class_dice": v} for s, v in base.items()]
+    runs += [{"config": "cps-scdl@lam=0.3", "seed": s, "class_dice": [v[0], v[1], v[2] + 0.05]}
+             for s, v in base.items()]
+    runs += [{"config": "cps", "seed": s, "class_dice": [0.0, 0.0, 0.0]} for s in base]
+    paired = variant_comparisons(runs, classes, small, {"cps-scdl@lam=0.3": "cps-scdl"})
+    assert set(paired) == {"cps-scdl@lam=0.3"} and paired["cps-scdl@lam=0.3"]["reference"] == "cps-scdl"
+    small_diff = paired["cps-scdl@lam=0.3"]["small"]
+    assert small_diff["diffs"] == pytest.approx([0.05, 0.05, 0.05]) and small_diff["seeds"] == [0, 1, 2]
+    assert paired["cps-scdl@lam=0.3"]["foreground"]["mean"] == pytest.approx(0.05 / 3)
+    assert variant_comparisons(runs, classes, small, {"cps-scdl@tau=0.1": "cps-scdl"}) == {}  # variant not run
+    results = {"settings": SSLBenchSettings(seeds=(0, 1, 2)).to_dict(), "summary": aggregate(runs, classes, small),
+               "classes": classes, "small_classes": small, "class_volumes_ml": {c: 1.0 for c in classes},
+               "configurations": {n: {"description": n} for n in ("cps-scdl", "cps-scdl@lam=0.3", "cps")},
+               "paired": {}, "paired_variants": paired, "command": "scdl bench ssl ..."}
+    text = table_document(results)
+    assert "each configuration minus `cps-scdl`" in text and "| `cps-scdl@lam=0.3` | smallest 1 | +5.0, +5.0, +5.0 |" in text
 
 
 # -- settings ------------------------------------------------------------------------------------------------
@@ -179,7 +224,7 @@ def test_reproduce_command_parses_back_to_the_same_settings():
 
     settings = SSLBenchSettings(iterations=123, width=8, spacing_mm=3.5, seeds=(4, 7), optimizer="sgd", lr=0.02,
                                 overrides=("optimizer.momentum=0.8",))
-    configs = parse_configs("cps,cps-scdl")
+    configs = parse_configs("cps,cps-scdl,cps-scdl@lam=0.3")
     argv = shlex.split(reproduce_command("out dir", settings, configs))[1:]
     args = build_parser().parse_args(argv)
     again, again_configs = settings_from_args(args)

@@ -57,8 +57,36 @@ def test_recipe_config_is_a_valid_training_config(recipe):
     assert resolved["network"]["n_filters"] == 8
     # a flip along x without swapping left/right organs would teach the wrong side
     assert resolved["augment"]["flip"] is False
-    # no checkpoint selection (that would need a validation patient): validation only at the end
-    assert resolved["validation"]["every"] == 0
+    # the checkpoint is chosen on validation cases synthesised from the anatomy maps (+ the phantom), never on B
+    assert resolved["validation"]["every"] > 0
+
+
+def test_recipe_validation_cases_are_synthesised_from_training_anatomies(recipe):
+    cohort, _ = recipe
+    spec = cohort["validation_synth"]
+    anatomies = {c["patient"] for c in cohort["anatomy"]}
+    assert {c["anatomy"] for c in spec["cases"]} == anatomies        # one per anatomy, nothing else
+    assert PATIENT_B not in anatomies
+    assert len({c["seed"] for c in spec["cases"]}) == len(spec["cases"])
+    assert {c["phase"] for c in spec["cases"]} <= {"native", "arterial", "portal"}
+
+
+def test_synth_validation_writes_val_rows_on_the_label_grid(recipe_script, patient_a_seg, tmp_path):
+    cohort = {"anatomy": [{"patient": "p/A", "label": patient_a_seg.name, "labels": "totalsegmentator_v2"}],
+              "validation_synth": {"spacing_mm": 6.0, "augment": True,
+                                   "cases": [{"anatomy": "p/A", "seed": 5, "phase": "portal"}]}}
+    rows: list = []
+    made = recipe_script.synth_validation(cohort, patient_a_seg.parent, tmp_path / "val", rows)
+    assert [r["split"] for r in rows] == ["val"] and rows[0]["labels"] == "totalsegmentator_v2"
+    image, label = sitk.ReadImage(rows[0]["image"]), sitk.ReadImage(rows[0]["label"])
+    assert image.GetSize() == label.GetSize() and image.GetSpacing() == (6.0, 6.0, 6.0)
+    assert np.allclose(image.GetOrigin(), label.GetOrigin())
+    hu = sitk.GetArrayFromImage(image)[sitk.GetArrayFromImage(label) == 5]      # liver (TotalSegmentator id 5)
+    assert hu.size > 100 and 60 < float(np.median(hu)) < 160                   # portal-venous liver, HU
+    assert made[0]["seed"] == 5
+    cohort["validation_synth"]["cases"][0]["anatomy"] = "p/B"
+    with pytest.raises(SystemExit, match="not an anatomy case"):
+        recipe_script.synth_validation(cohort, patient_a_seg.parent, tmp_path / "val2", [])
 
 
 def test_package_size_of_the_recipe_fits_the_bundle_limit(recipe):
@@ -160,3 +188,34 @@ def test_shipped_default_model_verifies():
     held = prov["validation_metrics"]["held_out"][PATIENT_B]
     assert 0.0 <= held["mean_dice_labelled_organs"] <= 1.0 and held["organs_labelled"] == 8
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 25e6
+
+
+def test_recipe_smoke_run_end_to_end(ts_dir, tmp_path):
+    """The whole recipe (cohort with synthesised validation CTs, 4 training iterations with validation and
+    checkpoint selection, held-out evaluation on patient B, package, demo check) on the shared data; the
+    package is built and verified but installed nowhere (--no-install)."""
+    import os
+    import subprocess
+
+    from scdl.models.package import ModelPackage
+
+    out = tmp_path / "smoke"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "train_default_model.py"), "--out", str(out),
+                           "--smoke", "--no-install", "--device", "cpu", "--data", str(ts_dir.parent)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 4 and "installed" not in summary
+    package = ModelPackage.load(Path(summary["package"]), verify=True)
+    card = package.card
+    assert card["version"].endswith("-smoke") and card["warnings"][0].startswith("SMOKE RUN")
+    selection = card["provenance"]["validation_metrics"]["selection"]
+    assert selection.startswith("best mean Dice on the 5 validation case(s)")
+    held = summary["held_out"][PATIENT_B]
+    assert held["organs_labelled"] == 8 and 0.0 <= held["mean_dice_labelled_organs"] <= 1.0
+    assert summary["demo"]["in_training_data"] == "held-out"
+    assert summary["demo"]["mean_dice_labelled_organs"] == pytest.approx(held["mean_dice_labelled_organs"], abs=1e-4)
+    manifest = (out / "cohort" / "manifest.csv").read_text()
+    assert "example_ct_dicom" not in manifest and "example_seg_dicom" not in manifest     # B never trained on
+    assert manifest.count(",val,") == 5

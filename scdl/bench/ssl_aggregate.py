@@ -154,3 +154,24 @@ def paired_comparisons(runs: Sequence[Mapping[str, Any]], classes: Sequence[str]
                                                  [per[reference][s][key] for s in seeds]), "seeds": seeds}
                        for key in ("foreground", "small")}
     return out
+
+
+def variant_comparisons(runs: Sequence[Mapping[str, Any]], classes: Sequence[str], small: Sequence[str],
+                        bases: Mapping[str, str]) -> dict[str, Any]:
+    """Each knob variant against its base configuration, paired by seed (:func:`paired_comparisons`).
+
+    Args:
+        bases: ``{variant name: base name}``, e.g. ``{"cps-scdl@lam=0.2": "cps-scdl"}``; plain configurations
+            are not in it.
+
+    Returns:
+        ``{variant: {"reference": base, "foreground": paired_difference, "small": ...}}``; a variant whose base
+        was not run is left out.
+    """
+    out: dict[str, Any] = {}
+    for base in dict.fromkeys(bases.values()):
+        members = {base} | {v for v, b in bases.items() if b == base}
+        compared = paired_comparisons([r for r in runs if str(r["config"]) in members], classes, small, base)
+        for config, metrics in compared.items():
+            out[config] = {"reference": base, **metrics}
+    return out

@@ -25,9 +25,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from scdl.bench.ssl_aggregate import aggregate, paired_comparisons, class_means, smallest_classes
+from scdl.bench.ssl_aggregate import aggregate, class_means, paired_comparisons, smallest_classes, variant_comparisons
 from scdl.bench.ssl_cohort import BenchCohort, class_volumes_ml, ensure_cohort
-from scdl.bench.ssl_configs import BenchConfiguration
+from scdl.bench.ssl_configs import BenchConfiguration, variant_base
 from scdl.bench.ssl_report import CHART_NAME, RESULTS_NAME, TABLE_NAME, json_safe, write_chart, write_results, write_table
 from scdl.bench.ssl_settings import SSLBenchSettings
 from scdl.errors import ScdlError
@@ -191,6 +191,10 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
         # SCDL against its host, paired by seed (same data order and initialisation): intervals and the
         # smallest effect this run could detect
         "paired": paired_comparisons(records, classes, small, reference="cps"),
+        # knob variants (cps-scdl@lam=0.2, ...) against their base with the paper's values
+        "paired_variants": variant_comparisons(records, classes, small,
+                                               {c.name: variant_base(c.name) for c in configurations
+                                                if variant_base(c.name)}),
         "timing": {"total_wall_s": time.monotonic() - start, "runs": len(records), "runs_reused": len(records) - len(fresh),
                    "train_wall_s": sum(r["train"]["wall_s"] for r in fresh),
                    "score_s": sum(r["score_s"] for r in fresh),

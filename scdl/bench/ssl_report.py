@@ -78,13 +78,14 @@ def markdown_table(summary: Mapping[str, Any], classes: Sequence[str], small: Se
     return "\n".join(lines) + "\n"
 
 
-def paired_section(paired: Mapping[str, Any], n_small: int) -> list[str]:
-    """Markdown lines: each configuration minus CPS, per seed, with the bootstrap 95 % interval of the mean
-    difference and the minimum detectable effect (Dice points)."""
+def paired_section(paired: Mapping[str, Any], n_small: int, reference: str = "cps") -> list[str]:
+    """Markdown lines: each configuration minus ``reference`` (CPS; or, for knob variants, the configuration
+    with the paper's values, named per row by ``metrics["reference"]``), per seed, with the bootstrap 95 %
+    interval of the mean difference and the minimum detectable effect (Dice points)."""
     if not paired:
         return []
-    lines = ["", "Paired by seed, each configuration minus `cps` (Dice points; interval: bootstrap 95 % of the mean "
-             "difference; MDE: the true difference this design detects with 80 % power at α = 0.05):", "",
+    lines = ["", f"Paired by seed, each configuration minus `{reference}` (Dice points; interval: bootstrap 95 % of "
+             "the mean difference; MDE: the true difference this design detects with 80 % power at α = 0.05):", "",
              "| configuration | metric | per-seed differences | mean | 95 % interval | MDE |", "|---|---|---|---:|---:|---:|"]
     for config, metrics in paired.items():
         for key, label in (("foreground", "foreground"), ("small", f"smallest {n_small}")):
@@ -138,6 +139,10 @@ def table_document(results: Mapping[str, Any]) -> str:
     for name in summary:
         out.append(f"- `{name}`: {results['configurations'][name]['description']}")
     out += paired_section(results.get("paired") or {}, len(results["small_classes"]))
+    variants = results.get("paired_variants") or {}
+    for base in dict.fromkeys(v["reference"] for v in variants.values()):
+        out += paired_section({k: v for k, v in variants.items() if v["reference"] == base},
+                              len(results["small_classes"]), reference=base)
     timing = results.get("timing") or {}
     out += ["", f"Reproduce: `{results['command']}`"]
     if timing:

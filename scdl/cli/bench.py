@@ -47,6 +47,13 @@ examples:
 configurations (--configs, comma-separated):
   supervised, cps, cps+cdba (proxy loss only), cps+cdba+sac (no KL), cps-scdl (full method),
   cps-scdl-classes (P_p2e over classes as in the released code: KL = 0); optional: cps+cdba+kl.
+  Knob variants: BASE@KEY=VALUE[@KEY=VALUE] sets fields of the SCDL config (scdl.method.config.SCDLConfig),
+  e.g. cps-scdl@lam=0.3 or cps-scdl@kl_reduction=tokens; each is paired with its base in the table.
+  sensitivity = cps, cps-scdl and SCDL's knobs one at a time around the paper's values (lam 0.05 / 0.3,
+  kl_reduction tokens, tau 0.1 / 0.5, num_samples 10).
+
+  # sensitivity of SCDL's knobs on the anatomy cohort (8 configurations per seed)
+  scdl bench ssl --out bench_sens --cohort anatomy --configs sensitivity --seeds 0,1,2
 """
 
 
