@@ -364,6 +364,17 @@ def validation_scores(package: Path, manifest: Path, out: Path, device: str) -> 
     return {"cases": cases, "mean": mean}
 
 
+def ship_refusal(compared: dict[str, Any]) -> Optional[str]:
+    """Why a new build must not replace the installed model, or None: it scores lower on the validation cases
+    (``{"new": validation_scores, "installed": validation_scores}``; a tie installs the new build)."""
+    new, old = compared["new"]["mean"], compared["installed"]["mean"]
+    if new is None:
+        return "the new build has no validation score"
+    if old is not None and new < old:
+        return f"worse than the installed model on the validation cases (mean Dice {new:.3f} < {old:.3f})"
+    return None
+
+
 def summarise_scores(report: dict[str, Any], seconds: Optional[float] = None) -> dict[str, Any]:
     """Card-ready numbers from a ``scdl evaluate --json`` report.
 
@@ -646,12 +657,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                    args.device)}
         summary["validation_comparison"] = compared
         log(f"validation mean Dice: new {compared['new']['mean']}, installed {compared['installed']['mean']}")
-        if (not args.no_install and not args.force_install
-                and (compared["new"]["mean"] or 0.0) < (compared["installed"]["mean"] or 0.0)):
-            log(f"not installed: the new build is worse on the validation cases than {installed_pkg} "
-                "(--force-install installs it anyway)")
+        refused = None if args.no_install or args.force_install else ship_refusal(compared)
+        if refused:
+            log(f"not installed: {refused} ({installed_pkg}; --force-install installs it anyway)")
             args.no_install = True
-            summary["not_installed_because"] = "worse than the installed model on the validation cases"
+            summary["not_installed_because"] = refused
     if not args.no_install:
         target = install(package, resources, cohort["model_id"])
         summary["installed"] = str(target)

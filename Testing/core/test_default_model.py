@@ -190,6 +190,18 @@ def test_shipped_default_model_verifies():
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 25e6
 
 
+def test_a_build_worse_on_validation_is_not_installed(recipe_script):
+    def scores(new, old):
+        return {"new": {"cases": {}, "mean": new}, "installed": {"cases": {}, "mean": old}}
+
+    # measured 2026-12-04: the fresh recipe-3.1 build 0.565 against the shipped 3.0.0's 0.640
+    assert "0.565 < 0.640" in recipe_script.ship_refusal(scores(0.5646, 0.6397))
+    assert recipe_script.ship_refusal(scores(0.70, 0.64)) is None
+    assert recipe_script.ship_refusal(scores(0.64, 0.64)) is None
+    assert recipe_script.ship_refusal(scores(0.5, None)) is None
+    assert "no validation score" in recipe_script.ship_refusal(scores(None, 0.6))
+
+
 def test_recipe_smoke_run_end_to_end(ts_dir, tmp_path):
     """The whole recipe (cohort with synthesised validation CTs, 4 training iterations with validation and
     checkpoint selection, held-out evaluation on patient B, package, demo check) on the shared data; the
