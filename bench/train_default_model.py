@@ -204,7 +204,7 @@ def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[d
                     "--label-out", str(label), "--seed", str(case["seed"]), "--phase", case["phase"],
                     "--spacing", str(spec.get("spacing_mm", 3.0)), *(["--augment"] if spec.get("augment") else []))
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        _run(cmd, stdout=subprocess.DEVNULL)
         rows.append({"image": str(image), "label": str(label), "split": "val", "labels": source["labels"]})
         made.append({**case, "image": str(image), "label": str(label)})
     if made:
@@ -318,48 +318,61 @@ def train(manifest: Path, config: Path, out: Path, iterations: int, device: str,
 
 
 # -- step 4: held-out metrics ------------------------------------------------------------------------
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a child ``scdl`` command; a failure ends in one line naming the command (its own error is above)."""
+    try:
+        return subprocess.run(cmd, check=True, **kwargs)
+    except subprocess.CalledProcessError as exc:
+        raise fail(f"scdl {' '.join(cmd[3:])} failed (exit {exc.returncode}).") from None
+
+
+def segment_and_score(package: Path, image: Path | str, label: Path | str, gt_labels: str, out: Path, name: str,
+                      device: str) -> tuple[dict[str, Any], str, float]:
+    """``scdl segment`` ``image`` with ``package`` into ``out/name.nii.gz``, then ``scdl evaluate`` it against
+    ``label`` (table ``gt_labels``, matched by name; ``--resample``) into ``out/name.json``.
+
+    Returns (the JSON report, the printed table, seconds of the segmentation).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    pred, report = out / f"{name}.nii.gz", out / f"{name}.json"
+    t0 = time.monotonic()
+    _run(_scdl("segment", str(image), "-o", str(pred), "--model", str(package), "--device", device,
+               "--progress", "none"), stdout=subprocess.DEVNULL)
+    seconds = time.monotonic() - t0
+    table = _run(_scdl("evaluate", str(pred), str(label), "--labels", str(Path(package) / LABELS_FILE),
+                       "--gt-labels", gt_labels, "--resample", "--json", str(report)),
+                 capture_output=True, text=True).stdout
+    return json.loads(report.read_text(encoding="utf-8")), table, seconds
+
+
 def held_out_metrics(package: Path, cohort: dict[str, Any], data: Path, out: Path, device: str) -> dict[str, Any]:
     """``scdl segment`` + ``scdl evaluate`` of every held-out patient; per-organ scores from the JSON report."""
     results = {}
     for case in cohort["held_out"]:
         name = case["patient"].rsplit("/", 1)[-1]
-        pred = out / f"{name}.nii.gz"
-        report = out / f"{name}.json"
-        t0 = time.monotonic()
-        subprocess.run(_scdl("segment", str(data / case["image"]), "-o", str(pred), "--model", str(package),
-                             "--device", device, "--progress", "none"), check=True)
-        seconds = time.monotonic() - t0
-        table = subprocess.run(_scdl("evaluate", str(pred), str(data / case["label"]), "--labels",
-                                     str(package / LABELS_FILE), "--gt-labels", case["labels"], "--resample",
-                                     "--json", str(report)), check=True, capture_output=True, text=True).stdout
+        scores, table, seconds = segment_and_score(package, data / case["image"], data / case["label"],
+                                                   case["labels"], out, name, device)
         log(f"held-out {case['patient']}:\n{table}")
-        scores = json.loads(report.read_text(encoding="utf-8"))
         results[case["patient"]] = summarise_scores(scores, seconds)
     return results
 
 
 def validation_scores(package: Path, manifest: Path, out: Path, device: str) -> dict[str, Any]:
-    """``scdl segment`` + ``scdl evaluate`` of a package on the ``val`` rows of a cohort manifest, on each
-    case's own grid: ``{"cases": {name: mean Dice over its labelled organs}, "mean": mean over the cases}``.
+    """:func:`segment_and_score` of a package on the ``val`` rows of a cohort manifest, on each case's own grid:
+    ``{"cases": {name: mean Dice over its labelled organs}, "mean": mean over the cases}``.
 
     This is how a new build and the installed model are compared before installing (same cases, same code).
     """
     import csv
 
-    labels_file = Path(package) / LABELS_FILE
-    cases: dict[str, float] = {}
     with Path(manifest).open(newline="", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
-    out.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, float] = {}
     for row in rows:
         name = Path(row["image"]).name.split(".")[0]
-        pred, report = out / f"{name}.nii.gz", out / f"{name}.json"
-        subprocess.run(_scdl("segment", row["image"], "-o", str(pred), "--model", str(package), "--device", device,
-                             "--progress", "none"), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(_scdl("evaluate", str(pred), row["label"], "--labels", str(labels_file), "--gt-labels",
-                             row["labels"] or str(labels_file), "--resample", "--json", str(report)),
-                       check=True, stdout=subprocess.DEVNULL)
-        cases[name] = summarise_scores(json.loads(report.read_text(encoding="utf-8")))["mean_dice_labelled_organs"]
+        scores, _, _ = segment_and_score(package, row["image"], row["label"],
+                                         row["labels"] or str(Path(package) / LABELS_FILE), out, name, device)
+        cases[name] = summarise_scores(scores)["mean_dice_labelled_organs"]
     mean = round(sum(cases.values()) / len(cases), 4) if cases else None
     return {"cases": cases, "mean": mean}
 
