@@ -89,6 +89,10 @@ def check_split(cohort: dict[str, Any]) -> None:
                 raise fail(f"recipe: {case[key]} is both training data and held-out data.")
     if not held_patients:
         raise fail("recipe: no held-out patient: the card needs held-out metrics.")
+    trained_maps = {c["label"] for c in cohort.get("anatomy", [])}
+    for case in cohort.get("validation_anatomy", []):
+        if case["label"] in trained_maps or case["patient"] in {c["patient"] for c in cohort.get("anatomy", [])}:
+            raise fail(f"recipe: {case['label']} is both a training anatomy and the held-out validation anatomy.")
 
 
 # -- step 1: the cohort ------------------------------------------------------------------------------
@@ -151,6 +155,14 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
         rows.append({"image": "", "label": str(label), "split": "train", "labels": case["labels"]})
         described["anatomy"].append(case)
     described["validation_synth"] = synth_validation(cohort, data, out / "val_synth", rows)
+    described["validation_real"] = []
+    for case in cohort.get("validation_real", []):      # real CT that validates (never trains): patient B
+        image, label = recipe_path(case["image"], data), recipe_path(case["label"], data)
+        for path in (image, label):
+            if not path.exists():
+                raise fail(f"{path}: validation data missing.")
+        rows.append({"image": str(image), "label": str(label), "split": "val", "labels": case["labels"]})
+        described["validation_real"].append({**case, "image": str(image), "label": str(label)})
     ph = dict(cohort["phantoms"])
     if smoke:
         ph.update(cases=ph.get("labeled", 0) + 3, val=1)
@@ -169,7 +181,9 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
                          "split": row["split"], "labels": row["labels"] if row["label"] else ""})
     described["phantoms"] = ph
     held = {str((data / c[k]).resolve()) for c in cohort["held_out"] for k in ("image", "label")}
-    for row in rows:
+    held |= {str(recipe_path(c[k], data).resolve()) for c in cohort.get("validation_real", [])
+             for k in ("image", "label")}
+    for row in (r for r in rows if r["split"] == "train"):
         for key in ("image", "label"):
             if row[key] and str(Path(row[key]).resolve()) in held:
                 raise fail(f"{row[key]}: held-out data in the training manifest.")
@@ -183,6 +197,27 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
     return manifest, described
 
 
+def recipe_path(name: str, data: Path) -> Path:
+    """A recipe file name: ``repo:<path>`` is inside this repository (the bundled sample), else under ``data``."""
+    return REPO / name[len("repo:"):] if name.startswith("repo:") else data / name
+
+
+def keep_slices(image: Path, label: Path, z_keep: list[float]) -> None:
+    """Crop a synthesised validation CT and its label map (same grid) to the slices in the fraction range
+    ``z_keep`` = [low, high) of the z axis, in place: a short scan, or one that ends inside organs."""
+    import SimpleITK as sitk
+
+    from scdl.io.atomic import atomic_path
+
+    for path in (image, label):
+        img = sitk.ReadImage(str(path))
+        nx, ny, nz = img.GetSize()
+        z0 = int(round(float(z_keep[0]) * nz))
+        z1 = max(z0 + 1, int(round(float(z_keep[1]) * nz)))
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(sitk.RegionOfInterest(img, [nx, ny, z1 - z0], [0, 0, z0]), str(tmp), True)
+
+
 def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[dict[str, str]]) -> list[dict]:
     """Synthesise the recipe's validation CTs (``validation_synth``) once and add them to ``rows`` as ``val``.
 
@@ -192,7 +227,7 @@ def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[d
     image is a training image.
     """
     spec = cohort.get("validation_synth") or {}
-    anatomies = {c["patient"]: c for c in cohort.get("anatomy", [])}
+    anatomies = {c["patient"]: c for c in [*cohort.get("anatomy", []), *cohort.get("validation_anatomy", [])]}
     made = []
     for index, case in enumerate(spec.get("cases", [])):
         source = anatomies.get(case["anatomy"])
@@ -205,6 +240,8 @@ def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[d
                     "--spacing", str(spec.get("spacing_mm", 3.0)), *(["--augment"] if spec.get("augment") else []))
         out.mkdir(parents=True, exist_ok=True)
         _run(cmd, stdout=subprocess.DEVNULL)
+        if case.get("z_keep"):
+            keep_slices(image, label, case["z_keep"])
         rows.append({"image": str(image), "label": str(label), "split": "val", "labels": source["labels"]})
         made.append({**case, "image": str(image), "label": str(label)})
     if made:

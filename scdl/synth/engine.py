@@ -45,7 +45,25 @@ SYNTH_DEFAULTS: dict[str, Any] = {
     "elastic_scale_mm": 40.0,
     "shrink_prob": 0.2,               # spatial: probability that an organ is eroded
     "shrink_mm": 4.0,
+    # issue 27, each off by default (0): what a subject's intensities may do beyond the HU table
+    "random_hu_prob": 0.0,            # share of subjects whose organ/vessel/soft tissues get SynthSeg-style means
+    "random_hu_range": [-50.0, 250.0],    # ... drawn uniformly here, each tissue on its own (Billot et al. 2023)
+    "liver_like_prob": 0.0,           # share of portal-phase subjects whose IVC, portal/splenic veins, adrenals
+    "liver_like_hu": 15.0,            # ... are the liver's mean +- this (shape and neighbourhood, not HU, tell them)
+    "calcify_prob": 0.0,              # share of subjects with calcified costal cartilage
+    "calcify_fraction": [0.1, 0.5],   # ... fraction of its voxels
+    "calcify_hu": [250.0, 700.0],     # ... their HU
 }
+
+#: Tissues whose means ``random_hu_prob`` redraws: organs, vessels, muscle and generic soft tissue. Air, lung,
+#: airways, fat and bone keep their physical values (bone must stay bone: ribs called spleen are an error).
+RANDOM_HU_TISSUES: tuple[Tissue, ...] = (
+    Tissue.MUSCLE, Tissue.SOFT, Tissue.LIVER, Tissue.SPLEEN, Tissue.KIDNEY_CORTEX, Tissue.KIDNEY_MEDULLA,
+    Tissue.KIDNEY_CYST, Tissue.GALLBLADDER, Tissue.PANCREAS, Tissue.ADRENAL, Tissue.STOMACH, Tissue.BOWEL,
+    Tissue.ESOPHAGUS, Tissue.ARTERY, Tissue.VEIN, Tissue.PORTAL, Tissue.HEART, Tissue.SPINAL_CORD, Tissue.BRAIN,
+    Tissue.THYROID, Tissue.BLADDER, Tissue.PROSTATE, Tissue.CARTILAGE)
+#: Tissues that ``liver_like_prob`` moves next to the liver's mean in portal-phase subjects.
+LIVER_LIKE_TISSUES: tuple[Tissue, ...] = (Tissue.VEIN, Tissue.PORTAL, Tissue.ADRENAL)
 
 
 @dataclass
@@ -64,6 +82,10 @@ class Subject:
     slice_mm: float
     psf_mm: float
     gas: dict[int, float] = field(default_factory=dict)
+    random_hu: bool = False           # means redrawn SynthSeg-style (``random_hu_prob``)
+    liver_like: bool = False          # portal vessels and adrenals at the liver's HU (``liver_like_prob``)
+    calcify: float = 0.0              # fraction of costal cartilage calcified (``calcify_prob``)
+    calcify_hu: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,11 +116,33 @@ def draw_subject(rng: np.random.Generator, config: Optional[Mapping[str, Any]] =
         means[int(tissue)] = float(rng.uniform(lo - width, hi + width))
         stds[int(tissue)] = float(hu.std * rng.uniform(0.7, 1.3))
     gas = {int(t): _uniform(rng, r) for t, r in GAS_FRACTION.items()}
-    return Subject(phase=chosen, means=means, stds=stds, cortex_mm=_uniform(rng, c["cortex_mm"]),
-                   bone_cortex_mm=_uniform(rng, c["bone_cortex_mm"]), fat_mm=_uniform(rng, c["fat_mm"]),
-                   muscle_wall_mm=_uniform(rng, c["muscle_wall_mm"]), texture_mm=_uniform(rng, c["texture_mm"]),
-                   noise_hu=_uniform(rng, c["noise_hu"]), slice_mm=_uniform(rng, c["slice_mm"]),
-                   psf_mm=_uniform(rng, c["psf_mm"]), gas=gas)
+    subject = Subject(phase=chosen, means=means, stds=stds, cortex_mm=_uniform(rng, c["cortex_mm"]),
+                      bone_cortex_mm=_uniform(rng, c["bone_cortex_mm"]), fat_mm=_uniform(rng, c["fat_mm"]),
+                      muscle_wall_mm=_uniform(rng, c["muscle_wall_mm"]), texture_mm=_uniform(rng, c["texture_mm"]),
+                      noise_hu=_uniform(rng, c["noise_hu"]), slice_mm=_uniform(rng, c["slice_mm"]),
+                      psf_mm=_uniform(rng, c["psf_mm"]), gas=gas)
+    _draw_extras(rng, c, subject)
+    return subject
+
+
+def _draw_extras(rng: np.random.Generator, c: Mapping[str, Any], subject: Subject) -> None:
+    """The switches of issue 27 (random HU, liver-like vessels, calcified cartilage), in place.
+
+    A switch at probability 0 draws nothing, so subjects of earlier configurations are unchanged.
+    """
+    if float(c["random_hu_prob"]) > 0 and rng.random() < float(c["random_hu_prob"]):
+        subject.random_hu = True
+        for tissue in RANDOM_HU_TISSUES:
+            subject.means[int(tissue)] = _uniform(rng, c["random_hu_range"])
+    if (float(c["liver_like_prob"]) > 0 and subject.phase == "portal" and not subject.random_hu
+            and rng.random() < float(c["liver_like_prob"])):
+        subject.liver_like = True
+        liver, spread = subject.means[int(Tissue.LIVER)], float(c["liver_like_hu"])
+        for tissue in LIVER_LIKE_TISSUES:
+            subject.means[int(tissue)] = float(liver + rng.uniform(-spread, spread))
+    if float(c["calcify_prob"]) > 0 and rng.random() < float(c["calcify_prob"]):
+        subject.calcify = _uniform(rng, c["calcify_fraction"])
+        subject.calcify_hu = _uniform(rng, c["calcify_hu"])
 
 
 def tissue_map(structures: np.ndarray, depth: np.ndarray, lut: Sequence[int], subject: Subject) -> np.ndarray:
@@ -155,6 +199,13 @@ def render(tissue: np.ndarray, spacing_zyx: Sequence[float], subject: Subject, r
         hu[visceral] = (w * soft + (1.0 - w) * fat)[visceral]
     else:
         smooth_field(rng, axes, 12.0, 1.0)                   # keep the random stream aligned
+    if subject.calcify > 0:                                  # calcified costal cartilage: bright patches
+        cartilage = tissue == Tissue.CARTILAGE
+        if cartilage.any():
+            spots = smooth_field(rng, axes, 6.0, 1.0)[0]
+            threshold = np.quantile(spots[cartilage], 1.0 - subject.calcify)
+            calcified = cartilage & (spots > threshold)
+            hu[calcified] = np.float32(subject.calcify_hu) + np.float32(60.0) * texture[calcified]
     gas_field = smooth_field(rng, axes, 8.0, 1.0)[0]
     for code, fraction in sorted(subject.gas.items()):
         region = tissue == code

@@ -49,7 +49,7 @@ class Tissue(IntEnum):
     HEART = 21
     LUNG = 22
     AIRWAY = 23
-    BONE = 24             # split into cancellous / cortex by depth
+    BONE = 24             # cancellous bone; its outer ``bone_cortex_mm`` becomes BONE_CORTEX
     BONE_CORTEX = 25
     CARTILAGE = 26
     SPINAL_CORD = 27
@@ -89,9 +89,12 @@ HU: dict[Tissue, TissueHU] = {
     Tissue.VISCERAL: _same((-100.0, -40.0), 35.0, "lit: mesenteric fat with vessels and bowel wall"),
     Tissue.SOFT: TissueHU((20.0, 50.0), (30.0, 70.0), (40.0, 80.0), 25.0, "lit: unenhanced soft tissue 20-50"),
     Tissue.LIVER: TissueHU((40.0, 65.0), (60.0, 85.0), (85.0, 125.0), 15.0, "A 46.4±12.9, B 90.9±18.8, lit 55/70/105"),
-    Tissue.SPLEEN: TissueHU((35.0, 55.0), (90.0, 140.0), (80.0, 130.0), 15.0, "A 34.9±12.3, B 81.2±17.1, lit"),
-    Tissue.KIDNEY_CORTEX: TissueHU((15.0, 40.0), (140.0, 220.0), (140.0, 200.0), 20.0, "A 13.4-22.6, lit"),
-    Tissue.KIDNEY_MEDULLA: TissueHU((15.0, 40.0), (50.0, 90.0), (120.0, 180.0), 20.0, "A 13.4-22.6, lit"),
+    Tissue.SPLEEN: TissueHU((35.0, 65.0), (90.0, 140.0), (80.0, 130.0), 15.0,
+                            "A 34.9±12.3, B 81.2±17.1, lit; native 63 HU on a real CT (issue 27)"),
+    Tissue.KIDNEY_CORTEX: TissueHU((15.0, 40.0), (140.0, 220.0), (140.0, 255.0), 20.0,
+                                   "A 13.4-22.6, lit; late portal 190-255 HU on real CT (issue 27)"),
+    Tissue.KIDNEY_MEDULLA: TissueHU((15.0, 40.0), (50.0, 90.0), (120.0, 260.0), 20.0,
+                                    "A 13.4-22.6, lit; late portal: medulla brighter than cortex, up to 255 HU (issue 27)"),
     Tissue.KIDNEY_CYST: _same((0.0, 15.0), 10.0, "lit: simple cyst 0-20"),
     Tissue.GALLBLADDER: _same((0.0, 20.0), 11.0, "A 3.3±11.2, lit: bile 0-20"),
     Tissue.PANCREAS: TissueHU((0.0, 45.0), (90.0, 130.0), (60.0, 100.0), 25.0, "A 2.5±26.8, B 61.0±29.6, lit 40/110/80"),
@@ -101,12 +104,14 @@ HU: dict[Tissue, TissueHU] = {
     Tissue.ESOPHAGUS: TissueHU((30.0, 50.0), (40.0, 70.0), (45.0, 80.0), 25.0, "lit: muscular tube (as muscle)"),
     Tissue.ARTERY: TissueHU((35.0, 50.0), (220.0, 380.0), (130.0, 190.0), 20.0, "A 43.5±14.1, B 154.4±36.6, lit 250-350 arterial"),
     Tissue.VEIN: TissueHU((35.0, 50.0), (60.0, 120.0), (95.0, 150.0), 15.0, "A 42.3±12.6, B 98.0±12.3, lit"),
-    Tissue.PORTAL: TissueHU((35.0, 50.0), (70.0, 130.0), (130.0, 180.0), 13.0, "A 41.0±11.6, B 140.2±12.9, lit"),
+    Tissue.PORTAL: TissueHU((35.0, 50.0), (70.0, 130.0), (130.0, 210.0), 13.0,
+                            "A 41.0±11.6, B 140.2±12.9, lit; 199 HU on a real portal-venous CT (issue 27)"),
     Tissue.HEART: TissueHU((35.0, 50.0), (200.0, 350.0), (120.0, 170.0), 25.0, "lit: blood pool"),
     Tissue.LUNG: _same((-860.0, -740.0), 60.0, "A -787.8±67.6"),
     Tissue.AIRWAY: _same((-1000.0, -900.0), 30.0, "physics"),
     Tissue.BONE: _same((110.0, 220.0), 90.0, "A 126.9±120.5, B 167.5±103.1 (cancellous)"),
-    Tissue.BONE_CORTEX: _same((250.0, 700.0), 150.0, "A 257.7±156.2, B 322.7±196.6 (partial volume), lit up to 1000"),
+    Tissue.BONE_CORTEX: _same((150.0, 450.0), 120.0, "A 257.7±156.2, B 322.7±196.6 (partial volume), lit up to 1000; "
+                                                     "real ribs at 3 mm: A median 223 HU"),
     Tissue.CARTILAGE: _same((80.0, 250.0), 60.0, "lit: partly calcified costal cartilage"),
     Tissue.SPINAL_CORD: _same((15.0, 40.0), 20.0, "A 2.7±28.0, B 27.9±20.3"),
     Tissue.BRAIN: _same((25.0, 45.0), 10.0, "lit"),
@@ -114,8 +119,10 @@ HU: dict[Tissue, TissueHU] = {
     Tissue.BLADDER: _same((0.0, 20.0), 10.0, "lit: urine"),
     Tissue.PROSTATE: TissueHU((30.0, 45.0), (50.0, 90.0), (60.0, 90.0), 15.0, "lit"),
 }
-# Tissues split by depth have no HU of their own: their parts do.
-SPLIT_TISSUES = (Tissue.BODY, Tissue.KIDNEY, Tissue.BONE)
+# Tissues split by depth have no HU of their own: their parts do. BONE is not among them: its deep part is the
+# cancellous bone (HU row BONE); until 2026-12-06 it was listed here, so cancellous bone was rendered as generic
+# soft tissue (synthesised vertebrae median 69-111 HU against 174 HU on patient A's real CT).
+SPLIT_TISSUES = (Tissue.BODY, Tissue.KIDNEY)
 
 #: Fraction of gas voxels per subject, (low, high): measured on A and B (scdl.phantom.hu_table).
 GAS_FRACTION: dict[Tissue, tuple[float, float]] = {

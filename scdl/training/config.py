@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
     "sampling": {
         "class_prob": 0.0,              # paper: random crops; >0 picks a present class uniformly, then a voxel of it
         "max_locations_per_class": 20000,   # ours: voxel positions kept per class for centre sampling
+        # ours (issue 27): a share of the class-centred draws picks among these classes (names of the model's
+        # label table, or values) when the case has them; [] / 0: off
+        "small_classes": [], "small_prob": 0.0,
     },
     "augment": {                        # paper: none ("we add flips/intensity jitter as options")
         "flip": False, "flip_prob": 0.5,
@@ -106,6 +109,7 @@ DEFAULTS: dict[str, Any] = {
         "noise": False, "noise_prob": 0.2, "noise_std": 0.02,
         "organ_shift": False, "organ_shift_prob": 0.5, "organ_shift_range": [-0.05, 0.3],   # ours, see augment.py
         "slab": False, "slab_prob": 0.3, "slab_min": 0.25, "slab_value": 0.0,              # ours, see augment.py
+        "edge_cut": False, "edge_cut_prob": 0.2,                                            # ours, see augment.py
     },
     "synth": None,                      # filled below: scdl.synth.engine.SYNTH_DEFAULTS (anatomy cases only)
     "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
@@ -277,6 +281,12 @@ def validate_config(config: Mapping[str, Any]) -> None:
     prob = config["sampling"]["class_prob"]
     if not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
         raise bad("sampling.class_prob", f"{prob!r} is not a probability.", "use a value in [0, 1].")
+    small_prob = config["sampling"].get("small_prob", 0.0)
+    if isinstance(small_prob, bool) or not isinstance(small_prob, (int, float)) or not 0.0 <= small_prob <= 1.0:
+        raise bad("sampling.small_prob", f"{small_prob!r} is not a probability.", "use a value in [0, 1].")
+    if not isinstance(config["sampling"].get("small_classes", []), (list, tuple)):
+        raise bad("sampling.small_classes", "is not a list of class names or values.",
+                  'use e.g. --set \'sampling.small_classes=["pancreas","esophagus"]\'.')
     opt = config["optimizer"]
     if opt.get("name", "sgd") not in OPTIMIZERS:
         raise bad("optimizer.name", f"{opt.get('name')!r} is not one of {', '.join(OPTIMIZERS)}.",
@@ -284,7 +294,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
     if not opt["lr"] > 0:
         raise bad("optimizer.lr", "the learning rate must be positive.", "use e.g. --set optimizer.lr=0.01.")
     aug = config["augment"]
-    for key in ("flip_prob", "affine_prob", "intensity_prob", "noise_prob", "organ_shift_prob", "slab_prob"):
+    for key in ("flip_prob", "affine_prob", "intensity_prob", "noise_prob", "organ_shift_prob", "slab_prob",
+                "edge_cut_prob"):
         value = aug.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise bad(f"augment.{key}", f"{value!r} is not a probability.", "use a value in [0, 1].")

@@ -84,6 +84,8 @@ class RunLog:
         row: dict[str, Any] = {"iteration": int(iteration), "mean_dice": result["mean_dice"]}
         for name, value in zip(self.class_names, result["dice"]):
             row[f"dice_{name}"] = value
+        for name, value in zip(self.class_names, result.get("found", [])):
+            row[f"found_{name}"] = value        # share of the cases with the organ where it was predicted
         self.val_rows.append(row)
         return row
 

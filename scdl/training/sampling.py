@@ -2,7 +2,9 @@
 
 With probability ``class_prob`` a patch is centred on a voxel of a class drawn uniformly among the classes
 present in the case (so the adrenal gland is as likely as the liver); otherwise the patch is a uniform random
-crop (the paper's sampling). Centres near the border are shifted so the patch stays inside the volume;
+crop (the paper's sampling). With ``small_classes`` given, a share ``small_prob`` of the class-centred draws
+picks among the small classes present (adrenals, oesophagus, gallbladder, veins, pancreas: the organs that
+otherwise never fire, issue 27) instead of among all. Centres near the border are shifted so the patch stays inside the volume;
 volumes smaller than the patch are padded (image with ``pad_value``, labels with background).
 """
 
@@ -28,17 +30,27 @@ def crop(volume: np.ndarray, start: Sequence[int], patch: Sequence[int], pad_val
     return np.array(out, copy=True)
 
 
-def choose_start(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float) -> tuple[tuple[int, ...], Optional[int]]:
+def choose_start(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float,
+                 small_classes: Sequence[int] = (), small_prob: float = 0.0,
+                 ) -> tuple[tuple[int, ...], Optional[int]]:
     """Corner of the patch in ``case`` and the class it was centred on (None: a random crop).
 
     Args:
         patch: (D, H, W) patch size.
+        small_classes: class values (model numbering) of the small organs; ``small_prob``: the share of the
+            class-centred draws that pick among those present in the case. With ``small_prob`` 0 no extra
+            random number is drawn (the stream of earlier runs is unchanged).
     """
     shape = case.shape
     present = case.present if case.labeled else []
     use_class = bool(present) and class_prob > 0 and rng.random() < class_prob
     if use_class:
-        cls = int(present[rng.integers(len(present))])
+        pool = present
+        if small_prob > 0 and small_classes:
+            small = [c for c in present if c in set(int(v) for v in small_classes)]
+            if small and rng.random() < small_prob:
+                pool = small
+        cls = int(pool[rng.integers(len(pool))])
         locations = case.locations(cls)
         centre = np.unravel_index(int(locations[rng.integers(len(locations))]), shape)
         start = []
@@ -78,12 +90,13 @@ def synthesize_patch(case: CachedCase, start: Sequence[int], patch: Sequence[int
 
 def sample_patch(case: CachedCase, patch: Sequence[int], rng: np.random.Generator, class_prob: float,
                  pad_value: float = 0.0, synth: Optional[Mapping[str, Any]] = None,
+                 small_classes: Sequence[int] = (), small_prob: float = 0.0,
                  ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[int]]:
     """One patch: image float32 (D, H, W), label (D, H, W) or None, and the class it was centred on.
 
     Anatomy cases (label map only) get a fresh synthetic image each call (:func:`synthesize_patch`).
     """
-    start, cls = choose_start(case, patch, rng, class_prob)
+    start, cls = choose_start(case, patch, rng, class_prob, small_classes, small_prob)
     if case.anatomy:
         image, label = synthesize_patch(case, start, patch, rng, synth)
         return image, label, cls

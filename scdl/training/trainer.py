@@ -425,7 +425,9 @@ class Trainer:
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
                               accumulate=int(cfg["accumulate"]), synth=cfg.get("synth"),
-                              annotated=self.labeled_masks if self.partial else None)
+                              annotated=self.labeled_masks if self.partial else None,
+                              small_classes=self._class_values(cfg["sampling"].get("small_classes", [])),
+                              small_prob=float(cfg["sampling"].get("small_prob", 0.0)))
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
@@ -597,6 +599,22 @@ class Trainer:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
+    def _class_values(self, names_or_values: Any) -> list[int]:
+        """Class values of the model's table for a list of names (any spelling) or values; unknown -> ScdlError."""
+        from scdl.labels.names import normalize_name
+
+        by_name = {normalize_name(e.name): int(e.value) for e in self.target.entries if int(e.value) != 0}
+        values = []
+        for item in names_or_values or []:
+            if isinstance(item, int) and not isinstance(item, bool):
+                values.append(int(item))
+            elif normalize_name(str(item)) in by_name:
+                values.append(by_name[normalize_name(str(item))])
+            else:
+                raise ScdlError(f"sampling.small_classes: {item!r} is not a class of the label table.",
+                                fix=f"use names of the model's classes: {', '.join(sorted(by_name))}.")
+        return values
+
     def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int]) -> None:
         from scdl.training.distributed import barrier
         from scdl.training.validation import validate
@@ -610,7 +628,10 @@ class Trainer:
             # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
             # without value 5 is no class)
             values = [int(e.value) for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-            result = {**result, "dice": [result["dice"][v - 1] for v in values]}
+            result = {**result, "dice": [result["dice"][v - 1] for v in values],
+                      "found": [result["found"][v - 1] for v in values]}
+            found = {e.name: result["found"][i] for i, e in
+                     enumerate(e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0)}
             row = self.log.add_validation(iteration, result)
             improved = math.isfinite(result["mean_dice"]) and result["mean_dice"] > self.best.get("mean_dice", -1.0)
             if improved:
@@ -625,6 +646,7 @@ class Trainer:
                                  f"(best {best:.4f} at iteration {self.best.get('iteration')})", file=sys.stderr)
             self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
                                 dice={k[5:]: v for k, v in row.items() if k.startswith("dice_")},
+                                found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
                                 best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
                                 source=self.report.validation_source if self.report else "val")
             self.log.flush()

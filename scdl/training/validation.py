@@ -53,7 +53,9 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
         patch: window (D, H, W).
         annotated: per case a bool (C,) of its annotated classes (None: every class of every case).
     Returns:
-        ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...]}``
+        ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...],
+        "found": [C-1 floats: share of the cases whose ground truth has the class where the prediction has
+        at least one voxel of it; NaN where no case has the class]}`` (a class that never fires shows as 0).
     """
     from monai.inferers import sliding_window_inference
 
@@ -61,7 +63,7 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
     for net in networks:
         net.eval()
     ensemble = _Ensemble(networks)
-    per_case = []
+    per_case, found = [], []
     use_amp = bool(amp) and device.type == "cuda"
     try:
         for case in cases:
@@ -72,10 +74,16 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
                 logits = sliding_window_inference(x, tuple(int(p) for p in patch), int(sw_batch_size), ensemble,
                                                   overlap=float(overlap), mode=mode)
             pred = torch.as_tensor(logits).float().argmax(dim=1)[0].cpu().numpy()
-            dice = dice_per_class(pred, np.asarray(case.label), n_classes)
+            truth = np.asarray(case.label)
+            dice = dice_per_class(pred, truth, n_classes)
+            in_truth = np.bincount(truth.reshape(-1).astype(np.int64), minlength=n_classes)[1:n_classes] > 0
+            in_pred = np.bincount(pred.reshape(-1).astype(np.int64), minlength=n_classes)[1:n_classes] > 0
+            hit = np.where(in_truth, in_pred.astype(np.float64), np.nan)
             if annotated is not None:
                 dice = np.where(np.asarray(annotated[len(per_case)], dtype=bool)[1:], dice, np.nan)
+                hit = np.where(np.asarray(annotated[len(per_case)], dtype=bool)[1:], hit, np.nan)
             per_case.append(dice)
+            found.append(hit)
     finally:
         for net, flag in zip(networks, was_training):
             net.train(flag)
@@ -83,4 +91,8 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
     with np.errstate(invalid="ignore"):
         dice = np.array([np.nanmean(col) if np.isfinite(col).any() else np.nan for col in stacked.T])
     mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
-    return {"dice": [float(d) for d in dice], "mean_dice": mean, "per_case": [[float(v) for v in c] for c in per_case]}
+    hits = np.stack(found) if found else np.full((1, n_classes - 1), np.nan)
+    with np.errstate(invalid="ignore"):
+        found_share = [float(np.nanmean(col)) if np.isfinite(col).any() else float("nan") for col in hits.T]
+    return {"dice": [float(d) for d in dice], "mean_dice": mean, "per_case": [[float(v) for v in c] for c in per_case],
+            "found": found_share}
