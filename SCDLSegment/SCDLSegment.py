@@ -7,17 +7,23 @@ imported at module load."""
 import qt
 
 import slicer
-from slicer.i18n import tr as _
-from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
-from slicer.util import VTKObservationMixin
 
-# SCDLSegmentLib first: in a developer checkout it makes SCDLSlicerLib importable.
+# SCDLSegmentLib first: in a developer checkout it makes SCDLSlicerLib importable. Then the Slicer version, before
+# anything an older Slicer lacks: there the module stops here with one clear message (SCDLSlicerLib.extension).
 from SCDLSegmentLib import SUBMODULES
-from SCDLSegmentLib.handlers import SegmentPanelHandlers
-from SCDLSegmentLib.logic import SCDLSegmentLogic, SCDLSegmentParameterNode, findCtInputs  # noqa: F401 - the module's API
-from SCDLSegmentLib.selftest import SCDLSegmentTest  # noqa: F401 - Slicer finds the self-test in the module file
-from SCDLSlicerLib.panel import PanelMixin
+from SCDLSlicerLib.extension import docs_url, module_docs_url, require_supported_slicer
+
+require_supported_slicer(slicer, lambda message: qt.QTimer.singleShot(0, lambda: slicer.util.errorDisplay(message)))
+
+from slicer.i18n import tr as _  # noqa: E402 - after the version check
+from slicer.i18n import translate  # noqa: E402
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget  # noqa: E402
+from slicer.util import VTKObservationMixin  # noqa: E402
+
+from SCDLSegmentLib.handlers import SegmentPanelHandlers  # noqa: E402
+from SCDLSegmentLib.logic import SCDLSegmentLogic, SCDLSegmentParameterNode, findCtInputs  # noqa: E402, F401 - module API
+from SCDLSegmentLib.selftest import SCDLSegmentTest  # noqa: E402, F401 - Slicer finds the self-test in the module file
+from SCDLSlicerLib.panel import PanelMixin  # noqa: E402
 
 PAPER = ('Su et al., "Semantic Class Distribution Learning for Debiasing Semi-Supervised Medical Image '
          'Segmentation", arXiv 2603.05202, 2026')
@@ -39,11 +45,15 @@ class SCDLSegment(ScriptedLoadableModule):
             "downloaded ones. The result is a segmentation with standard (SNOMED CT) terminology, ready for "
             "the Segment Editor and DICOM SEG export. Inference runs in a separate process on the CPU or a GPU."
             "<p>Method: {paper}.</p>"
+            "<p>Documentation: <a href=\"{tutorial}\">SCDL Segment tutorial</a>; installation, command line, "
+            "models and licences: <a href=\"{home}\">SCDL home page</a>.</p>"
             "<p>Research software, not for clinical use.</p>"
-        ).format(paper=PAPER)
+        ).format(paper=PAPER, tutorial=module_docs_url("SCDLSegment"), home=docs_url())
         self.parent.acknowledgementText = _(
             "SCDL (Semantic Class Distribution Learning) was proposed by {paper}. This extension re-implements the "
-            "method; it uses MONAI, PyTorch, SimpleITK and slicerio."
+            "method; it uses MONAI, PyTorch, SimpleITK and slicerio. The bundled sample CT and default model derive "
+            "from TotalSegmentator data (Wasserthal et al., Radiology: Artificial Intelligence 2023; University "
+            "Hospital Basel; CC BY 4.0). Licence (Apache-2.0) and credits: LICENSE and NOTICE on the SCDL home page."
         ).format(paper=PAPER)
 
 

@@ -13,6 +13,8 @@ It is neither a module nor part of one: CMake installs it beside the modules and
 - ``dependencies``: requirements check and installation (PyTorchUtils, pip_ensure); ``requirements.txt``.
 - ``devices``: auto / CPU / GPU selection and free GPU memory.
 - ``panel``: widget glue of both panels (lifecycle, dependency handlers, log and error boxes).
+- ``extension``: home page and documentation links, the minimum 3D Slicer version and its check (run by both
+  module files first, before anything an older Slicer lacks).
 
 Layers: the module files (``SCDLSegment.py``, ``SCDLTrain.py``) -> their own ``…Lib`` (module Logic) -> this
 package -> the core package ``scdl`` (in child processes, or imported inside functions). This package never
@@ -20,5 +22,5 @@ imports a module or a module's ``…Lib``; numeric work stays in ``scdl``.
 """
 
 #: Submodules in dependency order (``panel.PanelMixin.onReload`` reloads them in this order).
-SUBMODULES = ("childoutput", "process", "commands", "jobs", "sceneio", "scenejob", "models", "dependencies", "devices",
-              "panel")
+SUBMODULES = ("extension", "childoutput", "process", "commands", "jobs", "sceneio", "scenejob", "models", "dependencies",
+              "devices", "panel")
