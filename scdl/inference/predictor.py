@@ -75,6 +75,20 @@ def load_package(package: Any):
     raise TypeError(f"package must be a ModelPackage, a path or a model id, not {type(package).__name__}")
 
 
+def _organ_values(table, names) -> list[int]:
+    """Label values of ``names`` (any spelling) in ``table``; a name the table lacks -> ScdlError."""
+    from scdl.labels.names import normalize_name
+
+    if not names:
+        return []
+    by_name = {normalize_name(e.name): int(e.value) for e in table.entries if int(e.value) != 0}
+    missing = [n for n in names if normalize_name(n) not in by_name]
+    if missing:
+        raise ScdlError(f"inference.largest_component_organs: {', '.join(map(repr, missing))} not in the model's labels.",
+                        fix=f"use names of the model's classes: {', '.join(sorted(by_name))}.")
+    return [by_name[normalize_name(n)] for n in names]
+
+
 def _label_names(table) -> dict[int, str]:
     return {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
 
@@ -177,11 +191,14 @@ def segment_image(
     timings["infer"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    steps = 1 + int(bool(settings.keep_largest_component)) + int(uncertainty) + int(confidence)
+    largest_values = (None if settings.keep_largest_component
+                      else _organ_values(pkg.labels, settings.largest_component_organs))
+    clean = settings.keep_largest_component or bool(largest_values)
+    steps = 1 + int(clean) + int(uncertainty) + int(confidence)
     with progress.phase("postprocess", steps) as phase:
         labels = outputs.labels.numpy()
-        if settings.keep_largest_component:
-            labels = keep_largest_component(labels)
+        if clean:
+            labels = keep_largest_component(labels, largest_values)
             phase.advance()
         organ_conf: dict[str, Optional[float]] = {}
         if confidence:

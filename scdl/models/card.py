@@ -171,6 +171,9 @@ def validate_card(card: Any, path: Optional[os.PathLike | str] = None) -> dict[s
     if need("blending", str, inference, "inference.") not in BLENDINGS:
         raise bad(f"field 'inference.blending' must be one of {BLENDINGS}, not {inference['blending']!r}.")
     need("keep_largest_component", bool, inference, "inference.")
+    organs = inference.get("largest_component_organs", [])
+    if not isinstance(organs, list) or not all(isinstance(o, str) for o in organs):
+        raise bad(f"field 'inference.largest_component_organs' must be a list of organ names, not {organs!r}.")
 
     prov = need("provenance", dict)
     need("created", str, prov, "provenance.")

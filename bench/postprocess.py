@@ -1,0 +1,119 @@
+"""Inference post-processing chosen on validation cases (a script, not a test): run once, read the table.
+
+    python bench/postprocess.py --cases runs/m4a/cohort/manifest.csv --model Resources/Models/scdl-abdominal-ct \
+        [--model OTHER ...] [--json out.json]
+
+For every model and every ``val`` row of a cohort manifest (image, label map, its label table), the CT is
+segmented ONCE (``segment_image`` without post-processing); then each variant is applied to the label map on
+the CT's grid and scored against the reference with ``scdl.metrics`` (Dice per organ on the native grid):
+
+- ``none``: the network's argmax as it is;
+- ``largest_large``: the largest connected component of the large, one-piece organs only (liver, spleen,
+  kidneys, stomach, aorta: :data:`LARGE_ORGANS`);
+- ``largest_all``: the largest connected component of every organ (the card's ``keep_largest_component``).
+
+Printed: per variant the mean over the cases of the headline mean (organs the reference contains) and the
+per-organ mean Dice, and per variant the organs that lose more than 0.01 against ``none``. The model card's
+``inference.largest_component_organs`` is chosen from this table (docs/inference.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+#: The one-piece large organs of the Synapse table (issue 27: +0.9 Dice points on real CT, no organ worse).
+LARGE_ORGANS: tuple[str, ...] = ("liver", "spleen", "right kidney", "left kidney", "stomach", "aorta")
+VARIANTS: tuple[str, ...] = ("none", "largest_large", "largest_all")
+
+
+def _variant(labels: np.ndarray, name: str, values: list[int]) -> np.ndarray:
+    from scdl.processing.postprocess import keep_largest_component
+
+    if name == "none":
+        return labels
+    return keep_largest_component(labels, None if name == "largest_all" else values)
+
+
+def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Per variant: {"cases": {case: headline mean}, "organs": {organ: [dice per case that has it]}}."""
+    import SimpleITK as sitk
+
+    from scdl.inference.predictor import segment_image
+    from scdl.io.image import read_ct, read_label_map
+    from scdl.labels.names import normalize_name
+    from scdl.labels.table import LabelTable
+    from scdl.metrics.evaluate import evaluate_arrays
+    from scdl.metrics.scores import summary
+    from scdl.models.package import ModelPackage
+
+    pkg = ModelPackage.load(model, verify=True)
+    names = {normalize_name(e.name): int(e.value) for e in pkg.labels.entries}
+    large = [names[normalize_name(n)] for n in LARGE_ORGANS if normalize_name(n) in names]
+    out: dict[str, Any] = {v: {"cases": {}, "organs": {}} for v in VARIANTS}
+    for row in rows:
+        case = Path(row["image"]).name.split(".")[0]
+        image = read_ct(row["image"])
+        result = segment_image(image, pkg, device="cpu", keep_largest=False, confidence=False)
+        pred = sitk.GetArrayFromImage(result.labels)
+        gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=result.labels, resample=True))
+        gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
+        spacing = tuple(float(s) for s in result.labels.GetSpacing())[::-1]
+        for variant in VARIANTS:
+            scores, _ = evaluate_arrays(_variant(pred, variant, large), gt, spacing, pkg.labels, gt_table)
+            out[variant]["cases"][case] = summary(scores)["dice"]
+            for s in scores:
+                if s.gt_voxels > 0:
+                    out[variant]["organs"].setdefault(s.name, []).append(float(s.dice))
+        print(f"  {model.name} {case}: " + ", ".join(f"{v} {out[v]['cases'][case]:.4f}" for v in VARIANTS),
+              file=sys.stderr, flush=True)
+    return out
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = []
+    for model, res in results.items():
+        lines.append(f"\n{model}")
+        organs = list(res["none"]["organs"])
+        lines.append("| variant | mean over cases | " + " | ".join(organs) + " |")
+        lines.append("|---|---:|" + "---:|" * len(organs))
+        for variant in VARIANTS:
+            cases = [v for v in res[variant]["cases"].values() if v is not None]
+            per = [float(np.mean(res[variant]["organs"][o])) for o in organs]
+            lines.append(f"| {variant} | {np.mean(cases):.4f} | " + " | ".join(f"{d:.3f}" for d in per) + " |")
+        for variant in VARIANTS[1:]:
+            worse = [f"{o} {np.mean(res[variant]['organs'][o]) - np.mean(res['none']['organs'][o]):+.3f}"
+                     for o in organs
+                     if np.mean(res[variant]["organs"][o]) < np.mean(res["none"]["organs"][o]) - 0.01]
+            lines.append(f"{variant}: organs worse by > 0.01: {', '.join(worse) or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", required=True, type=Path, help="cohort manifest.csv (its val rows are scored)")
+    parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
+    args = parser.parse_args(argv)
+    with args.cases.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
+    if not rows:
+        raise SystemExit(f"error: {args.cases}: no val rows with a label map.")
+    results = {str(m): score_model(m, rows) for m in args.model}
+    print(report(results))
+    if args.json:
+        from scdl.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
