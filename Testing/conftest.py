@@ -1,19 +1,22 @@
-"""Shared pytest fixtures: paths to the real CT samples in ../shared and to the repository."""
+"""Common pytest fixtures: paths to the real CT samples in ``Testing/data`` and to the repository.
+
+Every file a test reads is inside the repository (``Testing/data``: sources, commits, licences in its README;
+``Resources/Sample``: patient B, the demo sample); nothing outside the checkout is read.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SCDL_SHARED", REPO.parent / "shared"))
+DATA = REPO / "Testing" / "data"
 
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"test data missing: {path} (the real CT samples live in ../shared beside the checkout)")
+        pytest.fail(f"test data missing: {path} (Testing/data is part of the repository: see Testing/data/README.md)")
     return path
 
 
@@ -21,7 +24,7 @@ def _require(path: Path) -> Path:
 def one_torch_thread():
     """One torch thread for a test module's small networks and tensors, restored afterwards.
 
-    On the shared 2-core machine under load the four method test files (losses, SCDL module, step, VNet) took
+    On the busy 2-core development machine the four method test files (losses, SCDL module, step, VNet) took
     127 s with two threads and 15 s with one (measured): with two threads OpenMP spin-waits for a core.
     Use it per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
     """
@@ -39,14 +42,27 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data``: real CT samples (TotalSegmentator fixtures, dcmqi 3-slice CT)."""
-    return _require(SHARED / "data")
+def real_data() -> Path:
+    """``Testing/data``: real CT samples (TotalSegmentator fixtures and dataset label maps, dcmqi 3-slice CT)."""
+    return _require(DATA)
 
 
 @pytest.fixture(scope="session")
-def ts_dir(shared_data: Path) -> Path:
-    return _require(shared_data / "totalsegmentator_fixtures")
+def ts_dir(real_data: Path) -> Path:
+    """TotalSegmentator test fixtures: patient A, patient B's label map and 5 of its DICOM slices, the class map."""
+    return _require(real_data / "totalsegmentator_fixtures")
+
+
+@pytest.fixture(scope="session")
+def ts_dataset(real_data: Path) -> Path:
+    """TotalSegmentator dataset label maps: s0001, s0004, s0006 (cropped; also as a mask folder), two s0001 masks."""
+    return _require(real_data / "totalsegmentator_dataset")
+
+
+@pytest.fixture(scope="session")
+def dcmqi_dir(real_data: Path) -> Path:
+    """The dcmqi 3-slice CT (DICOM, .dcm), its label maps (.nrrd) and the liver as a DICOM SEG (liver.dcm)."""
+    return _require(real_data / "dcmqi_ct3slice")
 
 
 @pytest.fixture(scope="session")
@@ -62,21 +78,38 @@ def patient_a_seg(ts_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def patient_b_ct() -> Path:
+    """Patient B's whole CT (512x512x20, 0.977 x 0.977 x 2 mm, identity direction): the bundled demo sample,
+    its 20-slice DICOM series read losslessly into one NIfTI (``Resources/Sample/PROVENANCE.txt``)."""
+    return _require(REPO / "Resources" / "Sample" / "sample_ct.nii.gz")
+
+
+@pytest.fixture(scope="session")
 def patient_b_dicom(ts_dir: Path) -> Path:
-    """Patient B: 20-slice DICOM series without file extensions."""
+    """Patient B as DICOM: the 5 lowest of its 20 slices (unchanged files without extensions, JPEG 2000 lossless,
+    empty Series Instance UID); slice z = 0..4 of ``patient_b_ct``, same origin."""
     return _require(ts_dir / "example_ct_dicom")
 
 
 @pytest.fixture(scope="session")
 def patient_b_seg(ts_dir: Path) -> Path:
-    """Patient B label map (NIfTI with direction diag(1,-1,1): must be resampled onto the DICOM grid)."""
+    """Patient B label map (NIfTI with direction diag(1,-1,1): must be resampled onto the CT's grid)."""
     return _require(ts_dir / "example_seg_dicom.nii.gz")
+
+
+#: The authors' reference numbers; produced by the script beside it (Testing/data/reference/README.md).
+REFERENCE_FILE = DATA / "reference" / "scdl_reference.pt"
 
 
 @pytest.fixture(scope="session")
 def reference_file() -> Path:
-    """The authors' reference numbers (``../shared/reference/scdl_reference.pt``)."""
-    return _require(SHARED / "reference" / "scdl_reference.pt")
+    """The authors' reference numbers (``Testing/data/reference/scdl_reference.pt``). Missing, the tests that
+    compare against it FAIL (they are the method's numerics oracle, never skipped)."""
+    if not REFERENCE_FILE.is_file():
+        pytest.fail(f"{REFERENCE_FILE} is missing: the reference numbers of the SCDL module, the GA losses and the "
+                    "VNet are part of the repository (see Testing/data/reference/README.md for how they are "
+                    "produced); restore the file (git checkout) or regenerate it.", pytrace=False)
+    return REFERENCE_FILE
 
 
 @pytest.fixture(scope="session")

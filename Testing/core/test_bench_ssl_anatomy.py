@@ -91,7 +91,7 @@ def _arrays(folder: Path) -> dict[str, np.ndarray]:
             for p in sorted(folder.rglob("*.nii.gz"))}
 
 
-def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synapse(tmp_path, shared_data):
+def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synapse(tmp_path, real_data):
     import csv
 
     import SimpleITK as sitk
@@ -99,7 +99,7 @@ def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synaps
     from scdl.labels.table import LabelTable
 
     settings = SSLBenchSettings(cohort="anatomy", labeled=2, unlabeled=1, test=2, spacing_mm=10.0,
-                                data_dir=str(shared_data))
+                                data_dir=str(real_data))
     prov = write_anatomy_cohort(tmp_path / "one", settings)
     write_anatomy_cohort(tmp_path / "two", settings)
     one, two = _arrays(tmp_path / "one"), _arrays(tmp_path / "two")
@@ -121,7 +121,7 @@ def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synaps
     syn = LabelTable.load("synapse")
     by_name = {e.name: int(e.value) for e in syn.entries}
     ts_value = {e.name: int(e.value) for e in ts.entries}
-    original = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / ANATOMIES["A"].label)))
+    original = sitk.GetArrayFromImage(sitk.ReadImage(str(real_data / ANATOMIES["A"].label)))
     mapped = one["labels/test_000_A_real.nii.gz"]
     assert mapped.shape == original.shape and int(mapped.max()) <= 13
     for ts_name, syn_name in (("liver", "liver"), ("portal_vein_and_splenic_vein", "portal and splenic veins"),
@@ -129,7 +129,7 @@ def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synaps
         assert np.array_equal(mapped == by_name[syn_name], original == ts_value[ts_name]), ts_name
     assert not np.isin(original[mapped == 0], [ts_value["liver"], ts_value["spleen"]]).any()
     # A's real CT is copied unchanged; the synthetic ones are int16 HU on their drawn grids
-    real = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / ANATOMIES["A"].ct)))
+    real = sitk.GetArrayFromImage(sitk.ReadImage(str(real_data / ANATOMIES["A"].ct)))
     assert np.array_equal(one["images/test_000_A_real.nii.gz"], real)
     for case in prov["cases"]:
         if not case["real"]:
@@ -139,11 +139,11 @@ def test_generated_cohort_is_deterministic_split_by_anatomy_and_mapped_to_synaps
                 assert label.shape == one[f"images/{case['name']}.nii.gz"].shape and 0 < int(label.max()) <= 13
 
 
-def test_tiny_anatomy_benchmark_end_to_end(tmp_path, capsys, shared_data):
+def test_tiny_anatomy_benchmark_end_to_end(tmp_path, capsys, real_data):
     from scdl.cli.main import main
 
     out = tmp_path / "bench"
-    argv = ["bench", "ssl", "--out", str(out), "--quick", "--cohort", "anatomy", "--data", str(shared_data),
+    argv = ["bench", "ssl", "--out", str(out), "--quick", "--cohort", "anatomy", "--data", str(real_data),
             "--configs", "cps,cps-scdl", "--iterations", "1", "--threads", "1", "--progress", "none"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -94,7 +94,7 @@ def test_good_cohort_maps_totalsegmentator_to_synapse(crops: Path, synapse: Labe
 
 
 def test_every_bad_cohort_reported_at_once(crops: Path, synapse: LabelTable, tmp_path: Path,
-                                           patient_b_dicom: Path, patient_b_seg: Path) -> None:
+                                           patient_b_ct: Path, patient_b_seg: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     # unreadable: a truncated NIfTI
@@ -108,7 +108,7 @@ def test_every_bad_cohort_reported_at_once(crops: Path, synapse: LabelTable, tmp
     rows = [
         {"image": str(bad / "truncated.nii.gz"), "label": str(crops / "labels/lab_a.nii.gz"),
          "labels": "totalsegmentator_v2"},                                                            # 2 unreadable
-        {"image": str(patient_b_dicom), "label": str(patient_b_seg), "labels": "totalsegmentator_v2"},  # 3 geometry
+        {"image": str(patient_b_ct), "label": str(patient_b_seg), "labels": "totalsegmentator_v2"},  # 3 geometry
         {"image": str(crops / "images/lab_a.nii.gz"), "label": str(crops / "labels/lab_a.nii.gz")},     # 4 TS ids, no table
         {"image": str(crops / "images/lab_b.nii.gz"), "label": str(bad / "empty.nii.gz")},              # 5 empty
         {"image": str(crops / "images/lab_b.nii.gz")},                                                  # 6 same CT unlabeled
@@ -142,10 +142,10 @@ def test_every_bad_cohort_reported_at_once(crops: Path, synapse: LabelTable, tmp
     assert "7 problems" in text and text.count("\n  error:") == 7 and "truncated.nii.gz" in text
 
 
-def test_resample_labels_turns_mismatch_into_warning(patient_b_dicom: Path, patient_b_seg: Path,
+def test_resample_labels_turns_mismatch_into_warning(patient_b_ct: Path, patient_b_seg: Path,
                                                      synapse: LabelTable, tmp_path: Path) -> None:
     cohort = load_manifest(_write_manifest(tmp_path, [
-        {"image": str(patient_b_dicom), "label": str(patient_b_seg), "labels": "totalsegmentator_v2"}]))
+        {"image": str(patient_b_ct), "label": str(patient_b_seg), "labels": "totalsegmentator_v2"}]))
     report, _ = check_cohort(cohort, synapse, framework="supervised", labeled_batch=1, resample_labels=True)
     assert report.ok, [p.line() for p in report.errors]
     assert "resampled_label" in {p.code for p in report.warnings}

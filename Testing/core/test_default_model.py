@@ -202,19 +202,30 @@ def test_a_build_worse_on_validation_is_not_installed(recipe_script):
     assert "no validation score" in recipe_script.ship_refusal(scores(None, 0.6))
 
 
-def test_recipe_smoke_run_end_to_end(ts_dir, tmp_path):
+def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):
     """The whole recipe (cohort with synthesised validation CTs, 4 training iterations with validation and
-    checkpoint selection, held-out evaluation on patient B, package, demo check) on the shared data; the
-    package is built and verified but installed nowhere (--no-install)."""
+    checkpoint selection, held-out evaluation on patient B, package, demo check) on the real data in
+    Testing/data; the package is built and verified but installed nowhere (--no-install).
+
+    Testing/data keeps only 5 of patient B's 20 DICOM slices, so the held-out image is B's whole CT as the demo
+    sample stores it (the series read losslessly: same voxels, same grid); everything else is the recipe as is."""
     import os
+    import shutil
     import subprocess
 
     from scdl.models.package import ModelPackage
 
+    recipe = tmp_path / "recipe"
+    shutil.copytree(RECIPE, recipe)
+    cohort = json.loads((recipe / "cohort.json").read_text())
+    assert cohort["held_out"][0]["image"] == "totalsegmentator_fixtures/example_ct_dicom"
+    cohort["held_out"][0]["image"] = str(patient_b_ct)              # absolute: --data does not prefix it
+    (recipe / "cohort.json").write_text(json.dumps(cohort))
     out = tmp_path / "smoke"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, str(REPO / "bench" / "train_default_model.py"), "--out", str(out),
-                           "--smoke", "--no-install", "--device", "cpu", "--data", str(ts_dir.parent)],
+                           "--smoke", "--no-install", "--device", "cpu", "--data", str(real_data),
+                           "--recipe", str(recipe)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())

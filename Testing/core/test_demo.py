@@ -187,14 +187,28 @@ def test_training_status_reads_the_card():
 
 
 # -- the bundled sample ------------------------------------------------------------------------------
-def test_sample_matches_shared_data_and_keeps_provenance(repo_root, shared_data):
+def test_sample_is_patient_b_and_keeps_provenance(repo_root, real_data, patient_b_dicom, patient_b_seg, monkeypatch):
     import importlib.util
+
+    from scdl.io.image import read_ct
 
     folder = repo_root / "Resources" / "Sample"
     spec = importlib.util.spec_from_file_location("make_sample", folder / "make_sample.py")
     make_sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_sample)
-    assert make_sample.check(shared_data, folder) == []     # same voxels + geometry as a fresh build
+    # the CT: patient B's DICOM slices in Testing/data (the 5 lowest of 20) are the sample's slices z = 0..4,
+    # voxel for voxel and on the same grid
+    sample_ct = sitk.ReadImage(str(folder / "sample_ct.nii.gz"))
+    dicom = read_ct(patient_b_dicom)
+    assert dicom.GetSize() == (512, 512, 5) and sample_ct.GetSize() == (512, 512, 20)
+    assert np.array_equal(sitk.GetArrayViewFromImage(dicom), sitk.GetArrayViewFromImage(sample_ct)[:5])
+    assert dicom.GetOrigin() == sample_ct.GetOrigin() and dicom.GetDirection() == sample_ct.GetDirection()
+    np.testing.assert_allclose(dicom.GetSpacing(), sample_ct.GetSpacing(), atol=1e-6)
+    # the labels: make_sample's own build from B's label map, onto the sample CT's grid (the whole B series is
+    # not in the repository; its voxels and grid are the sample CT's), equals the bundled labels; the file
+    # checksums equal sample.json's
+    monkeypatch.setattr(make_sample, "SOURCE_CT", str(folder / "sample_ct.nii.gz"))
+    assert make_sample.check(real_data, folder) == []
     info = load_sample_info(folder)
     assert info["patient"] == PATIENT_B and info["label_table"] == "synapse"
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
@@ -204,6 +218,6 @@ def test_sample_matches_shared_data_and_keeps_provenance(repo_root, shared_data)
                    "What was changed"):
         assert needed in provenance
     # the organ voxel counts of the source label map survive the resampling (a pure permutation)
-    src = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "totalsegmentator_fixtures" / "example_seg_dicom.nii.gz")))
+    src = sitk.GetArrayFromImage(sitk.ReadImage(str(patient_b_seg)))
     assert info["organs_labelled"]["liver"] == int((src == 5).sum())
     assert info["organs_labelled"]["spleen"] == int((src == 1).sum())

@@ -155,12 +155,12 @@ def test_cli_scores_a_shifted_organ_on_patient_a(patient_a_seg, tmp_path, capsys
     assert liver_row["hd95_mm"] == pytest.approx(3.0, abs=1e-4)  # every shifted surface voxel: 0 or 3 mm away
 
 
-def test_cli_grid_mismatch_needs_resample(patient_b_dicom, patient_b_seg, tmp_path, capsys):
+def test_cli_grid_mismatch_needs_resample(patient_b_ct, patient_b_seg, tmp_path, capsys):
     from scdl.io.image import read_image
 
-    # the prediction lives on (a 160x160 block of) the DICOM grid; the NIfTI ground truth has direction
-    # diag(1, -1, 1): another grid, although its voxel centres are the same points
-    dicom = sitk.RegionOfInterest(read_image(patient_b_dicom), [160, 160, 20], [200, 180, 0])
+    # the prediction lives on (a 160x160 block of) the DICOM grid (B's series as the demo sample stores it); the
+    # NIfTI ground truth has direction diag(1, -1, 1): another grid, although its voxel centres are the same points
+    dicom = sitk.RegionOfInterest(read_image(patient_b_ct), [160, 160, 20], [200, 180, 0])
     seg = sitk.ReadImage(str(patient_b_seg))
     on_dicom = sitk.Resample(seg, dicom, sitk.Transform(), sitk.sitkNearestNeighbor, 0, seg.GetPixelID())
     pred_path = tmp_path / "pred_on_dicom.nrrd"

@@ -74,8 +74,8 @@ def test_unreadable_garbage(tmp_path: Path, name: str) -> None:
     _expect(path, "cannot be read|not a valid NIfTI|damaged")
 
 
-def test_truncated_dicom_file(shared_data: Path, tmp_path: Path) -> None:
-    data = (shared_data / "dcmqi_ct3slice" / "ct-3slice_02.dcm").read_bytes()
+def test_truncated_dicom_file(dcmqi_dir: Path, tmp_path: Path) -> None:
+    data = (dcmqi_dir / "ct-3slice_02.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) // 2])
     _expect(path, "cannot be read as DICOM")
@@ -165,8 +165,8 @@ def test_values_not_in_hu_warn_and_continue(ct_a: sitk.Image, tmp_path: Path) ->
     assert len(notes) == 1 and "0.5 % of the voxels are above 4310" in notes[0]
 
 
-def test_real_ct_gives_no_warning(patient_a_ct: Path, patient_b_dicom: Path) -> None:
-    for path in (patient_a_ct, patient_b_dicom):
+def test_real_ct_gives_no_warning(patient_a_ct: Path, patient_b_ct: Path, patient_b_dicom: Path) -> None:
+    for path in (patient_a_ct, patient_b_ct, patient_b_dicom):
         notes: list[str] = []
         read_ct(path, warn=notes.append)
         assert notes == []

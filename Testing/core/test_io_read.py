@@ -99,10 +99,11 @@ def test_label_map_same_grid_is_returned_as_is(ct_a: sitk.Image, patient_a_seg: 
     assert values[0] == 0 and 5 in values and 15 not in values  # liver present, oesophagus absent (README)
 
 
-def test_patient_b_label_map_resampled_onto_dicom(patient_b_dicom: Path, patient_b_seg: Path) -> None:
+def test_patient_b_label_map_resampled_onto_dicom(patient_b_ct: Path, patient_b_seg: Path) -> None:
     """README: the NIfTI has direction diag(1,-1,1), the DICOM identity; after nearest-neighbour resampling the
-    mean HU is liver ~89, spleen ~80, aorta ~177 (and nonsense on the raw arrays)."""
-    ct = read_ct(patient_b_dicom)
+    mean HU is liver ~89, spleen ~80, aorta ~177 (and nonsense on the raw arrays). The CT is B's whole DICOM
+    series as the demo sample stores it (same voxels and grid)."""
+    ct = read_ct(patient_b_ct)
     assert ct.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     with pytest.raises(ScdlError, match="another grid") as err:
         read_label_map(patient_b_seg, reference=ct)

@@ -7,7 +7,7 @@ import pytest
 
 from scdl.phantom import hu_table
 from scdl.phantom.config import PhantomConfig
-from scdl.phantom.measure import measure_arrays, measure_patients
+from scdl.phantom.measure import measure_arrays, measure_pair
 
 
 def test_definitions_on_a_hand_built_volume():
@@ -38,8 +38,10 @@ def test_definitions_on_a_hand_built_volume():
 
 
 @pytest.fixture(scope="module")
-def measured(ts_dir):
-    return measure_patients(ts_dir)
+def measured(patient_a_ct, patient_a_seg, patient_b_ct, patient_b_seg):
+    """``measure_patients`` of the fixtures folder, with patient B's whole CT as the demo sample stores it (its
+    20-slice DICOM series read losslessly: same voxels, same grid; Testing/data keeps 5 of the DICOM files)."""
+    return {"A": measure_pair(patient_a_ct, patient_a_seg), "B": measure_pair(patient_b_ct, patient_b_seg)}
 
 
 def test_hu_table_reproduces_from_the_real_ct(measured):

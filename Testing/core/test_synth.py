@@ -19,11 +19,6 @@ from scdl.synth.tissues import HU, Tissue, tissue_for_name, tissue_lut
 from scdl.synth.volume import synthesize_image
 
 
-@pytest.fixture(scope="module")
-def ts_dataset(shared_data: Path) -> Path:
-    return shared_data / "totalsegmentator_dataset"
-
-
 def _toy_map() -> tuple[np.ndarray, tuple[float, float, float]]:
     """A 40x64x64 map at 2 mm: liver block (5), left kidney ball (3), aorta rod (52) in TotalSegmentator ids."""
     lab = np.zeros((40, 64, 64), np.uint8)

@@ -10,13 +10,14 @@ from SCDLSegment import SCDLSegmentLogic, findCtInputs
 from SCDLSlicerLib.jobs import BatchItem, BatchJob
 
 
-def test_find_ct_inputs_in_the_shared_data(ts_dir, shared_data):
+def test_find_ct_inputs_in_the_real_data(ts_dir, dcmqi_dir):
     found = findCtInputs(str(ts_dir))
     names = [p[len(str(ts_dir)) + 1:] if p != str(ts_dir) else "." for p in found]
-    # label maps (example_seg*.nii.gz) are skipped; the DICOM series (files named CT.1.3.12...) is one input
-    assert names == ["example_ct.nii.gz", "example_ct_sm.nii.gz", "example_ct_dicom"]
-    dcmqi = findCtInputs(str(shared_data / "dcmqi_ct3slice"))
-    assert dcmqi == [str(shared_data / "dcmqi_ct3slice")]  # *_seg.nrrd skipped, the folder holds DICOM
+    # label maps (example_seg*.nii.gz) and the class map (.json) are skipped; the DICOM series (files named
+    # CT.1.3.12...) is one input
+    assert names == ["example_ct.nii.gz", "example_ct_dicom"]
+    dcmqi = findCtInputs(str(dcmqi_dir))
+    assert dcmqi == [str(dcmqi_dir)]  # *_seg.nrrd skipped, the folder holds DICOM
     assert findCtInputs("") == [] and findCtInputs(str(ts_dir / "nowhere")) == []
 
 
