@@ -11,7 +11,9 @@ and human-readable lines on stderr, among them ``error: <path>: <message> Fix: <
 line is classified by its content, never by the stream it came from.
 
 JSON lines are decoded by the core's ``scdl.progress.parse_event`` (the stream's one parser, also used by the
-benchmarks); this module classifies them. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
+benchmarks; it never raises and turns a damaged, over-long, too deeply nested or badly typed line into text);
+this module classifies them, and :meth:`ProgressTracker.feed` never raises either: a line is logged, never
+fatal. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
 """
 
 from __future__ import annotations
@@ -113,9 +115,14 @@ class ProgressTracker:
 
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, line: str) -> ChildLine:
-        """Parse one line, update the state, and return the classified line."""
+        """Parse one line, update the state, and return the classified line. Never raises: a line the state
+        cannot take (a value of the wrong kind that the parser let through) is logged and skipped."""
         item = parse_line(line)
-        self.update(item)
+        try:
+            self.update(item)
+        except Exception as err:  # noqa: BLE001 - the child's output must never crash the module
+            item = ChildLine("log", f"(skipped a malformed line of the child: {type(err).__name__}) {item.text[:200]}")
+            self._append_log(item)
         return item
 
     def update(self, item: ChildLine) -> None:
@@ -210,7 +217,7 @@ def format_seconds(seconds: float) -> str:
 def _as_int(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 

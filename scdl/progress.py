@@ -11,15 +11,16 @@ Human-readable messages go to stderr in every mode so that stdout stays machine-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
-from scdl.errors import Cancelled
+from scdl.errors import Cancelled, one_line
 
 MODES = ("tqdm", "json", "none")
 
@@ -37,18 +38,80 @@ def _clean(value: Any) -> Any:
     return value
 
 
+#: Longest line :func:`parse_event` decodes (the largest real event, a cohort's ``annotation`` or a
+#: validation of 117 classes, is a few KiB); a longer line is not an event.
+MAX_EVENT_CHARS = 1 << 20
+#: Deepest nesting of arrays/objects :func:`parse_event` accepts (real events nest 3 levels).
+MAX_EVENT_DEPTH = 16
+#: Keys whose value, when present, must be a finite number (or null): progress and training counters.
+_NUMBER_KEYS = ("done", "total", "eta_s", "iteration", "iterations", "elapsed_s")
+#: Keys whose value, when present, must be a string.
+_STRING_KEYS = ("phase", "event", "text", "output", "path")
+
+
+def _depth_ok(line: str, limit: int) -> bool:
+    """False when brackets outside strings nest deeper than ``limit`` (checked before decoding: the decoder
+    recurses once per level)."""
+    depth, in_string, escaped = 0, False, False
+    for char in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif char in "]}":
+            depth -= 1
+    return True
+
+
+def _finite_or_none(text: str) -> Optional[float]:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _no_constant(_name: str) -> None:
+    return None                                      # NaN, Infinity, -Infinity -> null
+
+
 def parse_event(line: str) -> Optional[dict[str, Any]]:
-    """One line of a JSON-mode stream -> its object; ``None`` for anything else (a human-readable line, a
-    damaged or partial line, JSON that is not an object). The one parser of the stream (Slicer modules,
-    benchmarks)."""
+    """One line of a JSON-mode stream -> its object; ``None`` for anything else: a human-readable line, a
+    damaged or partial line, JSON that is not an object, a line longer than :data:`MAX_EVENT_CHARS` or nested
+    deeper than :data:`MAX_EVENT_DEPTH`, or an event whose counters (``done``, ``total``, ``iteration``, ...)
+    are not numbers or whose names (``phase``, ``event``, ``text``) are not strings. Numbers that are not
+    finite (``NaN``, ``Infinity``, ``1e400``) become ``None``. Never raises: the one parser of the stream
+    (Slicer modules, benchmarks) reads what a child process printed. A file name cannot put a line there: the
+    child's text lines are printed through :func:`scdl.errors.one_line`."""
+    if not isinstance(line, str) or len(line) > MAX_EVENT_CHARS:
+        return None
     line = line.strip()
     if not line.startswith("{"):
         return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
+    if line.count("[") + line.count("{") > MAX_EVENT_DEPTH and not _depth_ok(line, MAX_EVENT_DEPTH):
         return None
-    return obj if isinstance(obj, dict) else None
+    try:
+        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_or_none)
+    except (ValueError, RecursionError, MemoryError, OverflowError, TypeError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    for key in _NUMBER_KEYS:
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return None
+        if isinstance(value, int) and abs(value) > 2**53:          # a counter no run reaches; 1e400 as an int
+            return None
+    for key in _STRING_KEYS:
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            return None
+    return obj
 
 
 class Phase:
@@ -116,6 +179,7 @@ class Progress:
         self._cancel_cb = cancel
         self._cancel_requested = threading.Event()
         self._lock = threading.Lock()
+        self._interruptible = False
 
     # -- cancellation -------------------------------------------------------------------------
     def request_cancel(self) -> None:
@@ -135,10 +199,31 @@ class Progress:
 
         def handler(signum, frame):  # noqa: ARG001
             self.request_cancel()
+            if self._interruptible:                 # nothing is being written: stop right here (see interruptible)
+                self._interruptible = False
+                raise Cancelled("cancelled by the user")
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A stretch of work that writes nothing (reading the input, the inference): a stop signal raises
+        :class:`Cancelled` at once, wherever the work is, instead of at the next step boundary.
+
+        Without it a signal only sets a flag, and a blocking call never looks at it: Python retries a system
+        call that a signal interrupted when the handler returns normally (PEP 475), so a read that waits (a
+        named pipe, a hung network share) ignored SIGINT and SIGTERM, and a long C call (a resampling) delayed
+        the stop until it returned. Outputs are written outside such a stretch: a rename is never cut in two.
+        """
+        self.check_cancelled()
+        previous, self._interruptible = self._interruptible, True
+        try:
+            yield
+        finally:
+            self._interruptible = previous
+        self.check_cancelled()
 
     # -- output -------------------------------------------------------------------------------
     def phase(self, name: str, total: int = 1) -> Phase:
@@ -160,14 +245,18 @@ class Progress:
         self.emit({"event": event, **fields})
 
     def message(self, text: str) -> None:
-        """A human-readable message (stderr; also a JSON ``message`` event in JSON mode)."""
+        """A human-readable message (stderr; also a JSON ``message`` event in JSON mode). One line: control
+        characters (a newline in a file name) are escaped (:func:`scdl.errors.one_line`)."""
+        text = one_line(text)
         if self.mode == "json":
             self.emit({"event": "message", "text": text})
         else:
             print(text, file=self.err, flush=True)
 
     def warning(self, text: str) -> None:
-        """A warning for the user (stderr, and a JSON ``warning`` event in JSON mode)."""
+        """A warning for the user (stderr, and a JSON ``warning`` event in JSON mode), as one line (a file
+        name in it cannot start a line of its own, and so cannot forge an event: :func:`scdl.errors.one_line`)."""
+        text = one_line(text)
         print(f"warning: {text}", file=self.err, flush=True)
         self.emit({"event": "warning", "text": text})
 

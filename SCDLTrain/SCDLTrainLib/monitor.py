@@ -29,6 +29,8 @@ from SCDLSlicerLib.childoutput import ChildLine, format_seconds
 
 #: Loss terms drawn as curves, in legend order (every term is kept in the table).
 CURVE_TERMS = ("total", "sup", "cps", "consistency", "scdl", "proxy", "sac", "kl")
+#: Malformed lines of the child remembered in :attr:`TrainMonitor.skipped`.
+SKIPPED_KEPT = 20
 #: Columns of ``log.csv`` that are neither the iteration, the learning rate nor a loss term.
 RUN_STAT_COLUMNS = ("elapsed_s", "it_per_s", "data_wait")
 
@@ -36,7 +38,7 @@ RUN_STAT_COLUMNS = ("elapsed_s", "it_per_s", "data_wait")
 def _number(value: Any) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return float("nan")
     return number
 
@@ -64,10 +66,20 @@ class TrainMonitor:
     init_report: dict[str, Any] = field(default_factory=dict)
     start_info: dict[str, Any] = field(default_factory=dict)
     changed: bool = False      # new curve data since the last :meth:`take_changed`
+    skipped: list[str] = field(default_factory=list)   # lines of the child that could not be taken (the last ones)
 
     # -- feeding ---------------------------------------------------------------------------------
     def update(self, line: ChildLine) -> None:
-        """Take one classified line of the child (``SCDLSlicerLib.childoutput.ChildLine``)."""
+        """Take one classified line of the child (``SCDLSlicerLib.childoutput.ChildLine``). Never raises: a
+        line whose values are not what the event promises (a list where a mapping belongs, a name where a
+        number belongs) is kept in :attr:`skipped` and otherwise ignored."""
+        try:
+            self._update(line)
+        except Exception as err:  # noqa: BLE001 - the child's output must never crash the module
+            self.skipped.append(f"{type(err).__name__}: {line.text[:200]}")
+            del self.skipped[:-SKIPPED_KEPT]
+
+    def _update(self, line: ChildLine) -> None:
         data = line.data
         if line.kind == "progress":
             self.phase = str(data.get("phase"))

@@ -79,12 +79,20 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.preview, (".png",), "preview")
         if args.ct and not Path(args.ct).expanduser().exists():
             raise ScdlError("the CT for the preview does not exist.", args.ct, "check the path (a file or a DICOM folder).")
+    from scdl.io.paths import check_outputs
+
+    # an output that is an input (`--csv labels.csv` = the --labels table) would replace it: refused first
+    check_outputs([("--csv table", args.csv), ("--json file", args.json), ("--preview", args.preview)],
+                  [("prediction PRED", args.pred), ("ground truth GT", args.gt), ("--labels table", args.labels),
+                   ("--gt-labels table", args.gt_labels), ("--ct image", args.ct)])
     for target in (args.csv, args.json, args.preview):         # before the (slow) surface distances
         if target:
             probe_writable(Path(target).expanduser().absolute().parent, target, create=False)
 
     def warn(text: str) -> None:
-        print(f"warning: {text}", file=sys.stderr, flush=True)
+        from scdl.errors import one_line
+
+        print(f"warning: {one_line(text)}", file=sys.stderr, flush=True)
 
     evaluation = evaluate_files(args.pred, args.gt, labels=args.labels,
                                 gt_labels=args.gt_labels, resample=args.resample, percentile=args.percentile,

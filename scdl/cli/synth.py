@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.spacing is not None and not args.spacing > 0:
         raise ScdlError(f"--spacing must be a positive number of mm, not {args.spacing:g}.", fix="e.g. --spacing 3")
+    from scdl.io.paths import check_outputs
+
+    # the label map (and a --labels CSV) are read, never written: `-o MAP` would replace the user's map
+    check_outputs([("synthetic CT", args.output), ("label map output", args.label_out), ("preview", args.preview)],
+                  [("label map MAP", args.map), ("label table", args.labels)])
     for target in (args.output, args.label_out, args.preview):
         if target is not None:
             parent = Path(target).expanduser().resolve().parent

@@ -67,7 +67,12 @@ def register(subparsers: Any) -> None:
                    help="classes the model learns: bundled table name or CSV (default synapse; with --init: the "
                         "init model's classes)")
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
-                   help="continue a stopped run exactly where its last checkpoint left it")
+                   help="continue a stopped run exactly where its last checkpoint left it (verified first; only "
+                        "--iterations, --workers, --cache-dir and --set of iterations, data.*, threads, log_every, "
+                        "checkpoint_every, validation.* may change)")
+    p.add_argument("--previous-checkpoint", action="store_true",
+                   help="with --resume: continue from the checkpoint before the latest (checkpoint.prev.pt), e.g. "
+                        "when the latest is damaged")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--config", metavar="FILE", help="JSON file with settings (a partial tree is fine)")
     p.add_argument("--preset", choices=Preset.values(), default=None,
@@ -90,6 +95,9 @@ def _cohort_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.cohort and (args.labeled or args.unlabeled or args.val or args.anatomy):
         raise ScdlError("give either --cohort MANIFEST or folders (--labeled/--unlabeled/--val), not both.")
     if args.cohort:
+        from scdl.io.paths import check_input_path
+
+        check_input_path(Path(args.cohort).expanduser(), "manifest")      # a FIFO would block the reading
         return {"manifest": str(Path(args.cohort).expanduser().resolve())}
     if args.labeled or args.unlabeled or args.val or args.anatomy:
         absolute = lambda p: None if p is None else str(Path(p).expanduser().resolve())  # noqa: E731
@@ -116,12 +124,30 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
                                       validate_config)
 
     resume = args.resume is not None
+    if args.previous_checkpoint and not resume:
+        raise ScdlError("--previous-checkpoint continues a stopped run: it needs --resume RUN_DIR.",
+                        fix="write scdl train --resume RUN_DIR --previous-checkpoint.")
     if resume:
         run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
         if not str(run_dir) or run_dir == Path(""):
             raise ScdlError("--resume needs the run folder.", fix="write --resume RUN_DIR (or --out RUN_DIR --resume).")
+        ignored = [flag for flag, value in (("--preset", args.preset), ("--config", args.config), ("--init", args.init),
+                                            ("--labels", args.labels), ("--cohort", args.cohort),
+                                            ("--labeled", args.labeled), ("--unlabeled", args.unlabeled),
+                                            ("--val", args.val), ("--anatomy", args.anatomy)) if value]
+        if ignored:
+            raise ScdlError(f"{', '.join(ignored)} cannot change a resumed run: it continues with the settings and "
+                            "cohort its checkpoint was trained with.", run_dir,
+                            f"leave out {', '.join(ignored)} to resume, or start a new run with them (--out NEW_DIR).")
         config = load_run_config(run_dir)
-        flags = {"iterations": args.iterations}
+        if not args.check_only:
+            RunFolder(run_dir).check_unlocked()        # another run writing it: said now, not after the cohort check
+        if not args.previous_checkpoint and not args.check_only:   # a damaged checkpoint: said before the cohort check
+            from scdl.training.checkpoint import verify_checkpoint
+
+            verify_checkpoint(RunFolder(run_dir).checkpoint)
+        # --framework and --seed are settings like any other: a change is refused by the trainer, with the rest
+        flags = {"iterations": args.iterations, "framework": args.framework, "seed": args.seed}
         if args.workers is not None:
             flags["data"] = {"num_workers": args.workers}
         if args.cache_dir:
@@ -133,9 +159,9 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     if not args.out and not args.check_only:
         raise ScdlError("no run folder given.", fix="add --out RUN_DIR (checkpoints, logs and the model go there).")
     run_dir = Path(args.out or ".").expanduser()         # --check-only writes nothing there
-    if RunFolder(run_dir).holds_run() and not args.check_only:
-        raise ScdlError("this folder already holds a training run.", run_dir,
-                        f"continue it with --resume {run_dir}, or choose another --out folder.")
+    if not args.check_only:         # a run, or a folder of the user's files: refused before the cohort is read
+        RunFolder(run_dir).check_unlocked()
+        RunFolder(run_dir).check_new_run()
     values: dict[str, Any] = {"framework": args.framework, "iterations": args.iterations, "seed": args.seed}
     if args.labels:
         values["labels"] = args.labels
@@ -150,6 +176,10 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         values["data"] = data
     values["cohort"] = _cohort_spec(args)
     preset = args.preset
+    if args.config:
+        from scdl.io.paths import check_input_path
+
+        check_input_path(Path(args.config).expanduser(), "config file")   # a FIFO would block the reading
     file_values = load_config_file(args.config) if args.config else {}
     if preset is None and args.config:      # a config file may name its preset; --preset wins
         preset = file_values.get("preset")
@@ -191,6 +221,13 @@ def run(args: argparse.Namespace) -> int:
 
         raise ScdlError(f"this run's {CONFIG} does not say where its cases came from (it was not started by "
                         "scdl train).", RunFolder(run_dir).config, "resume it from Python with Trainer(..., resume=True).")
+    if args.previous_checkpoint:
+        from scdl.training.checkpoint import use_previous
+        from scdl.training.runfolder import RunFolder
+
+        with RunFolder(run_dir).lock():
+            iteration = use_previous(run_dir)
+        progress.message(f"continuing from the previous checkpoint (iteration {iteration})")
     cohort = load_cohort(config["cohort"])
     init = None if resume else args.init
     trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)

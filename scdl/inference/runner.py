@@ -50,12 +50,6 @@ def check_output_path(path: os.PathLike | str, allowed: tuple[str, ...], what: s
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    with contextlib.suppress(OSError):
-        return a.resolve() == b.resolve()
-    return False
-
-
 def _warn_if_empty(result: Any, image: Any, progress: Any) -> None:
     """A console warning when the model found no organ (e.g. a scan of another body region)."""
     import SimpleITK as sitk
@@ -110,39 +104,46 @@ def segment_file(
     unc_path = check_output_path(uncertainty, SCALAR_SUFFIXES, "uncertainty map") if uncertainty else None
     preview_path = check_output_path(preview, (".png",), "preview") if preview else None
     targets = [p for p in (output, unc_path, preview_path) if p is not None]
-    for target in targets:
-        if _same_file(target, input_path):
-            raise ScdlError("the output would overwrite the input CT.", target, "choose another output path.")
-    if len({str(t.absolute()) for t in targets}) != len(targets):
-        raise ScdlError("two outputs have the same path.", output, "give the label map, uncertainty and preview "
-                        "different file names.")
-    if not input_path.exists():
-        raise ScdlError("the input CT does not exist.", input_path, "check the path (a file or a DICOM folder).")
+    from scdl.io.paths import check_input_path, check_outputs
+
+    # no output may be the input or another output (the one check of segment, synth and evaluate)
+    check_outputs([("label map", output), ("uncertainty map", unc_path), ("preview", preview_path)],
+                  [("input CT", input_path)])
+    check_input_path(input_path, "CT")          # missing, a link loop, a FIFO/device: refused before opening
 
     from scdl.io.atomic import probe_writable
 
     for target in targets:          # a read-only or missing folder fails now, not after the inference
         probe_writable(target.parent, target)
 
-    resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
-    package = load_package(model)
-    InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)  # same for settings
+    # nothing is written until the write phase: a stop signal ends the reading or the inference at once, even
+    # inside a call that blocks or takes long (Progress.interruptible)
+    with progress.interruptible():
+        resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
+        package = load_package(model)
+        settings = InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)
 
-    t0 = time.perf_counter()
-    with progress.phase("read", 1) as phase:
-        from scdl.io.image import read_ct
+        t0 = time.perf_counter()
+        with progress.phase("read", 1) as phase:
+            from scdl.io.image import read_ct
 
-        image = read_ct(input_path, series_uid=series_uid, warn=progress.warning)
-        phase.advance()
-    t_read = time.perf_counter() - t0
-    from scdl.models.notices import show_card_warnings
+            image = read_ct(input_path, series_uid=series_uid, warn=progress.warning)
+            phase.advance()
+        t_read = time.perf_counter() - t0
+        from scdl.processing import budget
 
-    # after the input was read: an input error is the first line, not the sixth
-    show_card_warnings(package.card, progress.warning, verbose=verbose, name=Path(package.path).name)
+        # a grid beyond the machine (a wrong spacing, a card's tiny voxel) is refused with its numbers, now
+        per_voxel = budget.INFERENCE_BYTES_PER_VOXEL + budget.UNCERTAINTY_BYTES_PER_VOXEL * int(unc_path is not None)
+        budget.check_model_grid(budget.plan_size(image, package.card["preprocessing"], settings.overlap,
+                                                 bytes_per_voxel=per_voxel), input_path)
+        from scdl.models.notices import show_card_warnings
 
-    result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
-                           overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
-    _warn_if_empty(result, image, progress)
+        # after the input was read: an input error is the first line, not the sixth
+        show_card_warnings(package.card, progress.warning, verbose=verbose, name=Path(package.path).name)
+
+        result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
+                               overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
+        _warn_if_empty(result, image, progress)
 
     t0 = time.perf_counter()
     from scdl.io.writers import write_image, write_label_map

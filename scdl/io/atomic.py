@@ -91,7 +91,10 @@ def probe_writable(folder: os.PathLike | str, target: os.PathLike | str | None =
             folder = folder.absolute()
             while not folder.exists() and folder.parent != folder:
                 folder = folder.parent
-        fd, name = tempfile.mkstemp(prefix=f".scdl-probe{PARTIAL_MARK}", dir=folder)
+        # the probe has the name pattern of the target's temporary file: a name too long for the file system
+        # (the temporary name is 18 characters longer than the target's) fails here, not after the work
+        stem, suffix = split_suffix(named) if target is not None else ("scdl-probe", "")
+        fd, name = tempfile.mkstemp(prefix=f".{stem}{PARTIAL_MARK}", suffix=suffix, dir=folder)
         try:
             os.write(fd, b"probe")
         finally:
@@ -106,6 +109,12 @@ def _explain_os_error(err: OSError, target: Path) -> ScdlError:
         return ScdlError("the disk is full; nothing was written.", target, "free disk space or choose another output folder.")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ScdlError("cannot write here (permission denied).", target, "choose an output folder you can write to.")
+    if err.errno == errno.ENAMETOOLONG:
+        stem, suffix = split_suffix(target)
+        longest = len(os.fsencode(f".{stem}{PARTIAL_MARK}xxxxxxxx{suffix}"))
+        return ScdlError(f"the file name is too long for the file system ({len(os.fsencode(target.name))} bytes; "
+                         f"SCDL first writes a temporary file of {longest} bytes beside it, and most file systems "
+                         f"allow 255).", target, f"use a file name of at most {255 - (longest - len(os.fsencode(target.name)))} bytes.")
     return ScdlError(f"could not write the file ({err.strerror or err}).", target, "check the output path.")
 
 

@@ -10,30 +10,62 @@ Origin, spacing and direction (oblique included) are kept exactly as SimpleITK r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from scdl.errors import ScdlError
 from scdl.io import dicom
-from scdl.io.formats import READ_EXTENSIONS, READABLE_DESCRIPTION, extension, is_dicom_file
+from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, READ_EXTENSIONS, READABLE_DESCRIPTION, extension,
+                              is_dicom_file)
+from scdl.io.paths import check_folder_entries, check_input_path
 from scdl.io.geometry import describe_grid, same_grid
-from scdl.io.validation import check_ct_values, check_nifti_file, check_volume
+from scdl.io.validation import check_ct_values, check_detached_header, check_nifti_file, check_volume
 
 Warn = Optional[Callable[[str], None]]
 
 
+@contextlib.contextmanager
+def _private_name(path: Path) -> Iterator[Path]:
+    """``path`` seen under a name in a private, otherwise empty folder (a symbolic link; a hard link or a copy
+    where links are not allowed).
+
+    ITK's NIfTI reader does not read the file it is given when a sibling with another NIfTI extension exists:
+    for ``ct.nii.gz`` it reads ``ct.nii`` when that file is there (measured, SimpleITK 2.5; an explicit
+    NiftiImageIO does the same). Alone in a private folder, the file named is the file read."""
+    folder = Path(tempfile.mkdtemp(prefix="scdl-read-"))
+    alias = folder / ("image" + extension(path))
+    try:
+        try:
+            os.symlink(os.path.abspath(path), alias)
+        except (OSError, NotImplementedError):
+            try:
+                os.link(path, alias)
+            except OSError:
+                shutil.copyfile(path, alias)
+        yield alias
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _read_file(path: Path) -> sitk.Image:
     ext = extension(path)
-    if ext in (".nii", ".nii.gz"):
+    nifti = ext in (".nii", ".nii.gz")
+    if nifti:
         check_nifti_file(path)
+    elif ext in DETACHED_HEADER_EXTENSIONS:
+        check_detached_header(path)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        return reader.Execute()
+        with _private_name(path) if nifti else contextlib.nullcontext(path) as name, dicom.quiet_itk():
+            reader.SetFileName(str(name))
+            return reader.Execute()     # ITK's warnings would name the private alias: the checks here speak
     except RuntimeError as err:
         if ext in (".nii", ".nii.gz"):
             from scdl.io.nifti_nibabel import is_orthonormal_refusal, read_nifti_nibabel
@@ -60,9 +92,11 @@ def read_image(path: "os.PathLike[str] | str", *, series_uid: Optional[str] = No
     Returns:
         The image (pixel type as stored, e.g. int16 HU); validated: 3D, scalar, non-empty, finite.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ScdlError("does not exist.", path, "check the path (and that the drive or share is mounted).")
+    path = check_input_path(path)      # missing, a link loop, a FIFO / device / socket: refused before opening
+    if path.is_dir():
+        check_folder_entries(path)     # GDCM opens every file of the folder
+    elif extension(path) == ".dcm" or (extension(path) not in READ_EXTENSIONS and is_dicom_file(path)):
+        check_folder_entries(path.parent)
     if path.is_dir() or extension(path) == ".dcm" or (
         extension(path) not in READ_EXTENSIONS and is_dicom_file(path)
     ):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -30,6 +31,13 @@ HU_HIGH_ABOVE = 4000.0
 HU_SAMPLE_VOXELS = 2_000_000
 
 _FLOAT_TYPES = {sitk.sitkFloat32, sitk.sitkFloat64}
+
+#: Plausible voxel size of a CT (and of a label map on its grid), in mm. Clinical CT has 0.2-1 mm in-plane and
+#: 0.5-10 mm between slices; a micro-CT is not what the models segment. Outside these bounds the header is wrong
+#: (spacing in cm or m, a lost pixdim), and a resampling to the model's grid would make a grid far too small or
+#: impossibly large (spacing 100 mm: 119,164 windows, 7 h; 500 mm: an allocation failure).
+SPACING_MIN_MM = 0.05
+SPACING_MAX_MM = 20.0
 
 
 def check_volume(img: sitk.Image, path: "os.PathLike[str] | str", what: str = "image") -> None:
@@ -59,6 +67,7 @@ def check_volume(img: sitk.Image, path: "os.PathLike[str] | str", what: str = "i
             path,
             "give a single-channel CT volume.",
         )
+    check_spacing(img, path, what)
     if img.GetPixelID() in _FLOAT_TYPES:
         arr = sitk.GetArrayViewFromImage(img)
         finite = np.isfinite(arr)
@@ -69,6 +78,23 @@ def check_volume(img: sitk.Image, path: "os.PathLike[str] | str", what: str = "i
                 path,
                 "re-export the volume without NaN/inf values (e.g. replace them with -1024 for CT).",
             )
+
+
+def check_spacing(img: sitk.Image, path: "os.PathLike[str] | str", what: str = "image") -> None:
+    """Raise :class:`ScdlError` when a voxel size is not finite or outside [:data:`SPACING_MIN_MM`,
+    :data:`SPACING_MAX_MM`] (a header error; refused before any resampling, with the numbers)."""
+    spacing = [float(v) for v in img.GetSpacing()]
+    if all(math.isfinite(v) and SPACING_MIN_MM <= v <= SPACING_MAX_MM for v in spacing):
+        return
+    shown = " x ".join(f"{v:.4g}" for v in spacing)
+    raise ScdlError(
+        f"the {what} has a voxel size of {shown} mm, outside the plausible range for CT ({SPACING_MIN_MM:g} to "
+        f"{SPACING_MAX_MM:g} mm per axis): the header's spacing is wrong (units of cm or m, or a lost voxel size), "
+        f"and resampling it to the model's grid would make no sense.",
+        path,
+        "correct the voxel size in the file's header (in 3D Slicer: Volumes > Volume Information > Image "
+        "Spacing, then save), or re-export the scan.",
+    )
 
 
 def check_ct_values(
@@ -126,6 +152,8 @@ class NiftiLayout:
     datatype: int
     endian: str
     shape: tuple[int, ...] = ()
+    pixdim: tuple[float, ...] = ()     # voxel size of axes 1..3 as the header says (pixdim[1:4])
+    sform_code: int = 0
 
     @property
     def expected_bytes(self) -> int:
@@ -139,11 +167,15 @@ def nifti_layout(header: bytes) -> Optional[NiftiLayout]:
             dims = struct.unpack(endian + "8h", header[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            pixdim = struct.unpack(endian + "3f", header[80:92])
+            sform_code = struct.unpack(endian + "h", header[254:256])[0]
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
             datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dims = struct.unpack(endian + "8q", header[16:80])
             vox_offset = struct.unpack(endian + "q", header[168:176])[0]
+            pixdim = struct.unpack(endian + "3d", header[112:136])
+            sform_code = struct.unpack(endian + "i", header[348:352])[0]
             break
     else:
         return None
@@ -154,7 +186,8 @@ def nifti_layout(header: bytes) -> Optional[NiftiLayout]:
     for n in dims[1 : ndim + 1]:
         count *= max(int(n), 0)
     shape = tuple(int(n) for n in dims[1 : ndim + 1])
-    return NiftiLayout(int(vox_offset), count * bitpix // 8, int(datatype), endian, shape)
+    return NiftiLayout(int(vox_offset), count * bitpix // 8, int(datatype), endian, shape,
+                       tuple(float(v) for v in pixdim), int(sform_code))
 
 
 def _open_nifti(path: str) -> BinaryIO:
@@ -216,6 +249,14 @@ def check_nifti_file(path: "os.PathLike[str] | str") -> None:
             path,
             "give a volume that contains voxels (the export probably failed).",
         )
+    if layout.sform_code <= 0 and not all(math.isfinite(v) and v != 0 for v in layout.pixdim[:min(len(layout.shape), 3)]):
+        # without an sform the voxel size IS pixdim; ITK silently reads 0 or NaN as 1 mm
+        raise ScdlError(
+            f"has no voxel size: its header's pixdim is {' x '.join(f'{v:g}' for v in layout.pixdim)} (zero or "
+            f"not a number) and it has no sform; a reader would silently assume 1 mm.",
+            path,
+            "write the voxel size into the header (re-export the scan, or set pixdim in a NIfTI editor).",
+        )
     compressed = path.lower().endswith(".gz")
     if layout.datatype in _NIFTI_FLOATS or (
         compressed and _gzip_trailer_size(path) != layout.expected_bytes % (1 << 32)
@@ -244,3 +285,65 @@ def check_nifti_file(path: "os.PathLike[str] | str") -> None:
             path,
             "re-export the volume without NaN/inf values (e.g. replace them with -1024 for CT).",
         )
+
+
+# -- detached headers (.nhdr, .mhd) -------------------------------------------------------------
+#: Set to 1 to let a detached header name data files outside its own folder (absolute paths, ``..``).
+ALLOW_EXTERNAL_DATA_ENV = "SCDL_ALLOW_EXTERNAL_DATA"
+#: A header is at most this long (a detached header is a few hundred bytes; its LIST of files may be long).
+_HEADER_LIMIT = 4 << 20
+
+
+def detached_data_files(path: "os.PathLike[str] | str") -> list[str]:
+    """The data file names a ``.nhdr`` (``data file:``) or ``.mhd`` (``ElementDataFile =``) header names, as
+    written (``LIST`` lists each; a ``%d`` pattern gives the pattern itself). [] for a header with attached data."""
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        text = handle.read(_HEADER_LIMIT).decode("latin-1")
+    lines = text.splitlines()
+    if path.lower().endswith(".nhdr"):
+        for index, line in enumerate(lines):
+            if not line.strip():
+                break                                  # the header ends at the first blank line
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in ("data file", "datafile"):
+                value = value.lstrip("=").strip()
+                if value.upper().startswith("LIST"):
+                    return [f.strip() for f in lines[index + 1:] if f.strip()]
+                return [value.split()[0] if "%" in value else value]
+        return []
+    for index, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "ElementDataFile":
+            value = value.strip()
+            if value.upper() == "LOCAL":
+                return []
+            if value.upper().startswith("LIST"):
+                return [f.strip() for f in lines[index + 1:] if f.strip()]
+            return [value.split()[0] if "%" in value else value]
+    return []
+
+
+def check_detached_header(path: "os.PathLike[str] | str") -> None:
+    """A detached header may name data files only inside its own folder (unless ``SCDL_ALLOW_EXTERNAL_DATA=1``),
+    and they must be regular files: a header that points at ``/etc/passwd`` or ``/dev/zero`` is refused."""
+    path = os.fspath(path)
+    allow = os.environ.get(ALLOW_EXTERNAL_DATA_ENV, "").strip() in ("1", "true", "yes")
+    try:
+        names = detached_data_files(path)
+    except OSError as err:
+        raise ScdlError(f"cannot be read ({err.strerror or err}).", path, "check the file.") from None
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for name in names:
+        full = os.path.realpath(os.path.join(folder, name))
+        if not allow and os.path.commonpath([folder, full]) != folder:
+            raise ScdlError(
+                f"its header names the data file {name!r}, outside the header's own folder; SCDL reads data only "
+                f"from the header's folder.", path,
+                f"put the data file beside the header and name it without a folder, or allow it with "
+                f"{ALLOW_EXTERNAL_DATA_ENV}=1 if you trust this header.")
+        if "%" in name:
+            continue                                   # a numbered pattern: the reader checks the files
+        from scdl.io.paths import check_input_path
+
+        check_input_path(full, "data file")

@@ -126,6 +126,10 @@ class LabelTable:
                     f"use one of {', '.join(cls.bundled_names())} or the path of a label table CSV file.",
                 )
         if not path.is_file():
+            if os.path.lexists(path) and not path.is_dir():     # a FIFO, device or link loop: say what it is
+                from scdl.io.paths import check_input_path
+
+                check_input_path(path, "label table")
             raise ScdlError("the label table file does not exist.", path, "check the path of the label table CSV.")
         try:
             content = path.read_text(encoding="utf-8-sig")

@@ -322,3 +322,12 @@ def _check_state_dicts(card: dict[str, Any], states: list[dict], where: Optional
                 raise ScdlError(f"network {index}: tensor {key!r} has shape {tuple(state[key].shape)}, the card's "
                                 f"architecture needs {shape}.", where,
                                 _REFETCH if where else "give state dicts of the architecture in the card.")
+        # NaN/inf weights make every voxel background: say so, instead of "no organ was found" on every scan
+        bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())}
+        if bad:
+            first = next(iter(bad))
+            raise ScdlError(f"network {index} has {sum(bad.values())} weight(s) that are NaN or infinite (in "
+                            f"{len(bad)} tensor(s), e.g. {first!r}): the model cannot segment anything (a training "
+                            "run that diverged?).", where,
+                            "use another model; retrain with a lower learning rate if this one comes from your run.")

@@ -39,9 +39,8 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-            raise ScdlError(f"the file holds Python objects that SCDL will not unpickle ({first[:200]}).", path,
-                            "save the network with torch.save(model.state_dict(), path): tensors only.") from None
+            raise ScdlError(f"the file holds Python objects that SCDL will not unpickle ({load_error_text(err)}).",
+                            path, "save the network with torch.save(model.state_dict(), path): tensors only.") from None
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
             raise ScdlError(f"not a readable PyTorch state dict ({str(err).splitlines()[0][:200]}).", path,
                             "give an intact .pth file (the download may be truncated).") from None
@@ -57,6 +56,22 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> dict[str, Any]:
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def load_error_text(err: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, in its own words but WITHOUT its advice to load the file
+    with ``weights_only=False`` (that runs any code a crafted file holds; a message never suggests what would be
+    unsafe to follow): the line naming the refused object (``Trying to load unsupported GLOBAL posix.system``),
+    else the error's first line, else a plain description."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
+            if "weights_only" not in line:
+                return line[:200]
+    safe = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
+    if safe:
+        return safe[0][:200]
+    return "it holds objects other than tensors and plain containers, which are never loaded"
 
 
 def _is_tensor_dict(obj: dict) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from scdl.errors import ScdlError
+from scdl.io.paths import check_input_path
 from scdl.training.cache import CachedCase, PreprocessCache
 from scdl.training.cohort import Cohort, Case
 from scdl.training.config import DEFAULT_FRAMEWORK, Framework
@@ -166,9 +167,16 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
         problem("error", "anatomy_val", "a validation case needs a real CT (this row has a label map only).",
                 case.label, "give its image, or set its split to train.")
     for path, what in ((case.image, "image"), (case.label, "label map")):
-        if path is not None and not Path(path).exists():
-            problem("error", "missing", f"the {what} does not exist.", path, "fix the path in the manifest (paths are "
-                    "relative to the manifest's folder).")
+        if path is None:
+            continue
+        try:                        # a FIFO, device or link loop: refused before it is hashed or read (would block)
+            check_input_path(path, what)
+        except ScdlError as err:
+            if not os.path.lexists(path):
+                problem("error", "missing", f"the {what} does not exist.", path, "fix the path in the manifest (paths "
+                        "are relative to the manifest's folder).")
+            else:
+                problem("error", "not_a_file", err.message, err.path or path, err.fix or "")
     source = None
     if case.labeled and case.labels:
         try:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from scdl.errors import ScdlError
 from scdl.training import checkpoint as ckpt
 
 
@@ -25,9 +26,13 @@ def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
 def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any], preprocessing: dict[str, Any],
                   ensemble: int, iteration: int, chosen: int, elapsed: float, best: dict[str, Any],
                   cohort_source: Any, summary: dict[str, int], validation_source: Optional[str],
-                  world_size: int) -> dict[str, Any]:
-    """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report)."""
+                  world_size: int, baseline: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report).
+
+    ``baseline``: the ``--init`` model's validation before fine-tuning (``validation_metrics.before``).
+    ``provenance.recipe.config`` records the settings a later fine-tune inherits (scdl.training.finetune)."""
     from scdl.models.card import new_card
+    from scdl.training.finetune import recipe_of
 
     warnings = []
     if validation_source is not None and validation_source != "val":
@@ -36,6 +41,9 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
     if best:
         metrics = {"mean_dice": best["mean_dice"], "dice": best["dice"], "iteration": best["iteration"],
                    "grid": "model resolution (preprocessed grid)", "cases": validation_source or "val"}
+        if baseline:
+            metrics["before"] = {"mean_dice": baseline["mean_dice"], "dice": baseline["dice"],
+                                 "model": (config.get("init") or {}).get("id") or (config.get("init") or {}).get("model")}
     framework = config["framework"]
     return new_card(
         id=model_id_for(run_dir), title=f"SCDL {framework} model trained in {run_dir.name}",
@@ -48,7 +56,8 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
                     "framework": framework, "iterations": int(iteration), "selected_iteration": chosen,
                     "training_time_s": round(float(elapsed), 1), "validation_metrics": metrics,
                     "source": (config.get("init") or {}).get("model"),
-                    "seed": int(config["seed"]), "world_size": int(world_size)},
+                    "seed": int(config["seed"]), "world_size": int(world_size),
+                    "recipe": {"config": recipe_of(config)}},
         licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
 
 
@@ -69,7 +78,13 @@ def package_run(trainer: Any, iteration: int, elapsed: float) -> Path:
                          elapsed=elapsed, best=trainer.best, cohort_source=trainer.cohort.source,
                          summary=trainer.cohort.summary(),
                          validation_source=report.validation_source if report is not None else None,
-                         world_size=trainer.dist.world_size)
-    out = save_package(trainer.folder.model_dir, card, list(states), trainer.target)
+                         world_size=trainer.dist.world_size, baseline=getattr(trainer, "baseline", None))
+    try:
+        out = save_package(trainer.folder.model_dir, card, list(states), trainer.target)
+    except ScdlError as err:            # e.g. a full disk: the final checkpoint is saved, so a resume packages again
+        raise ScdlError(f"{err.message} The model was not written; the checkpoint of iteration {iteration} is "
+                        "complete.", err.path,
+                        f"free disk space (or fix the cause), then `scdl train --resume {trainer.run_dir}` writes the "
+                        "model without training again.") from None
     trainer.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=trainer.best.get("mean_dice"))
     return out

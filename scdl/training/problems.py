@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from scdl.errors import ScdlError
+from scdl.errors import ScdlError, one_line
 
 SEVERITIES: tuple[str, ...] = ("error", "warning")
 
@@ -37,10 +37,11 @@ class CohortProblem:
     fix: str = ""
 
     def line(self) -> str:
+        """One printable line (paths with control characters escaped: :func:`scdl.errors.one_line`)."""
         where = f"{self.path}: " if self.path else ""
         origin = f" [{self.case}]" if self.case else ""
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{self.severity}: {where}{self.message}{origin}{fix}"
+        return one_line(f"{self.severity}: {where}{self.message}{origin}{fix}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +72,6 @@ class CohortReport:
         errors = self.errors
         if not errors:
             return
-        lines = "\n  ".join(p.line() for p in errors)
-        raise ScdlError(f"the cohort has {len(errors)} problem{'s' if len(errors) > 1 else ''}; nothing was trained:\n  "
-                        f"{lines}\n", source,
-                        "fix each file listed above (scdl train --check-only lists them again).")
+        raise ScdlError(f"the cohort has {len(errors)} problem{'s' if len(errors) > 1 else ''}; nothing was trained:",
+                        source, "fix each file listed above (scdl train --check-only lists them again).",
+                        details=[p.line() for p in errors])

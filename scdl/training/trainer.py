@@ -130,6 +130,7 @@ class Trainer:
         self.class_names: list[str] = []
         self.log: Optional[RunLog] = None
         self._tqdm: Any = None                               # the tqdm bar (tqdm mode, rank 0)
+        self._lock: Any = None                               # runfolder.RunLock while this run writes the folder
 
     # -- set-up ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -197,6 +198,8 @@ class Trainer:
             from scdl.io.atomic import probe_writable
 
             probe_writable(self.run_dir, create=False)     # before the cohort is read and preprocessed
+            if not self.resume:
+                self.folder.check_new_run()                # a user's folder or a run: refused before the work
         self.preprocessing = _preprocessing_block(self.config)
         data = self.config["data"]
         cache = PreprocessCache(data.get("cache_dir"), self.preprocessing, self.target,
@@ -224,6 +227,7 @@ class Trainer:
         if self.dist.is_main:
             from scdl.io.atomic import atomic_write_text
 
+            self._take_lock()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not self.resume:
                 atomic_write_text(self.folder.labels, self.target.to_csv_text())
@@ -232,6 +236,26 @@ class Trainer:
                  "cases": report.cases, "summary": self.cohort.summary()}, indent=1, default=str))
         self.is_prepared = True
         return report
+
+    def _take_lock(self) -> None:
+        """One run at a time writes the folder (``runfolder.RunLock``, released by :meth:`release`); under the
+        lock a new run checks again that the folder holds neither a run nor a user's files."""
+        if self._lock is not None and self._lock.held:
+            return
+        marked = self.folder.lock_file.exists()          # a run of SCDL started here before (this one's lock aside)
+        self._lock = self.folder.lock()
+        try:
+            if not self.resume:
+                self.folder.check_new_run(marked=marked)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Release the run folder's lock (the end of :meth:`run` does; also when the process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _init_classes(self) -> Optional[set[int]]:
         """Model classes the initial model segments (matched by name), None without --init."""
@@ -319,7 +343,8 @@ class Trainer:
                 "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.best),
-                "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size}
+                "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size,
+                "config": json.loads(json.dumps(self.config, default=str))}    # what --resume compares
 
     def _save_checkpoint(self, iteration: int, elapsed: float, curves: bool = False) -> None:
         state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
@@ -344,12 +369,23 @@ class Trainer:
     def _restore(self) -> tuple[int, float]:
         from scdl.training.rng import restore_rng
 
-        state = ckpt.load_checkpoint(self.folder.checkpoint, map_location="cpu")
+        from scdl.training.resume import check_resume_settings
+
+        state = ckpt.load_checkpoint(self.folder.checkpoint, map_location="cpu")       # verified first
         if state.get("framework") != self.config["framework"]:
             raise ScdlError(f"the checkpoint was trained with framework {state.get('framework')}, the config says "
                             f"{self.config['framework']}.", self.folder.checkpoint,
                             "resume without changing the framework.")
-        self.step.load_state_dict(state["step"])
+        for line in check_resume_settings(state.get("config"), self.config, self.folder.config, self.run_dir):
+            self.progress.message(line)
+        try:
+            self.step.load_state_dict(state["step"])
+        except RuntimeError as err:         # a checkpoint without its settings, and config.json edited since
+            raise ScdlError(f"the checkpoint's networks do not fit the settings of {self.folder.config.name} "
+                            f"({str(err).strip().splitlines()[0][:200]}).", self.folder.config,
+                            "undo the edit of config.json (the network must stay as it was trained).") from None
+        if self.dist.is_main:
+            save_config(self.config, self.folder.config)    # what this run continues with (changes applied)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if int(state.get("iterations", self.config["iterations"])) != int(self.config["iterations"]):
@@ -390,6 +426,7 @@ class Trainer:
             torch.set_num_threads(threads)
             if self.dist.is_main:
                 remove_stale_partials(self.run_dir)
+            self.release()
 
     def _run(self, stop_at: Optional[int]) -> TrainResult:
         start, elapsed0, loader, val_cases, patch = self._begin()
