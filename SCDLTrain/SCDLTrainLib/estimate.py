@@ -1,125 +1,25 @@
-"""An estimate of training time and memory before starting, from a formula calibrated on measured steps.
-
-Calibration (:data:`MEASURED`): ``python bench/step.py --sizes 32 48 --width W --repeats 3`` for W = 4, 8, 16
-and ``--sizes 64 --width 16 --repeats 2``, on the development machine (2-core x86-64 CPU shared with other
-jobs, torch 2.13 CPU, ONE torch thread): process CPU seconds per training step (forward + backward + SGD,
-2 labeled + 2 unlabeled patches, 14 classes; median of the timed rounds) and peak resident memory.
-
-Formulas, fitted to those points by least squares when first used:
-
-- time per iteration: ``log t = c0 + c1·log V + c2·log w + c3·(log w)²`` per framework (V = patch voxels,
-  w = VNet width); it reproduces every measured point within 9 %. Scaled linearly with the number of
-  patches per step relative to the benchmark's (supervised: ``labeled_batch / 2``; CPS: ``(labeled_batch +
-  unlabeled_batch) / 4``) and by ``accumulate``.
-- peak memory: ``RSS = m0 + m1·V + m2·V·w`` (MiB) per framework (within 14 % of every measured point), the
-  activation part scaled with the patches per step like the time.
-
-Checked against whole runs: bench/train.py (docs/training.md: CPS+SCDL, cpu preset, 48³, width 8) measured
-1.60 CPU s/it and 1076 MiB, the formula gives 1.59 s and 973 MiB; the run of docs/slicer_train.md (32³, width 8,
-300 iterations, 6 validation passes) took 161 CPU s in all (imports, check, validation included) and peaked at
-858 MiB, the formula gives 135 s and 597 MiB for its training steps: validation passes need more memory.
-
-What it leaves out, and the panel says so: validation passes, preprocessing of the cohort, data loading,
-more than one CPU thread (faster), other CPUs, and GPUs (not calibrated: no estimate is shown; the live ETA
-of the run replaces any estimate after the first iterations). Outside the measured range (patch 32-64,
-width 4-16) the numbers are extrapolations and are flagged. No Qt here.
+"""The panel's time and memory estimate: the core's (``scdl.training.estimate``, the one owner of the measured
+numbers and the formula, also printed by ``scdl train --check-only``), imported when first used (no torch, no
+Qt; ``scdl`` is not imported at file scope on the Slicer side).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Optional
-
-#: (patch edge, width, CPU s/step supervised, cps, cps-scdl, peak RSS MiB supervised, cps, cps-scdl).
-MEASURED: tuple[tuple[float, ...], ...] = (
-    (32, 4, 0.11, 0.29, 0.31, 400, 478, 480),
-    (48, 4, 0.38, 0.99, 1.03, 535, 805, 800),
-    (32, 8, 0.20, 0.46, 0.47, 444, 538, 548),
-    (48, 8, 0.61, 1.45, 1.52, 656, 981, 1002),
-    (32, 16, 0.42, 0.89, 0.90, 537, 690, 754),
-    (48, 16, 1.30, 2.97, 2.98, 954, 1459, 1394),
-    (64, 16, 3.56, 8.68, 8.69, 1415, 2492, 2535),
-)
-#: Column of each framework in :data:`MEASURED` (time; memory is 3 columns further).
-COLUMNS = {"supervised": 2, "cps": 3, "cps-scdl": 4}
-#: Patches through the networks per step in the benchmark: supervised 1 net x 2, CPS 2 nets x (2 + 2).
-BENCH_PATCHES = {"supervised": 2.0, "cps": 8.0, "cps-scdl": 8.0}
-MEASURED_PATCH = (32, 64)
-MEASURED_WIDTH = (4, 16)
-REFERENCE = "one thread of a 2-core x86-64 CPU (development machine, torch 2.13)"
+#: Names forwarded to ``scdl.training.estimate`` (``estimate.MEASURED``, ``estimate.Estimate`` ...).
+FORWARDED = ("MEASURED", "COLUMNS", "BENCH_PATCHES", "MEASURED_PATCH", "MEASURED_WIDTH", "REFERENCE", "Estimate",
+             "step_seconds", "step_memory_mib", "estimate", "estimate_run", "patch_edge", "format_seconds")
 
 
-@dataclass
-class Estimate:
-    """Seconds per iteration, total hours and peak memory of a planned run (None where not calibrated)."""
+def __getattr__(name: str):
+    if name in FORWARDED:
+        from scdl.training import estimate as core
 
-    seconds_per_iteration: Optional[float]
-    total_seconds: Optional[float]
-    peak_memory_mib: Optional[float]
-    extrapolated: bool
-    note: str
-
-    def text(self) -> str:
-        """One paragraph for the panel."""
-        from SCDLSlicerLib.childoutput import format_seconds
-
-        if self.seconds_per_iteration is None:
-            return f"Estimate: {self.note}"
-        flag = " (extrapolated beyond the measured range)" if self.extrapolated else ""
-        return (f"Estimate{flag}: about {self.seconds_per_iteration:.2g} s per iteration, "
-                f"{format_seconds(self.total_seconds)} in all; the training steps need about "
-                f"{self.peak_memory_mib / 1024:.1f} GiB of memory. "
-                f"{self.note}")
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@lru_cache(maxsize=None)
-def _fits() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
-    import numpy as np
+def estimate(*args, **kwargs):
+    """``scdl.training.estimate.estimate`` (see there)."""
+    from scdl.training.estimate import estimate as core_estimate
 
-    table = np.array(MEASURED, dtype=float)
-    volume, width = table[:, 0] ** 3, table[:, 1]
-    design_t = np.stack([np.ones_like(volume), np.log(volume), np.log(width), np.log(width) ** 2], axis=1)
-    design_m = np.stack([np.ones_like(volume), volume, volume * width], axis=1)
-    out = {}
-    for framework, column in COLUMNS.items():
-        time_coef = np.linalg.lstsq(design_t, np.log(table[:, column]), rcond=None)[0]
-        mem_coef = np.linalg.lstsq(design_m, table[:, column + 3], rcond=None)[0]
-        out[framework] = (tuple(float(c) for c in time_coef), tuple(float(c) for c in mem_coef))
-    return out
-
-
-def step_seconds(framework: str, patch: int, width: int) -> float:
-    """Fitted CPU seconds of one benchmark step (2 + 2 patches, 1 thread)."""
-    (c0, c1, c2, c3), _ = _fits()[framework]
-    lw = math.log(width)
-    return math.exp(c0 + c1 * math.log(float(patch) ** 3) + c2 * lw + c3 * lw * lw)
-
-
-def step_memory_mib(framework: str, patch: int, width: int, scale: float = 1.0) -> float:
-    """Fitted peak resident memory (MiB); ``scale`` multiplies the activation part (patches per step)."""
-    _, (m0, m1, m2) = _fits()[framework]
-    volume = float(patch) ** 3
-    return m0 + scale * (m1 * volume + m2 * volume * width)
-
-
-def estimate(framework: str, patch: int, width: int, iterations: int, labeled_batch: int = 2,
-             unlabeled_batch: int = 2, accumulate: int = 1, device: str = "cpu") -> Estimate:
-    """Estimate a run (see the module docstring for what is and is not included)."""
-    if framework not in COLUMNS:
-        return Estimate(None, None, None, False, f"no calibration for the framework {framework}.")
-    if str(device).startswith("cuda"):
-        return Estimate(None, None, None, False,
-                        "not calibrated for GPUs; the run shows its own ETA after the first iterations.")
-    if framework == "supervised":
-        patches = float(labeled_batch)
-    else:
-        patches = 2.0 * (labeled_batch + unlabeled_batch)
-    scale = patches / BENCH_PATCHES[framework]
-    per_iteration = step_seconds(framework, patch, width) * scale * max(int(accumulate), 1)
-    memory = step_memory_mib(framework, patch, width, scale)
-    extrapolated = not (MEASURED_PATCH[0] <= patch <= MEASURED_PATCH[1] and MEASURED_WIDTH[0] <= width <= MEASURED_WIDTH[1])
-    auto = "" if device == "cpu" else " With device 'auto' a GPU, if present, is much faster (not calibrated)."
-    note = (f"Calibrated on {REFERENCE}; validation, preprocessing and data loading are not included.{auto}")
-    return Estimate(per_iteration, per_iteration * int(iterations), memory, extrapolated, note)
+    return core_estimate(*args, **kwargs)

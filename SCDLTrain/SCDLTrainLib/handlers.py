@@ -150,7 +150,8 @@ class TrainPanelHandlers:
         self._updateButtons()
 
     def _fillCohortTable(self) -> None:
-        self._fillTable(self.ui.cohortTable, tables.cohort_rows(self._cases, self._matches, self._n_classes),
+        checked = getattr(self, "_checkedAnnotation", None)
+        self._fillTable(self.ui.cohortTable, tables.cohort_rows(self._cases, self._matches, self._n_classes, checked),
                         self.ui.cohortTableGroupBox)
 
     def _fillMappingTable(self) -> None:
@@ -205,7 +206,11 @@ class TrainPanelHandlers:
     def _updateEstimate(self) -> None:
         try:
             opts = self._options()
-            self.ui.estimateLabel.text = self.logic.estimate(opts).text()
+            partial = bool(getattr(self, "_checkedAnnotation", None)) or (
+                self._parameterNode.cohortSource == "scene" and tables.scene_is_partial(
+                    getattr(self, "_cases", []) or [], getattr(self, "_matches", []) or [],
+                    getattr(self, "_n_classes", 0)))
+            self.ui.estimateLabel.text = self.logic.estimate(opts, partial).text()
         except options.OptionsError as err:
             self.ui.estimateLabel.text = _("Settings: {error}").format(error=err)
         except Exception as err:  # noqa: BLE001 - e.g. the core package is missing: shown, never raised
@@ -255,6 +260,7 @@ class TrainPanelHandlers:
             return
         node = self._parameterNode
         self._check = None
+        self._checkedAnnotation = None
         self._setProblems([])
         try:
             opts = self._options()
@@ -300,7 +306,19 @@ class TrainPanelHandlers:
             self.ui.cohortCountsLabel.text = _("The check failed: {error}").format(error=result.error)
             return
         self._check = (self._signatureAtCheck, result, list(self._sceneProblems))
+        self._showCheckedAnnotation(result)
         self.ui.cohortCountsLabel.text = tables.check_text(result, problems, self._checkIsCurrent())
+
+    def _showCheckedAnnotation(self, result) -> None:
+        """Per case, which classes it annotates and which the initial model keeps: in the cohort table (scene)
+        and in the log; the run's plan (preset, iterations, estimate) in the log."""
+        self._checkedAnnotation = tables.checked_annotation(result.annotation, self._export)
+        if self._parameterNode.cohortSource == "scene" and self._cases:
+            self._fillCohortTable()
+        for name, text in self._checkedAnnotation.items():
+            self._appendLog(f"{name}: {text}")
+        if result.plan.get("text"):
+            self._appendLog(result.plan["text"])
 
     def _setProblems(self, problems) -> None:
         self._fillTable(self.ui.problemsTable, tables.problem_rows(problems), self.ui.problemsGroupBox)
@@ -440,11 +458,13 @@ class TrainPanelHandlers:
             widget.refreshModels()
 
     def showResultCard(self, modelId) -> None:
+        """The registered model's card, after a fine-tune with the validation Dice per organ before and after."""
         item, card = self.logic.modelCard(modelId)
         if item is None:
             self.ui.modelCardBrowser.setHtml("")
             return
-        self.ui.modelCardBrowser.setHtml(models.card_html(item, card))
+        rows, before, after = self.logic.beforeAfter(card)
+        self.ui.modelCardBrowser.setHtml(tables.before_after_html(rows, before, after) + models.card_html(item, card))
 
     def onShowCurves(self) -> None:
         if self._curves is None:
@@ -484,7 +504,8 @@ class TrainPanelHandlers:
         for line in lines if kind != "review" else ():
             if line.kind in ("warning", "error", "message", "cancelled", "log"):
                 self._appendLog(line.text if line.kind == "log" else f"{line.kind}: {line.text}")
-            elif line.kind == "event" and line.name in ("validation", "checkpoint", "model", "init", "start"):
+            elif line.kind == "event" and line.name in ("validation", "checkpoint", "model", "init", "start", "plan",
+                                                         "annotation"):
                 self._appendLog(self.logic.describeEvent(line.data))
         if kind == "train":
             self.ui.progressBar.value = int(job.monitor.percent)

@@ -15,7 +15,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from SCDLSlicerLib import commands, devices, jobs, models, scenejob
 from SCDLSlicerLib import dependencies as deps
-from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort, segmentmap, trainjob
+from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort, segmentmap, tables, trainjob
 
 #: Cohort sources, in the order of the source selector.
 COHORT_SOURCES = ("scene", "folders", "manifest")
@@ -272,24 +272,24 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         opts.resolve()
         return opts
 
-    def estimate(self, opts: options.TrainOptions) -> estimate.Estimate:
-        """Time and memory estimate of a run (see ``SCDLTrainLib.estimate``)."""
+    def estimate(self, opts: options.TrainOptions, partial: bool = False):
+        """Time and memory estimate of a run (``scdl.training.estimate``, the numbers ``scdl train --check-only``
+        prints too). ``partial``: some labeled case annotates only some classes (with an initial model its
+        networks then run forward each step: keep what you know)."""
         config = opts.resolve()
-        width = int(config["network"]["n_filters"])
+        teachers = 0
         if opts.init:
-            from scdl.models.catalog import resolve_model
-            from scdl.models.package import ModelPackage
+            from scdl.training.finetune import load_init_card
 
             try:
-                width = int(ModelPackage.load(resolve_model(opts.init), verify=False).card["architecture"]["n_filters"])
+                card = load_init_card(opts.init)
+                config["network"]["n_filters"] = int(card["architecture"]["n_filters"])
+                if partial and float(config["finetune"].get("keep_weight", 0.0)) > 0:
+                    teachers = int(card.get("ensemble", 1))
             except Exception:  # noqa: BLE001 - the check reports an unusable init model
                 pass
-        patch = config["patch_size"]
-        edge = round((int(patch[0]) * int(patch[1]) * int(patch[2])) ** (1.0 / 3.0))
         device = opts.device if opts.device != "auto" else ("auto" if devices.torch_installed() else "cpu")
-        return estimate.estimate(config["framework"], edge, width, int(config["iterations"]),
-                                 int(config["labeled_batch"]), int(config["unlabeled_batch"]),
-                                 int(config["accumulate"]), device)
+        return estimate.estimate_run(config, device, teachers)
 
     # -- check --------------------------------------------------------------------------------------
     def startCohortCheck(self, opts: options.TrainOptions) -> trainjob.CheckJob:
@@ -341,6 +341,13 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
     def describeEvent(data: dict) -> str:
         """A log line for a training event."""
         event = data.get("event")
+        if event == "validation" and data.get("baseline"):
+            return _("before fine-tuning (the initial model): validation mean Dice {dice:.4f}").format(
+                dice=float(data.get("mean_dice") or float("nan")))
+        if event == "plan":
+            return str(data.get("text") or "")
+        if event == "annotation":
+            return "\n".join(f"{c.get('case')}: " + tables.case_annotation_text(c) for c in data.get("cases") or [])
         if event == "validation":
             return _("validation at iteration {iteration}: mean Dice {dice:.4f} (best {best:.4f} at {best_it})").format(
                 iteration=data.get("iteration"), dice=float(data.get("mean_dice") or float("nan")),
@@ -386,6 +393,17 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         """(catalog item, card) of an installed model, or (None, {})."""
         item = handoff.catalog_item(modelId)
         return (item, models.load_card(item)) if item else (None, {})
+
+    @staticmethod
+    def beforeAfter(card) -> tuple:
+        """A fine-tuned model's validation Dice per organ before (the initial model) and after:
+        ``(rows, mean before, mean after)`` with rows ``(organ, before, after, change)``; ``([], None, None)``
+        for a model without them (trained from scratch, or without validation)."""
+        rows = tables.before_after_rows(card)
+        if not rows:
+            return [], None, None
+        metrics = card["provenance"]["validation_metrics"]
+        return rows, metrics["before"].get("mean_dice"), metrics.get("mean_dice")
 
     # -- review -------------------------------------------------------------------------------------
     def validationVolumes(self, runDir) -> list:

@@ -135,8 +135,8 @@ class TrainOptions:
                 "--iterations", str(int(self.iterations)), "--device", self.device or "auto"]
         if self.init:
             args += ["--init", str(self.init)]
-        if self.preset and self.preset != "paper":
-            args += ["--preset", self.preset]
+        # always named: without --preset, scdl train picks the preset from the device (cpu without CUDA)
+        args += ["--preset", self.preset or "paper"]
         for item in self.overrides():
             args += ["--set", item]
         return args
@@ -152,7 +152,8 @@ class TrainOptions:
     # -- checking ---------------------------------------------------------------------------------
     def resolve(self) -> dict[str, Any]:
         """The trainer's full configuration for these options (the core's resolver: defaults -> preset ->
-        fields -> Advanced). Raises :class:`OptionsError` with the core's message for a bad setting."""
+        the initial model's training recipe -> fields -> Advanced). Raises :class:`OptionsError` with the
+        core's message for a bad setting."""
         from scdl.errors import ScdlError
         from scdl.training.config import resolve_config
 
@@ -162,8 +163,16 @@ class TrainOptions:
             values["labels"] = "init"
             if int(self.patch_size) <= 0:
                 values["patch_size"] = self._init_patch()
+        card = None
+        if self.init:
+            from scdl.training.finetune import load_init_card
+
+            try:
+                card = load_init_card(self.init)
+            except Exception:  # noqa: BLE001 - the check reports an unusable init model in full
+                card = None
         try:
-            return resolve_config(self.preset or "paper", None, values, self.overrides())
+            return resolve_config(self.preset or "paper", None, values, self.overrides(), init=card)
         except ScdlError as err:
             raise OptionsError(str(err)) from None
 

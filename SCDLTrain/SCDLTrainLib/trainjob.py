@@ -34,6 +34,10 @@ class CohortCheck:
     counts: dict[str, int] = field(default_factory=dict)
     validation_source: str = "val"
     error: Optional[str] = None        # the child's own error line (bad settings, unreadable manifest ...)
+    #: per partially annotated labeled case: ``case``, ``row``, ``annotated``, ``kept`` (taught by the initial
+    #: model), ``unknown``, ``text`` (the core's ``annotation`` event)
+    annotation: list[dict] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)   # the core's ``plan`` event: preset, iterations, estimate, ``text``
 
     @property
     def errors(self) -> list[dict]:
@@ -50,12 +54,18 @@ class CheckJob(ChildJob):
     def __init__(self, args: list[str], backend: str = "auto"):
         super().__init__(scdl_command(*args), what="The cohort check", phase_weights={}, backend=backend)
         self.problems: list[dict] = []
+        self.annotation: list[dict] = []
+        self.plan: dict = {}
 
     def poll(self) -> list[ChildLine]:
         lines = super().poll()
         for line in lines:
             if line.kind == "event" and line.name == "problem":
                 self.problems.append({k: v for k, v in line.data.items() if k != "event"})
+            elif line.kind == "event" and line.name == "annotation":
+                self.annotation = [dict(c) for c in line.data.get("cases") or [] if isinstance(c, dict)]
+            elif line.kind == "event" and line.name == "plan":
+                self.plan = {k: v for k, v in line.data.items() if k != "event"}
         return lines
 
     def result(self) -> Optional[CohortCheck]:
@@ -66,7 +76,8 @@ class CheckJob(ChildJob):
         if not final or "ok" not in final:
             return CohortCheck(False, list(self.problems), error=self.error_message() or "the check did not finish")
         counts = {k: int(final.get(k) or 0) for k in ("labeled", "unlabeled", "val", "test")}
-        return CohortCheck(bool(final["ok"]), list(self.problems), counts, str(final.get("validation_source") or "val"))
+        return CohortCheck(bool(final["ok"]), list(self.problems), counts, str(final.get("validation_source") or "val"),
+                           annotation=list(self.annotation), plan=dict(self.plan))
 
 
 class TrainJob(ChildJob):

@@ -37,7 +37,8 @@ def test_panel_fields_become_train_arguments(tmp_path):
     # the SCDL weight and the unlabeled batch only go where the framework uses them
     supervised = _opts(tmp_path, framework="supervised").train_args()
     assert not any(a.startswith(("scdl.lam", "unlabeled_batch")) for a in supervised)
-    assert "--preset" not in supervised and "--init" not in supervised
+    # the preset is always named: without it scdl train would choose by the device (cpu without CUDA)
+    assert supervised[supervised.index("--preset") + 1] == "paper" and "--init" not in supervised
     folders = _opts(tmp_path, cohort={"labeled": "/d/lab", "unlabeled": "/d/unl", "labels": "totalsegmentator_v2"})
     assert folders.cohort_args() == ["--labeled", "/d/lab", "--unlabeled", "/d/unl", "--source-labels",
                                      "totalsegmentator_v2"]
@@ -82,6 +83,14 @@ def test_estimate_of_the_cpu_preset_agrees_with_the_full_pipeline_benchmark():
     assert paper.extrapolated and "extrapolated" in paper.text()
     gpu = estimate.estimate("cps-scdl", 96, 16, 17000, device="cuda:0")
     assert gpu.seconds_per_iteration is None and "not calibrated for GPUs" in gpu.text()
+
+
+def test_the_panel_estimate_is_the_cores():
+    """One owner of the numbers: scdl.training.estimate (also scdl train --check-only's plan line)."""
+    from scdl.training import estimate as core
+
+    assert estimate.MEASURED is core.MEASURED and estimate.Estimate is core.Estimate
+    assert estimate.estimate("cps-scdl", 48, 8, 1500).text() == core.estimate("cps-scdl", 48, 8, 1500).text()
 
 
 def test_training_events_drive_the_monitor():

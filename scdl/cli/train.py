@@ -116,8 +116,18 @@ def load_cohort(spec: dict[str, Any]):
                         spec.get("anatomy"), spec.get("anatomy_labels"))
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no usable torch: the CPU
+        return False
+
+
 def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
-    """(config, run_dir, resume) from the arguments."""
+    """(config, run_dir, resume) from the arguments. Without ``--preset`` (and no preset in ``--config``) the
+    preset follows the device (``choose_preset``: cpu without CUDA); ``args.preset_note`` says why."""
     from scdl.errors import ScdlError
     from scdl.training.runfolder import RunFolder, load_run_config
     from scdl.training.config import (DEFAULT_PRESET, apply_overrides, deep_update, load_config_file, resolve_config,
@@ -183,11 +193,42 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     file_values = load_config_file(args.config) if args.config else {}
     if preset is None and args.config:      # a config file may name its preset; --preset wins
         preset = file_values.get("preset")
+    args.preset_note = ""
+    if preset is None:                      # none named: the one that fits the device (the plan line says so)
+        from scdl.training.config import Preset, choose_preset
+
+        preset, why = choose_preset(args.device, _cuda_available())
+        args.preset_note = f"chosen: {why}" + ("; --preset paper for the paper's settings"
+                                               if preset == Preset.CPU.value else "")
     if args.init and "patch_size" not in file_values and not any(
             o.split("=", 1)[0].strip() == "patch_size" for o in args.overrides):
         values["patch_size"] = "init"       # fine-tuning: the init model's patch (Trainer resolves it)
-    config = resolve_config(preset or DEFAULT_PRESET.value, args.config, values, args.overrides)
+    config = resolve_config(preset or DEFAULT_PRESET.value, args.config, values, args.overrides, init=args.init)
     return config, run_dir, False
+
+
+def _print_plan(trainer: Any, progress: Any, note: str, check_only: bool) -> None:
+    """The plan line (preset, iterations, patch, batch, device, time and memory estimate): a JSON ``plan``
+    event with its fields and ``text``; else printed (--check-only) or a message (a run)."""
+    plan = trainer.plan(note)
+    if progress.mode == "json":
+        progress.event("plan", **plan)
+    elif check_only:
+        print(plan["text"], flush=True)
+    else:
+        progress.message(plan["text"])
+
+
+def _print_annotation(trainer: Any, progress: Any) -> None:
+    """Per labeled case: the classes it annotates and those the initial model keeps (``annotation`` event)."""
+    cases = trainer.annotation_summary()
+    if not cases:
+        return
+    if progress.mode == "json":
+        progress.event("annotation", partial=any(c["kept"] or c["unknown"] for c in cases), cases=cases)
+        return
+    for c in cases:
+        print(c["text"], flush=True)
 
 
 def _print_problems(report: Any, progress: Any, summary: dict[str, int]) -> None:
@@ -231,14 +272,19 @@ def run(args: argparse.Namespace) -> int:
     cohort = load_cohort(config["cohort"])
     init = None if resume else args.init
     trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)
+    note = getattr(args, "preset_note", "")
     try:
         if args.check_only:
             report = trainer.prepare(check_only=True)
             if trainer.dist.is_main:
+                _print_plan(trainer, progress, note, True)
+                _print_annotation(trainer, progress)
                 _print_problems(report, progress, cohort.summary())
             return 0 if report.ok else 2
         progress.install_signal_handlers()
         trainer.prepare()
+        if trainer.dist.is_main:
+            _print_plan(trainer, progress, note, False)
         result = trainer.run()
     finally:
         if trainer.dist is not None:

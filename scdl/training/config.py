@@ -127,7 +127,12 @@ DEFAULTS: dict[str, Any] = {
     # (patient A, all organs; bench/finetune_partial.py): fine-tuning the default model with frozen statistics
     # and the CPU preset's SGD (lr 0.01) collapsed (mean Dice 0.81 -> 0.03 after 30 iterations), with updated
     # statistics it kept every organ (0.77 after 30, 0.82 after 200). Frozen is there for large-batch GPU runs.
-    "finetune": {"norm_stats": "update"},
+    # --init only (docs/training.md "Fine-tuning"): ``inherit``: the init model's training recipe (its card's
+    # provenance.recipe.config: optimizer, step, scdl, sampling, augment, batch; scdl.training.finetune.INHERITED)
+    # is a layer between the preset and --config/flags/--set; ``keep_weight`` / ``keep_temperature``: the
+    # "keep what you know" distillation from the frozen init model on the classes a case does not annotate
+    # (scdl.training.keep; on for partially annotated cohorts, 0 = off; T = 2 as in Learning without Forgetting)
+    "finetune": {"norm_stats": "update", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0},
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
@@ -227,7 +232,7 @@ def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScdlError("the config file does not exist.", path, "check the path given to --config.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ScdlError(f"the config file is not valid JSON ({err}).", path, "fix the JSON syntax.") from None
     if not isinstance(data, dict):
         raise ScdlError("the config file must hold a JSON object.", path, 'write e.g. {"iterations": 2000}.')
@@ -235,18 +240,56 @@ def load_config_file(path: os.PathLike | str) -> dict[str, Any]:
     return data
 
 
+def choose_preset(device: Optional[str], cuda_available: bool) -> tuple[str, str]:
+    """The preset of a run that names none: ``(preset, why)``. ``cpu`` where training runs on the CPU (no
+    CUDA, or ``--device cpu``), else the paper's."""
+    dev = str(device or "auto")
+    if dev.startswith("cuda"):
+        return Preset.PAPER.value, f"--device {dev}"
+    if dev == "cpu":
+        return Preset.CPU.value, "--device cpu"
+    if cuda_available:
+        return Preset.PAPER.value, "CUDA is available"
+    return Preset.CPU.value, "no CUDA on this machine"
+
+
 def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLike | str] = None,
-                   values: Optional[Mapping[str, Any]] = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Build the training configuration: defaults -> preset -> file -> ``values`` (flags) -> ``overrides``."""
+                   values: Optional[Mapping[str, Any]] = None, overrides: Iterable[str] = (),
+                   init: Any = None) -> dict[str, Any]:
+    """Build the training configuration: defaults -> preset -> [init model's recipe] -> file -> ``values``
+    (flags) -> ``overrides``.
+
+    ``init``: the ``--init`` model (path or id, or its card as a dict): its training recipe is inherited
+    (``scdl.training.finetune.recipe_layer``) unless ``finetune.inherit`` is false; ``config["init"]`` then
+    records the model, what was inherited and what the user's layers kept (``finetune.inherited_line``)."""
     if preset not in PRESET_VALUES:
         raise ScdlError(f"unknown preset {preset!r}.", fix=f"use one of {', '.join(PRESETS)}.")
-    config = deep_update(DEFAULTS, PRESET_VALUES[preset])
-    config["preset"] = str(preset)
-    if file is not None:
-        config = deep_update(config, load_config_file(file))
-    if values:
-        config = deep_update(config, {k: v for k, v in values.items() if v is not None})
-    config = apply_overrides(config, overrides)
+    base = deep_update(DEFAULTS, PRESET_VALUES[preset])
+    base["preset"] = str(preset)
+    file_values = load_config_file(file) if file is not None else None
+
+    def layers(recipe: Mapping[str, Any]) -> dict[str, Any]:
+        config = deep_update(base, recipe)
+        if file_values is not None:
+            config = deep_update(config, file_values)
+        if values:
+            config = deep_update(config, {k: v for k, v in values.items() if v is not None})
+        return apply_overrides(config, overrides)
+
+    config = layers({})
+    if init is not None:
+        from scdl.training import finetune
+
+        card = dict(init) if isinstance(init, Mapping) else finetune.load_init_card(init)
+        inherit = config["finetune"].get("inherit", True) is not False
+        layer = finetune.recipe_layer(card) if inherit else {}
+        if layer:
+            config = layers(layer)
+        inherited, yours = finetune.inherited_settings(layer, base, config)
+        config["init"] = {**(config.get("init") or {}),
+                          "model": str(init) if not isinstance(init, Mapping) else card.get("id"),
+                          "id": card.get("id"), "inherit": inherit, "recipe": bool(finetune.recipe_config(card)),
+                          "inherited": inherited, "yours": yours}
     validate_config(config)
     return config
 
@@ -313,6 +356,17 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for key in ("checkpoint_every", "log_every"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise bad(key, "must be a positive integer.", f"use e.g. --set {key}=100.")
+    finetune = config["finetune"]
+    weight = finetune.get("keep_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise bad("finetune.keep_weight", f"{weight!r} is not a number >= 0.", "use e.g. 1 (0 switches it off).")
+    temperature = finetune.get("keep_temperature", 2.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise bad("finetune.keep_temperature", f"{temperature!r} is not a number > 0.", "use e.g. 2.")
+    if not isinstance(finetune.get("inherit", True), bool):
+        raise bad("finetune.inherit", f"{finetune.get('inherit')!r} is not true or false.",
+                  "use --set finetune.inherit=false to train with the preset's settings instead of the init "
+                  "model's recipe.")
     if config["finetune"]["norm_stats"] not in NORM_STATS:
         raise bad("finetune.norm_stats", f"{config['finetune']['norm_stats']!r} is not one of {', '.join(NORM_STATS)}.",
                   "use update (the default) or frozen.")

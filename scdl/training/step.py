@@ -118,7 +118,8 @@ class TrainingStep(nn.Module):
         feature_dim: F of x9 for the SCDL head; ``networks[0].n_filters`` when None.
 
     Submodules: ``networks`` (ModuleList), ``scdl`` (SCDLHead or None), ``teacher`` (EMA copy of
-    ``networks[0]``, Mean Teacher only, no gradients).
+    ``networks[0]``, Mean Teacher only, no gradients), ``terms`` (pluggable loss terms, :meth:`add_term`; e.g.
+    ``scdl.training.keep.KeepKnowledge`` when fine-tuning on partially annotated cases).
     """
 
     def __init__(
@@ -151,6 +152,17 @@ class TrainingStep(nn.Module):
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.terms = nn.ModuleList()
+
+    def add_term(self, term: nn.Module) -> "TrainingStep":
+        """Plug a loss term into the step: a module with a ``name`` whose ``forward(*, x, logits, labeled_y,
+        annotated, n_labeled, progress)`` returns a dict of scalar tensors; ``out[term.name]`` is added to the
+        total, every entry is reported. Its parameters and buffers join the step's (``state_dict``, ``.to``,
+        checkpoints). Without terms the step is exactly the paper's."""
+        if not getattr(term, "name", None):
+            raise ValueError("a step term needs a name (the key of its loss in the returned terms).")
+        self.terms.append(term)
+        return self
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -206,7 +218,7 @@ class TrainingStep(nn.Module):
             (``exclusion``, its part summed over the networks, when ``annotated`` is given);
             CPS: ``cps``, ``w_cps``; Mean Teacher: ``consistency``, ``w_consistency``; SCDL: ``scdl``
             (λ-weighted, included in ``total``) and its terms ``proxy``, ``p2e``, ``e2p``, ``kl``, ``sac``
-            (those enabled).
+            (those enabled); each plugged term's entries (``keep``: weighted, included in ``total``).
         """
         if labeled_x.shape[0] < 1:
             raise ValueError("a training step needs at least one labeled patch.")
@@ -263,6 +275,12 @@ class TrainingStep(nn.Module):
             terms["scdl"] = scdl_terms.pop("total")
             terms.update(scdl_terms)
             total = total + terms["scdl"]
+
+        for term in self.terms:
+            extra = term(x=x, logits=logits, labeled_y=labeled_y, annotated=annotated, n_labeled=n_labeled,
+                         progress=progress)
+            terms.update(extra)
+            total = total + extra[term.name]
 
         terms["total"] = total
         return terms

@@ -126,6 +126,7 @@ class Trainer:
         self.scaler: Optional[torch.amp.GradScaler] = None
         # the loop: run()
         self.best: dict[str, Any] = {}                       # the best validation so far
+        self.baseline: dict[str, Any] = {}                   # --init: the init model's validation (iteration 0)
         self.last_checkpoint: Optional[int] = None            # iteration of the newest complete checkpoint.pt
         self.class_names: list[str] = []
         self.log: Optional[RunLog] = None
@@ -174,7 +175,16 @@ class Trainer:
                 # same inference window; an explicit --set patch_size wins
                 self.config["patch_size"] = [int(v) for v in (init_patch or DEFAULTS["patch_size"])]
             self.config["preprocessing"] = pre
-            self.config["init"] = {"model": self.init.source, "id": self.init.card.get("id")}
+            resolved = dict(self.config.get("init") or {})
+            self.config["init"] = {**resolved, "model": self.init.source, "id": self.init.card.get("id"),
+                                   "networks": len(self.init.state_dicts)}
+            if "inherit" in resolved:            # resolve_config(..., init=...) applied the recipe: say what
+                from scdl.training.finetune import inherited_line
+
+                self.progress.message(inherited_line(self.config["init"]))
+            else:
+                self.progress.message("fine-tuning without the init model's training recipe (the settings were "
+                                      "resolved without it: resolve_config(..., init=MODEL) inherits it).")
         if self.config.get("patch_size") == "init":
             raise ScdlError("patch_size 'init' needs --init MODEL.", fix="give --set patch_size=[x,y,z] or --init MODEL.")
         labels = self.config["labels"]
@@ -307,6 +317,7 @@ class Trainer:
                 self.progress.warning(f"the init model has {self.init_report['networks_loaded']} network(s); "
                                       f"{self.init_report['networks_fresh']} more start from a fresh initialisation.")
             self.progress.event("init", **self.init_report)
+        self._add_keep_term(step)
         # the resolved step settings (every key, paper defaults included) go into config.json
         cfg["step"] = step.config.to_dict()
         from dataclasses import asdict
@@ -334,6 +345,88 @@ class Trainer:
         self.use_amp = bool(cfg["amp"]) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
+    def annotation_summary(self) -> list[dict[str, Any]]:
+        """Per labeled training case (after :meth:`prepare`): the classes it annotates, those the initial model
+        keeps (not annotated, known to the init model: taught by it when keep-what-you-know is on) and those
+        that are unknown and not kept; ``text`` is one line for the terminal."""
+        if self.report is None or self.target is None:
+            return []
+        names = {int(e.value): e.name for e in self.target.entries if int(e.value) != 0}
+        init = self._init_classes() or set()
+        keep_on = self.init is not None and float(self.config["finetune"].get("keep_weight", 0.0)) > 0
+        rows = list(self.cohort.labeled_train)
+        out = []
+        for case, mask in zip(rows, self._annotation_masks(rows)):
+            annotated = [names[v] for v in sorted(names) if mask[v]]
+            if len(annotated) == len(names):
+                continue                                     # every class drawn: nothing to say
+            kept = [names[v] for v in sorted(names) if not mask[v] and v in init]
+            unknown = [names[v] for v in sorted(names) if not mask[v] and v not in init]
+            how = "taught by the initial model (keep what you know)" if keep_on else "kept from the initial model"
+            text = f"{case.name}: annotated {', '.join(annotated) or 'nothing'}"
+            if kept:
+                text += f"; {how}: {', '.join(kept)}"
+            if unknown:
+                text += f"; unknown (not learned from this case): {', '.join(unknown)}"
+            out.append({"case": case.name, "annotated": annotated, "kept": kept, "unknown": unknown,
+                        "keep": bool(keep_on and kept), "text": text})
+        return out
+
+    def plan(self, preset_note: str = "") -> dict[str, Any]:
+        """What the run will do, after :meth:`prepare`: preset, framework, iterations, patch, batch, device,
+        the time and memory estimate (``scdl.training.estimate``, the panel's too) and ``text``, one line."""
+        from scdl.training.annotation import is_partial_cohort
+        from scdl.training.estimate import estimate_run, plan_line
+
+        cfg = self.config
+        teachers = 0
+        if (self.init is not None and float(cfg["finetune"].get("keep_weight", 0.0)) > 0
+                and is_partial_cohort(self._annotation_masks(list(self.cohort.labeled_train)))):
+            teachers = len(self.init.state_dicts)
+        device = str(self.device) if self.device is not None else str(self.device_request)
+        run = estimate_run(cfg, device, teachers)
+        return {"preset": cfg.get("preset"), "preset_note": preset_note, "framework": cfg["framework"],
+                "iterations": int(cfg["iterations"]), "patch_size": [int(v) for v in cfg["patch_size"]],
+                "labeled_batch": int(cfg["labeled_batch"]), "unlabeled_batch": int(cfg["unlabeled_batch"]),
+                "accumulate": int(cfg.get("accumulate", 1)), "device": device, "keep_teachers": teachers,
+                "seconds_per_iteration": run.seconds_per_iteration, "total_seconds": run.total_seconds,
+                "peak_memory_mib": run.peak_memory_mib, "extrapolated": run.extrapolated,
+                "text": plan_line(cfg, device, preset_note, teachers)}
+
+    def keeps_init_knowledge(self) -> bool:
+        """The "keep what you know" distillation is on: --init (also when resumed), a partially annotated
+        cohort and ``finetune.keep_weight`` > 0 (a run configured before the setting existed: off)."""
+        return bool(self.config.get("init")) and self.partial and float(
+            (self.config.get("finetune") or {}).get("keep_weight", 0.0)) > 0
+
+    def _add_keep_term(self, step: Any) -> None:
+        """Plug ``scdl.training.keep.KeepKnowledge`` into the step (see :meth:`keeps_init_knowledge`): the init
+        model's networks, frozen; on resume their weights come from the checkpoint."""
+        if not self.keeps_init_knowledge():
+            return
+        import numpy as np
+
+        from scdl.networks.vnet import build_network
+        from scdl.training.keep import KeepKnowledge
+
+        count = len(self.init.state_dicts) if self.init is not None else int(self.config["init"].get("networks", 2))
+        teachers = [build_network(self.arch) for _ in range(count)]
+        if self.init is not None:
+            from scdl.training.finetune import adapt_state_dict, class_correspondence
+
+            pairs = class_correspondence(self.init.labels, self.target)
+            for net, state in zip(teachers, self.init.state_dicts):
+                net.load_state_dict(adapt_state_dict(state, net.state_dict(), pairs), strict=True)
+        taught = np.logical_or.reduce(np.stack(self.labeled_masks), axis=0)
+        ft = self.config["finetune"]
+        step.add_term(KeepKnowledge(teachers, taught, float(ft["keep_weight"]), float(ft.get("keep_temperature", 2.0))))
+        names = {int(e.value): e.name for e in self.target.entries}
+        kept = [names[v] for v in sorted(names) if v and not taught[v]]
+        self.progress.message(f"keep what you know: the initial model ({count} network(s), frozen) teaches the "
+                              f"classes a case does not annotate (finetune.keep_weight {ft['keep_weight']}, "
+                              f"temperature {ft.get('keep_temperature', 2.0)}; on unlabeled cases: "
+                              f"{', '.join(kept) or 'none'}).")
+
     def _checkpoint_state(self, iteration: int, elapsed: float) -> dict[str, Any]:
         from scdl.training.distributed import gather_objects
         from scdl.training.rng import capture_rng
@@ -343,6 +436,7 @@ class Trainer:
                 "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.best),
+                "baseline": dict(self.baseline),
                 "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size,
                 "config": json.loads(json.dumps(self.config, default=str))}    # what --resume compares
 
@@ -404,6 +498,7 @@ class Trainer:
                                   f"{self.dist.world_size}: random states restart from process 0's.")
         restore_rng(rngs[self.dist.rank if self.dist.rank < len(rngs) else 0])
         self.best = dict(state.get("best") or {})
+        self.baseline = dict(state.get("baseline") or {})
         self.last_checkpoint = int(state["iteration"])
         return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
 
@@ -432,6 +527,8 @@ class Trainer:
         start, elapsed0, loader, val_cases, patch = self._begin()
         total = int(self.config["iterations"])
         end = total if stop_at is None else min(int(stop_at), total)
+        if start == 0 and self.init is not None and int(self.config["validation"]["every"]) >= 0:
+            self._validate(0, val_cases, patch, baseline=True)       # the init model: "before" per organ
         iteration, stopped, elapsed = self._loop(loader, start, end, val_cases, patch, elapsed0)
         return self._finish(iteration, stopped, elapsed)
 
@@ -441,8 +538,10 @@ class Trainer:
         from scdl.training.data import StepBatches, make_loader
 
         cfg = self.config
+        labeled, unlabeled, val_cases = self._cases()
+        self._announce_partial_labels()              # before the step is built: it decides the keep term
         self._build()
-        self.best = {}
+        self.best, self.baseline = {}, {}
         self.class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
         self.log = RunLog(self.run_dir, self.class_names)
         start, elapsed0 = 0, 0.0
@@ -453,11 +552,9 @@ class Trainer:
         elif self.dist.is_main:
             save_config(cfg, self.folder.config)
         total = int(cfg["iterations"])
-        labeled, unlabeled, val_cases = self._cases()
         patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
         unlabeled_batch = int(cfg["unlabeled_batch"]) if Framework(cfg["framework"]).uses_unlabeled else 0
-        self._announce_partial_labels()
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
                               cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
@@ -652,7 +749,9 @@ class Trainer:
                                 fix=f"use names of the model's classes: {', '.join(sorted(by_name))}.")
         return values
 
-    def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int]) -> None:
+    def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int], baseline: bool = False) -> None:
+        """Dice per class on the validation cases; the best networks into ``best.pt``. ``baseline``: the init
+        model before fine-tuning (iteration 0: logged and reported as ``self.baseline``, never the best)."""
         from scdl.training.distributed import barrier
         from scdl.training.validation import validate
 
@@ -670,7 +769,13 @@ class Trainer:
             found = {e.name: result["found"][i] for i, e in
                      enumerate(e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0)}
             row = self.log.add_validation(iteration, result)
-            improved = math.isfinite(result["mean_dice"]) and result["mean_dice"] > self.best.get("mean_dice", -1.0)
+            if baseline:
+                self.baseline = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
+                                 "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
+                self.progress.message(f"before fine-tuning: validation mean Dice {result['mean_dice']:.4f} (the "
+                                      "initial model)")
+            improved = (not baseline and math.isfinite(result["mean_dice"])
+                        and result["mean_dice"] > self.best.get("mean_dice", -1.0))
             if improved:
                 self.best = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
                              "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
@@ -685,7 +790,8 @@ class Trainer:
                                 dice={k[5:]: v for k, v in row.items() if k.startswith("dice_")},
                                 found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
                                 best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
-                                source=self.report.validation_source if self.report else "val")
+                                source=self.report.validation_source if self.report else "val",
+                                **({"baseline": True} if baseline else {}))
             self.log.flush()
         barrier(self.dist)
 
