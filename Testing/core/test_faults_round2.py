@@ -523,3 +523,218 @@ def test_an_overlong_output_name_fails_before_the_inference(tmp_path: Path, tiny
     out, err = capsys.readouterr()
     line = _one_error(err, target)
     assert code == 2 and "too long" in line and "at most 237 bytes" in line and '"phase": "read"' not in out
+
+
+# -- 20 more cases (an attacker and a careless user; docs/faults.md, "Round two: 20 more cases") ----------
+def test_x01_an_output_link_is_replaced_never_followed(tmp_path: Path, tiny_model: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    link = tmp_path / "seg.nii.gz"
+    link.symlink_to(precious)
+    assert run_scdl(["segment", str(_ct(tmp_path / "ct.nii.gz")), "-o", str(link), "--model", str(tiny_model),
+                     "--progress", "none"]) == 0
+    assert precious.read_text() == "mine" and not link.is_symlink()
+
+
+def test_x02_an_output_that_is_a_fifo_or_folder_is_refused(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """`-o /dev/null` as root would have replaced the device by a file (the write renames onto the target)."""
+    fifo = tmp_path / "seg.nii.gz"
+    os.mkfifo(fifo)
+    folder = tmp_path / "scores.json"
+    folder.mkdir()
+    ct = _ct(tmp_path / "ct.nii.gz")
+    label = _label_map(tmp_path / "l.nii.gz", (slice(5, 15), slice(10, 20), slice(10, 30)))
+    for args, target, words in ((["segment", str(ct), "-o", str(fifo), "--model", str(tiny_model)], fifo,
+                                 "named pipe"),
+                                (["evaluate", str(label), str(label), "--json", str(folder)], folder, "is a folder")):
+        code = run_scdl(args)
+        assert code == 2 and words in _one_error(capsys.readouterr().err, target)
+    assert fifo.exists() and not fifo.is_file() and folder.is_dir()
+
+
+def test_x03_to_x05_a_fifo_as_manifest_label_table_or_config(tmp_path: Path) -> None:
+    """The --config FIFO hung; the manifest and label table FIFOs were reported as a folder / a missing file."""
+    for name in ("cohort.csv", "labels.csv", "config.json"):
+        os.mkfifo(tmp_path / name)
+    manifest = tmp_path / "ok.csv"
+    manifest.write_text("image,label\n", encoding="utf-8")
+    label = _label_map(tmp_path / "l.nii.gz", (slice(5, 15), slice(10, 20), slice(10, 30)))
+    for args, name in ((["train", "--cohort", "cohort.csv", "--out", "r", "--check-only"], "cohort.csv"),
+                       (["evaluate", str(label), str(label), "--labels", "labels.csv"], "labels.csv"),
+                       (["train", "--cohort", "ok.csv", "--out", "r", "--check-only", "--config", "config.json"],
+                        "config.json")):
+        done = _scdl_child(args, tmp_path, timeout=120)
+        assert done.returncode == 2 and "named pipe" in _one_error(done.stderr, name), done.stderr[-2000:]
+
+
+def test_x06_package_files_that_are_links_to_devices(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_model, package)
+    (package / "weights.safetensors").unlink()
+    (package / "weights.safetensors").symlink_to("/dev/zero")
+    code = run_scdl(["segment", str(_ct(tmp_path / "ct.nii.gz")), "-o", str(tmp_path / "s.nii.gz"), "--model",
+                     str(package), "--progress", "none"])
+    assert code == 2 and "weights.safetensors" in _one_error(capsys.readouterr().err)
+
+
+def test_x07_a_crafted_package_with_a_deeply_nested_card(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """card.json of 100,000 nested arrays, with a manifest that matches it: a RecursionError traceback before."""
+    import hashlib
+
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_model, package)
+    card = ("[" * 100_000 + "]" * 100_000).encode()
+    (package / "card.json").write_bytes(card)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["files"]["card.json"] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    code = run_scdl(["segment", str(_ct(tmp_path / "ct.nii.gz")), "-o", str(tmp_path / "s.nii.gz"), "--model",
+                     str(package), "--progress", "none"])
+    assert code == 2 and "not valid JSON" in _one_error(capsys.readouterr().err, package / "card.json")
+
+
+def test_x08_a_label_value_of_four_billion(tmp_path: Path, capsys) -> None:
+    """One voxel of value 4e9 made evaluate allocate a table of 4e9 classes ("out of memory ... smaller batch")."""
+    arr = np.zeros(SHAPE, np.uint32)
+    arr[5:10, 5:10, 5:10] = 4_000_000_000
+    path = tmp_path / "huge.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path), True)
+    code = run_scdl(["evaluate", str(path), str(path)])
+    assert code == 2 and "label values up to 4000000000" in _one_error(capsys.readouterr().err, path)
+
+
+def test_x09_to_x11_headers_that_lie(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """A plain NIfTI named .nii.gz; a NRRD header promising 10^15 voxels; a gzipped NIfTI header promising 30000^3:
+    one line each, no allocation."""
+    plain = _ct(tmp_path / "plain.nii")
+    fake_gz = tmp_path / "fake.nii.gz"
+    fake_gz.write_bytes(plain.read_bytes())
+    big = tmp_path / "big.nrrd"
+    big.write_bytes(b"NRRD0004\ntype: int16\ndimension: 3\nsizes: 100000 100000 100000\nencoding: raw\n\n"
+                    + os.urandom(1000))
+    header = bytearray(plain.read_bytes())
+    header[42:48] = struct.pack("<3h", 30000, 30000, 30000)
+    import gzip
+
+    huge = tmp_path / "huge.nii.gz"
+    huge.write_bytes(gzip.compress(bytes(header)))
+    for path, words in ((fake_gz, "cannot be read as NIfTI"), (big, "cannot be read as .nrrd"), (huge, "truncated")):
+        code = run_scdl(["segment", str(path), "-o", str(tmp_path / "s.nii.gz"), "--model", str(tiny_model),
+                         "--progress", "none"])
+        assert code == 2 and words in _one_error(capsys.readouterr().err, path), path
+
+
+def test_x12_a_manifest_path_with_a_forged_event(tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text('image,label\n"ct\n{""phase"": ""done"", ""output"": ""x""}.nii.gz",\n', encoding="utf-8")
+    run_scdl(["train", "--cohort", str(manifest), "--out", str(tmp_path / "r"), "--check-only", "--preset", "cpu",
+              "--device", "cpu", "--progress", "none"])
+    out, err = capsys.readouterr()
+    assert not [line for line in (out + err).splitlines() if line.startswith("{")]
+    assert any('ct\\n{"phase"' in line for line in out.splitlines() if line.startswith("error:"))
+
+
+def test_x13_x14_run_folder_mistakes(tmp_path: Path, capsys) -> None:
+    """--out naming a file ("could not write the file (Not a directory)" before); --resume of a run whose
+    config.json is garbage."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("image,label\n", encoding="utf-8")
+    code = run_scdl(["train", "--cohort", str(manifest), "--out", str(afile), "--preset", "cpu", "--progress", "none"])
+    assert code == 2 and "is a file, not a folder" in _one_error(capsys.readouterr().err, afile)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[" * 100_000)
+    (run / "checkpoint.pt").write_bytes(b"x")
+    code = run_scdl(["train", "--resume", str(run), "--progress", "none"])
+    assert code == 2 and "cannot be read" in _one_error(capsys.readouterr().err, run / "config.json")
+
+
+def test_x15_a_dicom_folder_of_link_loops(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    (folder / "a").symlink_to(folder / "b")
+    (folder / "b").symlink_to(folder / "a")
+    code = run_scdl(["segment", str(folder), "-o", str(tmp_path / "s.nii.gz"), "--model", str(tiny_model),
+                     "--progress", "none"])
+    assert code == 2 and "no readable DICOM" in _one_error(capsys.readouterr().err, folder)
+
+
+def test_x16_x17_names_that_escape_and_overwrite_that_deletes(tmp_path: Path, tiny_model: Path, capsys,
+                                                              monkeypatch) -> None:
+    """`models import --id ../../evil` stays in the cache; `phantom --overwrite` on a user's folder is refused."""
+    import torch
+
+    from scdl.models.package import ModelPackage
+
+    monkeypatch.setenv("SCDL_HOME", str(tmp_path / "home"))
+    torch.save(ModelPackage.load(tiny_model).state_dicts()[0], tmp_path / "net.pth")
+    code = run_scdl(["models", "import", str(tmp_path / "net.pth"), "--id", "../../evil", "--labels", "synapse",
+                     "--spacing", "6", "6", "6"])
+    assert code == 2 and "not a valid model id" in _one_error(capsys.readouterr().err)
+    assert not (tmp_path / "evil").exists()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.txt").write_text("years of work")
+    code = run_scdl(["phantom", "--out", str(docs), "--cases", "2", "--size", "20,20,12", "--spacing", "6",
+                     "--overwrite", "--progress", "none"])
+    assert code == 2 and "not a phantom cohort" in _one_error(capsys.readouterr().err, docs)
+    assert (docs / "thesis.txt").read_text() == "years of work"
+
+
+def test_x18_a_second_benchmark_does_not_delete_a_live_run(tmp_path: Path, monkeypatch) -> None:
+    """Two `scdl bench ssl` into one --out: the second deleted the first one's run folder while it trained."""
+    import scdl.bench.ssl_benchmark as bench
+    from scdl.training.runfolder import RunFolder
+
+    run = tmp_path / "runs" / "cps-seed0-abc"
+    run.mkdir(parents=True)
+    (run / "log.csv").write_text("iteration\n1\n")
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom scdl.training.runfolder import RunFolder\n"
+                               f"lock = RunFolder({str(run)!r}).lock()\nprint('locked', flush=True)\ntime.sleep(120)"],
+                              env=_child_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        class Settings:
+            def run_key(self, configuration):
+                return "abc"
+
+        monkeypatch.setattr(bench, "run_folder", lambda *args: run)
+        with pytest.raises(ScdlError, match="another scdl train"):
+            bench.run_one(tmp_path, Settings(), object(), 0, None, [], None)
+        assert (run / "log.csv").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunFolder(run).check_unlocked()
+
+
+def test_x19_no_private_temporary_folder(tmp_path: Path, monkeypatch) -> None:
+    """Where no private folder can be made (a full or read-only TMPDIR), a NIfTI is read directly unless a sibling
+    would be read instead: then one line."""
+    import tempfile
+
+    from scdl.io.image import read_image
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    box = (slice(5, 15), slice(10, 20), slice(10, 30))
+    path = _label_map(tmp_path / "m.nii.gz", box)
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    assert sitk.GetArrayFromImage(read_image(path))[box].all()
+    _label_map(tmp_path / "m.nii", (slice(0, 2), slice(0, 2), slice(0, 2)))
+    with pytest.raises(ScdlError, match="cannot be read safely"):
+        read_image(path)
+
+
+def test_x20_an_uncertainty_map_onto_a_hard_link_of_the_ct(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    ct = _ct(tmp_path / "ct.nii.gz")
+    os.link(ct, tmp_path / "u.nii.gz")
+    before = ct.read_bytes()
+    code = run_scdl(["segment", str(ct), "-o", str(tmp_path / "s.nii.gz"), "--uncertainty", str(tmp_path / "u.nii.gz"),
+                     "--model", str(tiny_model), "--progress", "none"])
+    assert code == 2 and "would overwrite the input CT" in _one_error(capsys.readouterr().err)
+    assert ct.read_bytes() == before

@@ -84,6 +84,9 @@ def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfigura
         cached["reused"] = True
         return cached
     if run_dir.exists():                        # an interrupted run of this benchmark: start it over
+        from scdl.training.runfolder import RunFolder
+
+        RunFolder(run_dir).check_unlocked()     # unless another benchmark in the same --out is training it now
         shutil.rmtree(run_dir)
     outcome = run_training(cohort.manifest, run_dir, settings.train_config(configuration), configuration.framework,
                            seed, settings.iterations, Path(out) / "cache", device=settings.device,

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from scdl.errors import ScdlError
 from scdl.io import dicom
+from scdl.io.atomic import split_suffix
 from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, READ_EXTENSIONS, READABLE_DESCRIPTION, extension,
                               is_dicom_file)
 from scdl.io.paths import check_folder_entries, check_input_path
@@ -29,6 +30,8 @@ from scdl.io.geometry import describe_grid, same_grid
 from scdl.io.validation import check_ct_values, check_detached_header, check_nifti_file, check_volume
 
 Warn = Optional[Callable[[str], None]]
+#: Largest label value of a label map (TotalSegmentator's 117 classes are the most any bundled table has).
+MAX_LABEL_VALUE = 65535
 
 
 @contextlib.contextmanager
@@ -39,7 +42,16 @@ def _private_name(path: Path) -> Iterator[Path]:
     ITK's NIfTI reader does not read the file it is given when a sibling with another NIfTI extension exists:
     for ``ct.nii.gz`` it reads ``ct.nii`` when that file is there (measured, SimpleITK 2.5; an explicit
     NiftiImageIO does the same). Alone in a private folder, the file named is the file read."""
-    folder = Path(tempfile.mkdtemp(prefix="scdl-read-"))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="scdl-read-"))
+    except OSError as err:                 # no writable temporary folder: direct, unless a sibling would be read
+        siblings = [path.with_name(split_suffix(path)[0] + e) for e in (".nii", ".nii.gz", ".hdr", ".img")]
+        if not any(s.exists() and s.name != path.name for s in siblings):
+            yield path
+            return
+        raise ScdlError(f"cannot be read safely: ITK would read a file beside it with the same name instead, and "
+                        f"no private temporary folder can be made ({err.strerror or err}).", path,
+                        "set TMPDIR to a writable folder, or move the file into a folder of its own.") from None
     alias = folder / ("image" + extension(path))
     try:
         try:
@@ -150,7 +162,11 @@ def _as_label_type(img: sitk.Image, path: Path) -> sitk.Image:
             path,
             "give a label map with values 0 (background), 1, 2, ...",
         )
-    for pixel_id, top in ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535), (sitk.sitkUInt32, 2**32 - 1)):
+    if hi > MAX_LABEL_VALUE:        # per-class tables (scores, present values) are as long as the largest value
+        raise ScdlError(f"has label values up to {hi:.0f}; label maps number their structures 1 to "
+                        f"{MAX_LABEL_VALUE} (a larger value is a damaged or foreign file, and tables of that many "
+                        "classes would not fit in memory).", path, "renumber the labels, or give the right file.")
+    for pixel_id, top in ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535)):
         if hi <= top:
             return img if img.GetPixelID() == pixel_id else sitk.Cast(img, pixel_id)
     raise ScdlError(f"has label values up to {hi:g}, too large for a label map.", path, "renumber the labels.")
@@ -174,7 +190,8 @@ def read_label_map(
             Without it, a different grid is an error.
 
     Returns:
-        The label map as the smallest unsigned integer type that holds its values (uint8 / uint16 / uint32).
+        The label map as the smallest unsigned integer type that holds its values (uint8 / uint16; values above
+        :data:`MAX_LABEL_VALUE` are refused).
     """
     path = Path(path)
     from scdl.io.mask_folder import is_mask_folder, read_mask_folder

@@ -42,7 +42,7 @@ def parse_manifest(data: bytes, path: Optional[os.PathLike | str] = None) -> dic
     fix = "the package is damaged: download or import it again."
     try:
         manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:     # nested 100,000 deep
         raise ScdlError(f"the manifest is not valid JSON ({err}).", path, fix) from None
     if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA or manifest.get("algorithm") != "sha256":
         raise ScdlError(f"not an SCDL manifest (expected schema {MANIFEST_SCHEMA!r}, algorithm 'sha256').", path, fix)

@@ -80,7 +80,7 @@ class ModelPackage:
             card_bytes = _read_checked(src, manifest, CARD_FILE, verify=True)
             try:
                 raw = json.loads(card_bytes.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:    # nested 100,000 deep
                 raise ScdlError(f"the model card is not valid JSON ({err}).", src.where(CARD_FILE), _REFETCH) from None
             card = validate_card(raw, src.where(CARD_FILE))
             for key in ("weights", "labels"):

@@ -113,8 +113,8 @@ def check_model_grid(plan: GridPlan, path: Optional["os.PathLike[str] | str"] = 
     """Refuse (one ScdlError with the numbers) a model grid beyond this machine: more memory than it has
     (``memory``, default :func:`physical_memory_bytes`) or more than ``max_windows`` windows."""
     memory = physical_memory_bytes() if memory is None else memory
-    fix = ("check the image's voxel size and size (a wrong spacing in the header is the usual cause; "
-           "scdl segment prints the grid) and the model card's preprocessing.spacing_mm")
+    fix = ("check the voxel size in the image's header (a wrong spacing is the usual cause) and the model card's "
+           "preprocessing.spacing_mm")
     if memory is not None and plan.bytes > memory:
         raise ScdlError(f"{plan.describe()}, more than this machine's {format_bytes(memory)}; nothing was "
                         f"started.", path, fix + ".")

@@ -155,7 +155,7 @@ def _rows_from_csv(path: Path) -> list[dict[str, Any]]:
 def _rows_from_json(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ScdlError(f"the manifest is not valid JSON ({err}).", path, "fix the JSON syntax.") from None
     if isinstance(data, dict):
         data = data.get("cases")

@@ -180,6 +180,9 @@ class RunFolder:
         files that no run of SCDL wrote (a user's folder: ``labels.csv``, ``config.json`` and ``model/``
         would be overwritten). ``marked``: whether a run of SCDL started here (default: :data:`LOCK` exists;
         the trainer passes what it saw before it took the lock)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ScdlError("is a file, not a folder: the run folder holds the run's files.", self.path,
+                            "give the path of a new folder (scdl train creates it).")
         if self.holds_run():
             raise ScdlError("this folder already holds a training run.", self.path,
                             f"continue it with --resume {self.path}, or choose another --out folder.")
@@ -207,7 +210,7 @@ class RunFolder:
                             "give the RUN_DIR of an earlier scdl train (the --out folder).")
         try:
             config = json.loads(self.config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             raise ScdlError(f"the run's {CONFIG} cannot be read ({err}).", self.config,
                             "restore the file or start a new run.") from None
         return config
