@@ -334,6 +334,33 @@ def plan_iterations(it_per_s: float, minutes: float, budget: dict[str, Any]) -> 
     return int(min(max(planned, int(budget["min_iterations"])), int(budget["max_iterations"])))
 
 
+def packaged_run(run_dir: Path) -> dict[str, Any]:
+    """What :func:`train` returns, for a run that already finished (``--package-only``)."""
+    from scdl.models.package import ModelPackage
+
+    folder = RunFolder(run_dir)
+    if not (folder.model_dir / "card.json").is_file():
+        raise fail(f"{folder.model_dir}: no packaged model of a finished run (train first, without --package-only).")
+    prov = ModelPackage.load(folder.model_dir, verify=True).card["provenance"]
+    reached = int(prov.get("iterations") or 0)
+    planned = int(json.loads(folder.config.read_text(encoding="utf-8")).get("iterations") or reached)
+    result: dict[str, Any] = {"iteration": reached, "stopped": False, "device": None}
+    if reached < planned:       # the recipe stopped it at the hard time limit and packaged it there
+        result.update(stopped_at_limit=True, planned_iterations=planned)
+    return result
+
+
+def init_identity(init: Optional[str]) -> Optional[str]:
+    """``<id> <version>`` of the package a stage started from (``--init``), or None for a fresh start."""
+    if not init:
+        return None
+    card_file = Path(init) / "card.json"
+    if card_file.is_file():
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        return f"{card.get('id')} {card.get('version')}"
+    return str(init)
+
+
 def train(manifest: Path, config: Path, out: Path, iterations: int, device: str, cache: Path,
           deadline_s: Optional[float]) -> dict[str, Any]:
     """The training run; a run stopped at the hard limit is packaged at the iteration it reached."""
@@ -453,15 +480,34 @@ def _round(value: Optional[float], digits: int = 4) -> Optional[float]:
 
 
 # -- step 5: the package -----------------------------------------------------------------------------
+def lineage(cohort: dict[str, Any], described: dict[str, Any], prov: dict[str, Any], training: dict[str, Any],
+            compared: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stages that made this model: the recipe's earlier stages (``cohort.json`` ``lineage``), then this one
+    (version, what it started from, data, changes, iterations, minutes, validation scores)."""
+    stage = {
+        "version": cohort["version"],
+        "init": training.get("init"),
+        "data": ([c["patient"] for c in cohort["labeled"]] + [c["patient"] for c in described.get("anatomy", [])]),
+        "changes": list(cohort.get("changes", [])),
+        "iterations": int(prov.get("iterations") or training.get("iteration") or 0),
+        "minutes": round(float(prov.get("training_time_s") or 0.0) / 60.0, 1),
+        "validation": (compared or {}).get("new"),
+        "validation_of_init": (compared or {}).get("installed"),
+        "command": cohort.get("command"),
+    }
+    return [*cohort.get("lineage", []), stage]
+
+
 def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict[str, Any], config: dict[str, Any],
                held_out: dict[str, Any], training: dict[str, Any], machine: dict[str, Any],
-               smoke: bool) -> dict[str, Any]:
+               smoke: bool, validation_comparison: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The default model's card from the trained run's card, the recipe and the measured numbers."""
     from scdl.models.card import new_card
 
     prov = run_card["provenance"]
     patients = [c["patient"] for c in cohort["labeled"]]
-    held = [c["patient"] for c in cohort["held_out"]]
+    validating = [c["patient"] for c in cohort.get("validation_real", [])]
+    held = [c["patient"] for c in cohort["held_out"] if c["patient"] not in validating]
     ph = described["phantoms"]
     headline = "; ".join(f"{p.rsplit('/', 1)[-1]}: mean Dice {m['mean_dice_labelled_organs']} over "
                          f"{m['organs_labelled']} organs" for p, m in held_out.items())
@@ -477,10 +523,15 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
     licences = "; ".join(f"{c['patient']}: {c['licence']}" for c in cohort["labeled"])
     licences += "".join(f"; {c['patient']}: {c['licence']}" for c in cohort.get("anatomy", []))
     licences += f"; phantoms: {cohort['phantoms']['licence']}"
+    n_maps = len(described.get("anatomy", []))
     warnings = [
-        "Trained on ONE real CT image (patient A, TotalSegmentator silver labels, model predictions) plus "
-        "synthetic CTs made from the label maps of A and three TotalSegmentator dataset subjects; held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough "
-        "indication of accuracy, not a validation.",
+        f"Trained on ONE real CT image (patient A, TotalSegmentator silver labels, model predictions) plus "
+        f"synthetic CTs made from {n_maps} label maps (A's and TotalSegmentator dataset subjects'); "
+        + ("patient B (20 slices, silver labels) and CTs synthesised from a label map kept out of training are the "
+           "VALIDATION cases that chose the checkpoint and the ship decision: their Dice is optimistic, not a "
+           "blind test." if validating else
+           "held-out Dice is measured on ONE other patient (B, 20 slices, silver labels): a rough indication of "
+           "accuracy, not a validation."),
         "Not for clinical use.",
         "The unlabeled phantoms' contrast-phase organ intensities (HU mean and std) were measured on patient "
         "B's CT within its silver labels (docs/phantom.md), so the unlabeled data carry those summary numbers of "
@@ -490,9 +541,12 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
     if not ph.get("labeled") and not described.get("anatomy"):
         warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
                         "oesophagus, no labeled phantoms), so the model has not learned it.")
+    with_oesophagus = [c["patient"].rsplit("/", 1)[-1] for c in described.get("anatomy", [])
+                       if "oesophagus" in c.get("description", "") or "esophagus" in c.get("description", "")
+                       or c["patient"].endswith(("s0004", "s0327"))]
     if described.get("anatomy"):
-        warnings.append("esophagus: only ONE training subject (s0004, a synthetic image) contains it; expect "
-                        "it to be weak.")
+        warnings.append(f"esophagus: only {len(with_oesophagus)} training subject(s) ({', '.join(with_oesophagus)}, "
+                        "synthetic images) contain it; expect it to be weak.")
     if training.get("stopped_at_limit"):
         warnings.append(f"training was stopped at the time limit after {training['iteration']} of "
                         f"{training['planned_iterations']} planned iterations (learning-rate schedule cut).")
@@ -500,13 +554,16 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         warnings.insert(0, f"SMOKE RUN ({training['iteration']} iterations): checks the recipe end to end; the "
                            "weights are NOT a usable model.")
     validation = {"held_out": held_out,
-                  "held_out_note": "scdl segment on the held-out patient's own DICOM grid, scdl evaluate against "
-                                   "its TotalSegmentator label map (--resample, names matched to Synapse). "
-                                   "mean_dice_labelled_organs = mean over the organs the label map contains.",
+                  "held_out_note": ("scdl segment on the patient's own DICOM grid, scdl evaluate against "
+                                    "its TotalSegmentator label map (--resample, names matched to Synapse). "
+                                    "mean_dice_labelled_organs = mean over the organs the label map contains."
+                                    + (" This patient is the VALIDATION case (never trained on; it chose the "
+                                       "checkpoint and the ship decision)." if validating else "")),
                   "validation": prov.get("validation_metrics"),
                   "selection": (f"best mean Dice on the {described.get('manifest_counts', {}).get('val', '?')} validation case(s), "
                                 f"every {config.get('validation', {}).get('every')} iterations and at the end "
-                                "(the held-out patient never seen)"
+                                + ("(patient B and CTs synthesised from the held-out label map)" if validating else
+                                   "(the held-out patient never seen)")
                                 if int(config.get("validation", {}).get("every", 0) or 0) > 0 else
                                 "last checkpoint (no checkpoint selection; the held-out patient never seen)")}
     title = cohort["title"] + (" [SMOKE RUN]" if smoke else "")
@@ -516,14 +573,16 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
         ensemble=int(run_card["ensemble"]), inference=cohort.get("inference"),
         description=(f"CPS + SCDL VNet pair (width {run_card['architecture']['n_filters']}) at "
                      f"{' x '.join(f'{float(v):g}' for v in run_card['preprocessing'].get('spacing_mm') or [])} mm, trained on the CPU with "
-                     f"bench/train_default_model.py on one real CT (patient A) plus synthetic unlabeled phantoms. "
-                     f"Held-out: {headline}."),
+                     f"bench/train_default_model.py on one real CT (patient A) plus CTs synthesised from {n_maps} "
+                     f"anatomy label maps and unlabeled phantoms. "
+                     f"{'Validation' if validating else 'Held-out'}: {headline}."),
         provenance={
             "data": data, "data_licence": licences, "framework": prov.get("framework"),
             "iterations": int(prov.get("iterations") or training.get("iteration") or 0),
             "training_time_s": prov.get("training_time_s"), "validation_metrics": validation,
             "source": "bench/train_default_model.py with Resources/Models/recipes/scdl-abdominal-ct",
-            "training_patients": patients, "held_out_patients": held,
+            "training_patients": patients, "held_out_patients": held, "validation_patients": validating,
+            "lineage": lineage(cohort, described, prov, training, validation_comparison),
             "excluded_data": cohort.get("excluded", []), "seed": prov.get("seed"),
             "recipe": {"config": config, "cohort": cohort}, "machine": machine,
         },
@@ -543,7 +602,9 @@ def readme_text(card: dict[str, Any]) -> str:
     return card_markdown(card, training_notes=[
         "Recipe: Resources/Models/recipes/scdl-abdominal-ct (config.json, cohort.json); reproduce with "
         "`python bench/train_default_model.py --out runs/default`."],
-        held_out_heading="Held-out metrics (native grid, against TotalSegmentator silver labels)")
+        held_out_heading=("Patient B, the validation case (native grid, against TotalSegmentator silver labels)"
+                          if card["provenance"].get("validation_patients") else
+                          "Held-out metrics (native grid, against TotalSegmentator silver labels)"))
 
 
 def write_package(card: dict[str, Any], states: list[dict], labels: Any, out: Path) -> Path:
@@ -644,6 +705,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--force-install", action="store_true",
                         help="install even when the new build scores below the installed model on the validation "
                              "cases (by default it is then kept in --out only)")
+    parser.add_argument("--package-only", action="store_true",
+                        help="skip calibration and training: evaluate, card, package and (unless --no-install) "
+                             "install the run already in --out/train (e.g. after the card code changed)")
     parser.add_argument("--score-validation", nargs="+", type=Path, metavar="MODEL",
                         help="only score these model packages on the validation cases of an earlier run's "
                              "--out/cohort/manifest.csv (segment + evaluate) and print the JSON")
@@ -677,13 +741,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     manifest, described = build_cohort(cohort, args.data.resolve(), out / "cohort", args.smoke)
     calibration = None
     iterations = args.iterations or (SMOKE_ITERATIONS if args.smoke else None)
+    if args.package_only:
+        previous = json.loads((out / "summary.json").read_text(encoding="utf-8")) if (out / "summary.json").is_file() else {}
+        calibration = previous.get("calibration")
+        iterations = -1
     if iterations is None:
         rate = measure_speed(manifest, config_path, out, int(budget["calibration_iterations"]), args.device, cache)
         iterations = plan_iterations(rate, minutes, budget)
         calibration = {"it_per_s": round(rate, 4), "minutes": minutes, "planned_iterations": iterations}
         log(f"calibration: {rate:.3f} it/s -> {iterations} iterations for {minutes:g} min")
     deadline = minutes * 60.0 * float(budget["hard_limit_factor"]) if calibration else None
-    training = train(manifest, config_path, out, iterations, args.device, cache, deadline)
+    if args.package_only:
+        training = packaged_run(out / "train")
+    else:
+        training = train(manifest, config_path, out, iterations, args.device, cache, deadline)
+    training["init"] = init_identity(args.init)
     run_model = RunFolder(out / "train").model_dir
 
     from scdl.models.package import ModelPackage
@@ -692,7 +764,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     held_out = held_out_metrics(run_model, cohort, args.data.resolve(), out / "eval", args.device)
     machine = machine_info(str(training.get("device") or args.device))
     machine["calibration"] = calibration
-    card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, args.smoke)
+    installed_pkg = resources / "Models" / cohort["model_id"]
+    compared = None
+    if not args.smoke and (installed_pkg / "card.json").is_file():
+        # the ship decision: the new build against the installed model on the SAME validation cases
+        compared = {"new": validation_scores(run_model, manifest, out / "validation" / "new", args.device),
+                    "installed": validation_scores(installed_pkg, manifest, out / "validation" / "installed",
+                                                   args.device)}
+        compared["installed_version"] = json.loads((installed_pkg / "card.json").read_text(encoding="utf-8")).get("version")
+    card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, args.smoke, compared)
     package = write_package(card, run_pkg.state_dicts(), run_pkg.labels, out / "package")
     size = package_size_mb(package)
     if size > float(cohort["max_package_mb"]):
@@ -702,12 +782,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                "calibration": calibration}
     summary["demo"] = demo_check(package, resources, out / "demo", args.device, held_out)
     log(f"scdl demo with the package: {summary['demo']}")
-    installed_pkg = resources / "Models" / cohort["model_id"]
-    if not args.smoke and (installed_pkg / "card.json").is_file():
-        # the ship decision: the new build against the installed model on the SAME validation cases (never B)
-        compared = {"new": validation_scores(package, manifest, out / "validation" / "new", args.device),
-                    "installed": validation_scores(installed_pkg, manifest, out / "validation" / "installed",
-                                                   args.device)}
+    if compared is not None:
         summary["validation_comparison"] = compared
         log(f"validation mean Dice: new {compared['new']['mean']}, installed {compared['installed']['mean']}")
         refused = None if args.no_install or args.force_install else ship_refusal(compared)

@@ -61,14 +61,50 @@ def test_recipe_config_is_a_valid_training_config(recipe):
     assert resolved["validation"]["every"] > 0
 
 
-def test_recipe_validation_cases_are_synthesised_from_training_anatomies(recipe):
+def test_recipe_validates_on_patient_b_and_a_held_out_anatomy(recipe, recipe_script):
+    """Model 4: patient B and CTs synthesised from a label map kept OUT of training choose the checkpoint."""
     cohort, _ = recipe
     spec = cohort["validation_synth"]
-    anatomies = {c["patient"] for c in cohort["anatomy"]}
-    assert {c["anatomy"] for c in spec["cases"]} == anatomies        # one per anatomy, nothing else
-    assert PATIENT_B not in anatomies
+    trained = {c["patient"] for c in cohort["anatomy"]}
+    held_maps = {c["patient"] for c in cohort["validation_anatomy"]}
+    assert held_maps and not held_maps & trained
+    assert {c["anatomy"] for c in spec["cases"]} == held_maps       # validation images only of held-out anatomy
+    assert [c["patient"] for c in cohort["validation_real"]] == [PATIENT_B]
+    assert PATIENT_B not in trained
     assert len({c["seed"] for c in spec["cases"]}) == len(spec["cases"])
     assert {c["phase"] for c in spec["cases"]} <= {"native", "arterial", "portal"}
+    assert any(c.get("z_keep") for c in spec["cases"])              # short / truncated scans among them
+    bad = json.loads(json.dumps(cohort))
+    bad["anatomy"].append(dict(bad["validation_anatomy"][0]))
+    with pytest.raises(SystemExit, match="both a training anatomy and the held-out validation anatomy"):
+        recipe_script.check_split(bad)
+
+
+def test_recipe_lineage_in_the_card(recipe, recipe_script):
+    cohort, _ = recipe
+    stages = recipe_script.lineage(cohort, {"anatomy": cohort["anatomy"]}, {"iterations": 1200, "training_time_s": 3000},
+                                   {"init": "scdl-abdominal-ct 3.0.0"},
+                                   {"new": {"mean": 0.5, "cases": {}}, "installed": {"mean": 0.4, "cases": {}}})
+    assert [s["version"] for s in stages] == ["2.0.0", "3.0.0", cohort["version"]]
+    last = stages[-1]
+    assert last["init"] == "scdl-abdominal-ct 3.0.0" and last["iterations"] == 1200 and last["minutes"] == 50.0
+    assert last["validation"]["mean"] == 0.5 and last["validation_of_init"]["mean"] == 0.4
+    assert last["changes"] and all(isinstance(c, str) for c in last["changes"])
+    assert stages[1]["init"] == "scdl-abdominal-ct 2.0.0" and stages[1]["iterations"] == 709
+
+
+def test_keep_slices_makes_a_short_scan(recipe_script, tmp_path):
+    image = sitk.GetImageFromArray(np.arange(20 * 4 * 4, dtype=np.float32).reshape(20, 4, 4))
+    label = sitk.GetImageFromArray(np.ones((20, 4, 4), np.uint8))
+    for img in (image, label):
+        img.SetSpacing((3.0, 3.0, 3.0))
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(label, str(tmp_path / "lab.nii.gz"))
+    recipe_script.keep_slices(tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz", [0.5, 0.75])
+    out, lab = sitk.ReadImage(str(tmp_path / "ct.nii.gz")), sitk.ReadImage(str(tmp_path / "lab.nii.gz"))
+    assert out.GetSize() == lab.GetSize() == (4, 4, 5)
+    assert np.allclose(out.GetOrigin(), image.TransformIndexToPhysicalPoint((0, 0, 10)))
+    assert sitk.GetArrayFromImage(out)[0, 0, 0] == 10 * 16
 
 
 def test_synth_validation_writes_val_rows_on_the_label_grid(recipe_script, patient_a_seg, tmp_path):
@@ -153,7 +189,10 @@ def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
     loaded = ModelPackage.load(package, verify=True)
     prov = loaded.card["provenance"]
     assert loaded.card["id"] == "scdl-abdominal-ct" and "README.md" in loaded.manifest
-    assert prov["training_patients"] == [PATIENT_A] and prov["held_out_patients"] == [PATIENT_B]
+    # model 4: patient B validates (never trained on, but it chose the checkpoint): not "held out" any more
+    assert prov["training_patients"] == [PATIENT_A] and prov["validation_patients"] == [PATIENT_B]
+    assert PATIENT_B not in prov["held_out_patients"]
+    assert [s["version"] for s in prov["lineage"]][-1] == cohort["version"]
     assert prov["validation_metrics"]["held_out"][PATIENT_B]["mean_dice_labelled_organs"] == 0.5
     assert prov["iterations"] == 7 and prov["training_time_s"] == 12.5 and prov["framework"] == "cps-scdl"
     assert "CC BY 4.0" in prov["data_licence"] and "CC BY 4.0" in loaded.card["licence"]
@@ -161,8 +200,9 @@ def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
     assert loaded.card["warnings"][0].startswith("SMOKE RUN")
     assert any("esophagus" in w for w in loaded.card["warnings"])
     readme = (package / "README.md").read_text()
-    assert "| liver | 0.5 |" in readme and "Held out (never trained on): " + PATIENT_B in readme
-    assert training_status(loaded.card, PATIENT_B)[0] == "held-out"
+    assert "| liver | 0.5 |" in readme and "Validation (never trained on; chose the checkpoint" in readme
+    assert "Stage 3.0.0: from scdl-abdominal-ct 2.0.0, 709 iterations" in readme
+    assert training_status(loaded.card, PATIENT_B)[0] == "validation"
     # a tampered package no longer verifies (same size, one character changed)
     (package / "README.md").write_text(readme.replace("liver", "lover", 1))
     from scdl.errors import ScdlError
@@ -234,11 +274,13 @@ def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):
     card = package.card
     assert card["version"].endswith("-smoke") and card["warnings"][0].startswith("SMOKE RUN")
     selection = card["provenance"]["validation_metrics"]["selection"]
-    assert selection.startswith("best mean Dice on the 5 validation case(s)")
+    assert selection.startswith("best mean Dice on the 6 validation case(s)")     # 5 synthesised from s0328 + B
     held = summary["held_out"][PATIENT_B]
     assert held["organs_labelled"] == 8 and 0.0 <= held["mean_dice_labelled_organs"] <= 1.0
-    assert summary["demo"]["in_training_data"] == "held-out"
+    assert summary["demo"]["in_training_data"] == "validation"
     assert summary["demo"]["mean_dice_labelled_organs"] == pytest.approx(held["mean_dice_labelled_organs"], abs=1e-4)
     manifest = (out / "cohort" / "manifest.csv").read_text()
     assert "example_ct_dicom" not in manifest and "example_seg_dicom" not in manifest     # B never trained on
-    assert manifest.count(",val,") == 5
+    assert manifest.count(",val,") == 6
+    train_rows = [r for r in manifest.splitlines() if ",train," in r]
+    assert not any("sample_ct" in r or "s0328" in r for r in train_rows)     # validation data never trained on

@@ -264,3 +264,23 @@ def test_largest_component_of_named_organs_only():
     labels[6:8, 1:3, 6:8] = 11           # pancreas in two pieces (it often is)
     out = keep_largest_component(labels, [6])
     assert (out == 6).sum() == 27 and (out == 11).sum() == 16
+
+
+def test_docs_hu_table_equals_the_code():
+    """docs/synthesis.md's table is the code's table (sources included)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "synthesis.md").read_text(encoding="utf-8")
+    for tissue, hu in HU.items():
+        row = (f"| {tissue.name.lower()} | {hu.native[0]:g} … {hu.native[1]:g} | {hu.arterial[0]:g} … "
+               f"{hu.arterial[1]:g} | {hu.portal[0]:g} … {hu.portal[1]:g} | {hu.std:g} | {hu.source} |")
+        assert row in text, row
+
+
+def test_demo_says_when_the_sample_is_the_validation_case():
+    from scdl.cli.demo import training_status
+
+    card = {"provenance": {"training_patients": ["a"], "validation_patients": ["b"], "held_out_patients": ["b"]}}
+    status, sentence = training_status(card, "b")
+    assert status == "validation" and "VALIDATION case" in sentence and "not a blind test" in sentence
+    assert training_status(card, "a")[0] == "training"

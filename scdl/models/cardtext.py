@@ -283,6 +283,13 @@ def card_markdown(card: Mapping[str, Any], *, training_notes: Sequence[str] = ()
         lines.append(f"- Licences: {prov['data_licence']}")
     if prov.get("held_out_patients"):
         lines.append(f"- Held out (never trained on): {', '.join(prov['held_out_patients'])}")
+    if prov.get("validation_patients"):
+        lines.append(f"- Validation (never trained on; chose the checkpoint and the ship decision): "
+                     f"{', '.join(prov['validation_patients'])}")
+    for stage in prov.get("lineage") or []:
+        lines.append(f"- Stage {stage.get('version')}: from {stage.get('init') or 'a fresh start'}, "
+                     f"{stage.get('iterations')} iterations, {stage.get('minutes')} min; "
+                     + "; ".join(str(c) for c in stage.get("changes") or []))
     machine = prov.get("machine") or {}
     lines += ["", "## Training",
               f"- Framework: {prov.get('framework')} (scdl train), {prov.get('iterations')} iterations, "
@@ -297,7 +304,8 @@ def card_markdown(card: Mapping[str, Any], *, training_notes: Sequence[str] = ()
         lines += ["", f"## {held_out_heading}"]
         for patient, m in held.items():
             lines += [f"### {patient}", f"Mean Dice over the {m.get('organs_labelled')} labelled organs: "
-                      f"**{m.get('mean_dice_labelled_organs')}** (evaluate convention, false positives included: "
+                      f"**{m.get('mean_dice_labelled_organs')}** (over every organ in either map, false "
+                      "positives counting 0: "
                       f"{m.get('mean_dice')}).", "", "| organ | Dice | HD95 mm | ASD mm | status |", "|---|---|---|---|---|"]
             for organ, s in (m.get("organs") or {}).items():
                 cells = [format_value(s.get(k)) or "-" for k in ("dice", "hd95_mm", "asd_mm")]
