@@ -620,6 +620,35 @@ def write_package(card: dict[str, Any], states: list[dict], labels: Any, out: Pa
     return out
 
 
+def half_states(states: list[dict]) -> list[dict]:
+    """The state dicts with every floating tensor in float16 (integers, e.g. BN counters, unchanged)."""
+    return [{k: (v.half() if v.is_floating_point() else v) for k, v in state.items()} for state in states]
+
+
+def labels_identical(a: Path, b: Path, manifest: Path, out: Path, device: str) -> dict[str, Any]:
+    """Segment the ``val`` cases of ``manifest`` with packages ``a`` and ``b``; per case the number of voxels whose
+    label differs (``scdl segment``, the shipped inference path). ``{"identical": bool, "differing_voxels": {...}}``."""
+    import csv
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    with Path(manifest).open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "val"]
+    out.mkdir(parents=True, exist_ok=True)
+    diffs = {}
+    for row in rows:
+        name = Path(row["image"]).name.split(".")[0]
+        maps = []
+        for tag, pkg in (("a", a), ("b", b)):
+            pred = out / f"{name}_{tag}.nii.gz"
+            _run(_scdl("segment", row["image"], "-o", str(pred), "--model", str(pkg), "--device", device,
+                       "--progress", "none"), stdout=subprocess.DEVNULL)
+            maps.append(sitk.GetArrayFromImage(sitk.ReadImage(str(pred))))
+        diffs[name] = int(np.count_nonzero(maps[0] != maps[1]))
+    return {"identical": not any(diffs.values()), "differing_voxels": diffs}
+
+
 def package_size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
 
@@ -774,6 +803,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         compared["installed_version"] = json.loads((installed_pkg / "card.json").read_text(encoding="utf-8")).get("version")
     card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, args.smoke, compared)
     package = write_package(card, run_pkg.state_dicts(), run_pkg.labels, out / "package")
+    if cohort.get("weights_float16") and not args.smoke:
+        # float16 weights halve the package (the repository grows by every shipped version): taken only if the
+        # labels of every validation case are identical to float32's
+        half = write_package({**card, "weights_dtype": "float16"}, half_states(run_pkg.state_dicts()),
+                             run_pkg.labels, out / "package_float16")
+        check = labels_identical(package, half, manifest, out / "float16_check", args.device)
+        log(f"float16 weights: {check}")
+        if check["identical"]:
+            shutil.rmtree(package)
+            package = write_package({**card, "weights_dtype": "float16",
+                                     "weights_dtype_check": check}, half_states(run_pkg.state_dicts()),
+                                    run_pkg.labels, out / "package")
+        else:
+            log("float16 weights change labels on the validation cases: the package keeps float32")
     size = package_size_mb(package)
     if size > float(cohort["max_package_mb"]):
         raise fail(f"{package}: {size:.1f} MB, over the {cohort['max_package_mb']} MB limit of a bundled model.")
