@@ -24,6 +24,10 @@ BATCH_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Words in a file name that mark a label map next to the CTs (not segmented; case-insensitive, the name is
 #: split at every non-alphanumeric character: "example_seg_fast.nii.gz" -> example, seg, fast).
 BATCH_SKIP_WORDS = ("seg", "segmentation", "label", "labels", "labelmap", "mask")
+#: Output file of a batch item: a 3D Slicer segmentation, or (``dicomSeg``, DICOM inputs only) a DICOM SEG that
+#: references the input series (``scdl segment -o NAME.dcm``; other inputs keep ``.seg.nrrd``).
+BATCH_OUTPUT_EXTENSION = ".seg.nrrd"
+BATCH_DICOM_SEG_EXTENSION = ".dcm"
 #: Files never opened when looking for DICOM series.
 NOT_DICOM_EXTENSIONS = (".txt", ".json", ".csv", ".md", ".xml", ".py", ".png", ".jpg", ".jpeg", ".pdf", ".zip", ".gz", ".raw")
 
@@ -155,10 +159,12 @@ class SCDLSegmentLogic(ScriptedLoadableModuleLogic):
         return run.wait(timeout)
 
     # -- batch ------------------------------------------------------------------------------------
-    def startBatch(self, outputFolder, model=None, device: str = "auto", inputFolder=None) -> jobs.BatchJob:
-        """:meth:`startBatchFromFolder` with ``inputFolder``, else :meth:`startBatchFromScene`."""
+    def startBatch(self, outputFolder, model=None, device: str = "auto", inputFolder=None,
+                   dicomSeg: bool = False) -> jobs.BatchJob:
+        """:meth:`startBatchFromFolder` with ``inputFolder`` (``dicomSeg``: DICOM SEG for its DICOM series), else
+        :meth:`startBatchFromScene`."""
         if inputFolder is not None:
-            return self.startBatchFromFolder(inputFolder, outputFolder, model, device)
+            return self.startBatchFromFolder(inputFolder, outputFolder, model, device, dicomSeg=dicomSeg)
         return self.startBatchFromScene(outputFolder, model, device)
 
     def startBatchFromScene(self, outputFolder, model=None, device: str = "auto", volumes=None) -> jobs.BatchJob:
@@ -192,15 +198,18 @@ class SCDLSegmentLogic(ScriptedLoadableModuleLogic):
 
         return jobs.BatchJob(items, makeJob, cleanup).start()
 
-    def startBatchFromFolder(self, inputFolder, outputFolder, model=None, device: str = "auto") -> jobs.BatchJob:
-        """Segment every CT file / DICOM series folder in ``inputFolder`` into ``<outputFolder>/<name>.seg.nrrd``."""
+    def startBatchFromFolder(self, inputFolder, outputFolder, model=None, device: str = "auto",
+                             dicomSeg: bool = False) -> jobs.BatchJob:
+        """Segment every CT file / DICOM series folder in ``inputFolder`` into ``<outputFolder>/<name>.seg.nrrd``;
+        with ``dicomSeg`` a DICOM series into ``<name>.dcm``, a DICOM SEG referencing it (other inputs: .seg.nrrd)."""
         inputs = findCtInputs(inputFolder)
         if not inputs:
             raise ValueError(_("No CT files (NIfTI, NRRD, MHA) or DICOM series found in {folder}.").format(folder=inputFolder))
         outputFolder = _checkedOutputFolder(outputFolder)
         items = []
         for path in inputs:
-            items.append(jobs.BatchItem(os.path.basename(path), path, _uniquePath(outputFolder, _stem(path), items)))
+            output = _uniquePath(outputFolder, _stem(path), items, batchOutputExtension(path, dicomSeg))
+            items.append(jobs.BatchItem(os.path.basename(path), path, output))
         return jobs.BatchJob(items, lambda item: jobs.SegmentJob(item.source, item.output, model, device,
                                                                  backend=self.backend)).start()
 
@@ -222,14 +231,22 @@ def _stem(path) -> str:
     return name
 
 
-def _uniquePath(folder, stem, items):
+def batchOutputExtension(inputPath, dicomSeg: bool = False) -> str:
+    """The output extension of one batch input: ``.dcm`` (DICOM SEG) for a DICOM series folder when ``dicomSeg``,
+    else ``.seg.nrrd`` (a DICOM SEG must reference source DICOM images, so NIfTI/NRRD inputs cannot have one)."""
+    if dicomSeg and os.path.isdir(inputPath):
+        return BATCH_DICOM_SEG_EXTENSION
+    return BATCH_OUTPUT_EXTENSION
+
+
+def _uniquePath(folder, stem, items, extension=BATCH_OUTPUT_EXTENSION):
     import pathlib
 
     taken = {item.output for item in items}
-    candidate = pathlib.Path(folder) / f"{stem}.seg.nrrd"
+    candidate = pathlib.Path(folder) / f"{stem}{extension}"
     index = 2
     while candidate in taken or candidate.exists():
-        candidate = pathlib.Path(folder) / f"{stem}_{index}.seg.nrrd"
+        candidate = pathlib.Path(folder) / f"{stem}_{index}{extension}"
         index += 1
     return candidate
 

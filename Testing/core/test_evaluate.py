@@ -121,7 +121,9 @@ def test_empty_classes():
     assert scores[3].status == "false_positive" and scores[3].dice == 0.0 and math.isinf(scores[3].asd)
     assert scores[4].status == "absent" and math.isnan(scores[4].dice) and math.isnan(scores[4].hd95)
     m = summary(list(scores.values()))
-    assert m["dice"] == pytest.approx(1 / 3)  # (1 + 0 + 0) / 3; the absent class is left out
+    assert m["dice"] == pytest.approx(1 / 2)  # the headline: (1 + 0) / 2 over the classes the ground truth has
+    assert m["classes_in_reference"] == 2
+    assert m["dice_all_classes"] == pytest.approx(1 / 3)  # (1 + 0 + 0) / 3 with the false positive; absent left out
     assert m["hd95"] == 0.0 and m["asd"] == 0.0 and m["classes_scored"] == 3
 
 

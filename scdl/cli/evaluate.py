@@ -11,8 +11,12 @@ compute_dice / compute_hausdorff_distance / compute_average_surface_distance def
 Labels are matched by value, or by name when both label tables are given (e.g. a Synapse prediction
 against a TotalSegmentator ground truth).
 
+The mean Dice (table, CSV "mean" row, JSON mean.dice) is over the classes the GROUND TRUTH contains; a class
+only the prediction marked (a false positive) is left out of it and counted, as 0, only in the mean labelled
+"all classes" (JSON mean.dice_all_classes). The same mean as `scdl demo` reports.
+
 Empty classes: absent from both maps -> not scored (NaN, left out of the means); present in only one ->
-Dice 0 (counted in the mean Dice) and distances inf (left out of the distance means; null in JSON).
+Dice 0 and distances inf (left out of the distance means; null in JSON).
 
 --preview draws a picture of the comparison: PRED in colour, GT as contour lines in the same colours
 (axial, coronal and sagittal slices through the most organ, at physical size), on --ct or on black.

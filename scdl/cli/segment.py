@@ -10,13 +10,15 @@ from scdl.progress import MODES as PROGRESS_MODES
 DESCRIPTION = """\
 Segment the abdominal organs of a CT (NIfTI, NRRD, MHA or a DICOM folder) with an SCDL model package.
 The label map is written on exactly the input's grid; its extension picks the format
-(.nii.gz, .nii, .nrrd, .mha, or .seg.nrrd for a 3D Slicer segmentation with names, colours and codes).
+(.nii.gz, .nii, .nrrd, .mha, or .seg.nrrd for a 3D Slicer segmentation with names, colours and codes;
+.dcm for a DICOM Segmentation that references the input DICOM series: only from a DICOM input).
 """
 
 EPILOG = """\
 examples:
   scdl segment ct.nii.gz -o organs.seg.nrrd
-  scdl segment dicom_folder/ -o organs.nii.gz --model synapse-cps --device cuda --preview organs.png
+  scdl segment dicom_folder/ -o organs.nii.gz --model scdl-authors-synapse-cps --device cuda --preview organs.png
+  scdl segment dicom_folder/ -o organs.dcm
   scdl segment ct.nrrd -o organs.nrrd --uncertainty uncertainty.nii.gz --progress json
 
 --progress json prints one JSON object per line on stdout, e.g.
@@ -35,7 +37,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("input", metavar="INPUT", help="CT file or DICOM folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="label map to write (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd)")
+                        help="label map to write (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd; .dcm: DICOM SEG "
+                             "referencing the input series, from a DICOM input only)")
     parser.add_argument("--model", metavar="ID|PATH", default=None,
                         help="model id from 'scdl models list' or a package folder (default: the catalog's default)")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",

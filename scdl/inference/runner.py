@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
-from scdl.io.formats import DETACHED_HEADER_EXTENSIONS, IMAGE_WRITE_EXTENSIONS, LABEL_WRITE_EXTENSIONS, extension
+from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, DICOM_SEG_EXTENSION, IMAGE_WRITE_EXTENSIONS,
+                             LABEL_WRITE_EXTENSIONS, extension)
 from scdl.progress import Progress
 
 #: Output extensions of the label map (scdl.io.writers picks the format by extension). Detached-header
@@ -50,16 +51,59 @@ def check_output_path(path: os.PathLike | str, allowed: tuple[str, ...], what: s
     return path
 
 
-def _warn_if_empty(result: Any, image: Any, progress: Any) -> None:
-    """A console warning when the model found no organ (e.g. a scan of another body region)."""
+#: Axis names of the orientation letters of a model card (``"LPS"``: left-right, front-back, head-foot).
+_AXIS_NAMES = {"L": "left-right", "R": "left-right", "P": "front-back", "A": "front-back", "S": "head-foot",
+               "I": "head-foot"}
+
+
+def context_shortfall(image: Any, card: dict) -> list[tuple[str, float, float, int, float]]:
+    """The axes along which the scan is shorter than the model's window (its context), from the card:
+    ``(axis name, scan extent mm, window extent mm, window voxels, model spacing mm)``, in the model's axis
+    order; [] when the scan covers a whole window on every axis, or the card resamples to a fixed size (its
+    window is then a fraction of any scan)."""
+    from scdl.processing.config import PreprocessConfig
+    from scdl.processing.grid import Grid
+    from scdl.processing.orientation import reorient_grid, reorientation_for
+
+    try:
+        cfg = PreprocessConfig.from_card(card.get("preprocessing") or {})
+    except (ValueError, TypeError, KeyError):
+        return []
+    if cfg.mode != "spacing" or not cfg.spacing_mm:
+        return []
+    grid = Grid.from_image(image)
+    oriented = reorient_grid(grid, reorientation_for(grid, cfg.orientation))
+    out = []
+    for k, letter in enumerate(cfg.orientation.upper()):
+        extent = float(oriented.size[k]) * float(oriented.spacing[k])
+        window = float(cfg.patch_size[k]) * float(cfg.spacing_mm[k])
+        if extent < window:
+            out.append((_AXIS_NAMES.get(letter, f"axis {k}"), extent, window, int(cfg.patch_size[k]),
+                        float(cfg.spacing_mm[k])))
+    return out
+
+
+def _warn_if_empty(result: Any, image: Any, progress: Any, card: Optional[dict] = None) -> None:
+    """A console warning when the model found no organ, naming the likely cause: a scan thinner or shorter than
+    the model's window (with both extents), else a scan of another body region."""
     import SimpleITK as sitk
 
     if int(sitk.GetArrayViewFromImage(result.labels).max()) > 0:
         return
     size_mm = [round(n * s) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    progress.warning(f"no organ was found: the label map is empty (field of view {size_mm[0]} x {size_mm[1]} x "
-                     f"{size_mm[2]} mm). The model segments abdominal organs in CT; check that the scan covers "
-                     "the abdomen.")
+    head = (f"no organ was found: the label map is empty (field of view {size_mm[0]} x {size_mm[1]} x "
+            f"{size_mm[2]} mm).")
+    short = context_shortfall(image, card or {})
+    if short:
+        parts = "; ".join(f"{name} {extent:.0f} mm, where the model's window covers {window:.0f} mm ({voxels} "
+                          f"voxels of {spacing:g} mm, from the model card)"
+                          for name, extent, window, voxels, spacing in short)
+        need = ", ".join(f"{window:.0f} mm {name}" for name, _e, window, _v, _s in short)
+        progress.warning(f"{head} The scan is thinner than the context the model needs: {parts}; the model sees "
+                         f"mostly padding. Segment a scan that covers at least {need} (the whole abdomen), or "
+                         "use a model with a smaller window.")
+        return
+    progress.warning(f"{head} The model segments abdominal organs in CT; check that the scan covers the abdomen.")
 
 
 def segment_file(
@@ -81,7 +125,8 @@ def segment_file(
 
     Args:
         input_path: CT file (NIfTI, NRRD, MHA/MHD) or DICOM folder.
-        output_path: label map; the extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd).
+        output_path: label map; the extension picks the format (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd, or .dcm
+            for a DICOM SEG referencing the input series: only from a DICOM input).
         model: catalog id or package folder; None = the catalog's default model.
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: reporter (phases read, preprocess, infer, postprocess, write; then "done").
@@ -110,6 +155,11 @@ def segment_file(
     check_outputs([("label map", output), ("uncertainty map", unc_path), ("preview", preview_path)],
                   [("input CT", input_path)])
     check_input_path(input_path, "CT")          # missing, a link loop, a FIFO/device: refused before opening
+    source_files = None
+    if extension(output) == DICOM_SEG_EXTENSION:  # a DICOM SEG references its source DICOM images: checked now
+        from scdl.io.dicomseg import dicom_seg_sources
+
+        source_files = dicom_seg_sources(input_path, series_uid, output)
 
     from scdl.io.atomic import probe_writable
 
@@ -143,14 +193,14 @@ def segment_file(
 
         result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
                                overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
-        _warn_if_empty(result, image, progress)
+        _warn_if_empty(result, image, progress, package.card)
 
     t0 = time.perf_counter()
     from scdl.io.writers import write_image, write_label_map
 
     with progress.phase("write", len(targets)) as phase, contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(output))
-        write_label_map(result.labels, tmp, table=result.table)
+        write_label_map(result.labels, tmp, table=result.table, source_files=source_files, model=package.card)
         phase.advance()
         if unc_path is not None:
             tmp = stack.enter_context(atomic_path(unc_path))

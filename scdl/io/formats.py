@@ -9,8 +9,10 @@ from scdl.io.atomic import split_suffix
 
 #: Volume formats read by file name (lower-case extensions; ``.seg.nrrd`` is a NRRD file).
 READ_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-#: Formats :func:`scdl.io.writers.write_label_map` writes.
-LABEL_WRITE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
+#: Formats :func:`scdl.io.writers.write_label_map` writes (``.dcm``: a DICOM SEG, only from a DICOM input).
+LABEL_WRITE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".dcm")
+#: The label-map extension that writes a DICOM Segmentation (:mod:`scdl.io.dicomseg`).
+DICOM_SEG_EXTENSION = ".dcm"
 #: Formats :func:`scdl.io.writers.write_image` writes.
 IMAGE_WRITE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Formats whose header names a separate data file (written as two files).

@@ -1,7 +1,8 @@
 """Writing images and label maps, atomically (a failed or cancelled write leaves no partial file).
 
 The format follows the extension: ``.nii``/``.nii.gz`` (NIfTI), ``.nrrd``/``.nhdr`` (NRRD), ``.mha``/``.mhd``
-(MetaImage) and, for label maps, ``.seg.nrrd`` (3D Slicer segmentation with names, colours and terminology).
+(MetaImage) and, for label maps, ``.seg.nrrd`` (3D Slicer segmentation with names, colours and terminology) and
+``.dcm`` (DICOM SEG referencing the source DICOM series, :mod:`scdl.io.dicomseg`).
 Compression is on where the format has it. Geometry is written as the image carries it (NIfTI stores it as
 float32, so a NIfTI round trip keeps origin/spacing/direction to about 1e-6 relative; NRRD and MetaImage
 keep them to double precision).
@@ -13,13 +14,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import SimpleITK as sitk
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
-from scdl.io.formats import DETACHED_HEADER_EXTENSIONS, IMAGE_WRITE_EXTENSIONS, LABEL_WRITE_EXTENSIONS, extension
+from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, DICOM_SEG_EXTENSION, IMAGE_WRITE_EXTENSIONS,
+                             LABEL_WRITE_EXTENSIONS, extension)
 from scdl.labels.table import LabelTable
 
 _UNSIGNED = ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535), (sitk.sitkUInt32, 2**32 - 1))
@@ -118,17 +120,26 @@ def as_label_image(label_img: sitk.Image) -> sitk.Image:
     raise ValueError(f"label values up to {stats.GetMaximum():g} do not fit a label map")
 
 
-def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None) -> Path:
+def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None, *,
+                    source_files: Optional[Sequence[str]] = None, model: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a label map on its own grid, by extension, atomically. Returns the path.
 
     Args:
         label_img: 3D integer label map (0 = background), e.g. on the input CT's grid.
-        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` or ``.seg.nrrd``.
-        table: for ``.seg.nrrd``: segment names, colours and SNOMED CT terminology (ignored by other formats).
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, ``.seg.nrrd`` or ``.dcm`` (DICOM SEG).
+        table: for ``.seg.nrrd`` and ``.dcm``: segment names, colours and SNOMED CT terminology (ignored by
+            other formats).
+        source_files: for ``.dcm``: the DICOM series the label map lies on (slice k = file k); required (a
+            DICOM SEG references its source images), without it ``.dcm`` is refused with a ScdlError.
+        model: for ``.dcm``: the model card (id, version), recorded as the segmentation algorithm.
     """
     path = Path(path)
     ext = _check_target(path, LABEL_WRITE_EXTENSIONS, "a label map")
     label_img = as_label_image(label_img)
+    if ext == DICOM_SEG_EXTENSION:
+        from scdl.io.dicomseg import write_dicom_seg
+
+        return write_dicom_seg(label_img, path, table, source_files=source_files, model=model)
     if ext == ".seg.nrrd":
         from scdl.io.segnrrd import write_seg_nrrd
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_write_text
-from scdl.metrics.scores import ClassScore, class_scores, summary
+from scdl.metrics.scores import ClassScore, class_scores, in_reference, summary
 
 COLUMNS = ("value", "name", "dice", "hd95_mm", "asd_mm", "pred_voxels", "gt_voxels", "status")
 
@@ -155,10 +155,11 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def format_labelled_table(evaluation: Evaluation) -> str:
-    """The demo's table: the organs the ground truth contains, their status, ONE mean (Dice over them), then
-    the organs it lacks (and which of those the prediction marked anyway)."""
-    labelled = [s for s in evaluation.scores if s.gt_voxels > 0]
-    lacking = [s for s in evaluation.scores if s.gt_voxels == 0]
+    """The demo's table: the organs the ground truth contains, their status, ONE mean (the headline Dice over
+    them, :func:`scdl.metrics.scores.summary`), then the organs it lacks (and which of those the prediction
+    marked anyway)."""
+    labelled = [s for s in evaluation.scores if in_reference(s)]
+    lacking = [s for s in evaluation.scores if not in_reference(s)]
     width = max([len(s.name) for s in labelled] + [len("mean over these organs")])
     head = f"{'organ':<{width}}  {'Dice':>6}  {'HD95 mm':>8}  {'ASD mm':>7}  status"
     lines = [head, "-" * len(head)]
@@ -167,7 +168,7 @@ def format_labelled_table(evaluation: Evaluation) -> str:
         lines.append(f"{s.name:<{width}}  {_fmt(s.dice, 3):>6}  {_fmt(s.hd95, 1):>8}  {_fmt(s.asd, 1):>7}  {status}")
     lines.append("-" * len(head))
     if labelled:
-        mean = sum(s.dice for s in labelled) / len(labelled)
+        mean = evaluation.summary["dice"]
         lines.append(f"{'mean over these organs':<{width}}  {mean:>6.3f}   ({len(labelled)} organs)")
     if lacking:
         marked = [s.name for s in lacking if s.status == "false_positive"]
@@ -178,7 +179,9 @@ def format_labelled_table(evaluation: Evaluation) -> str:
 
 
 def format_table(evaluation: Evaluation, show_absent: bool = False) -> str:
-    """A plain-text table: one line per class (absent classes summarised), then the means."""
+    """A plain-text table: one line per class (absent classes summarised), then the headline mean (over the
+    classes the ground truth contains) and, when the prediction marked classes the ground truth lacks, the
+    mean over all classes under its own name."""
     rows = [s for s in evaluation.scores if show_absent or s.status != "absent"]
     width = max([len(s.name) for s in rows] + [5])
     head = f"{'value':>5}  {'class':<{width}}  {'Dice':>6}  {'HD95 mm':>8}  {'ASD mm':>7}  {'pred vox':>9}  {'GT vox':>9}  status"
@@ -190,14 +193,18 @@ def format_table(evaluation: Evaluation, show_absent: bool = False) -> str:
     m = evaluation.summary
     lines.append("-" * len(head))
     lines.append(f"{'':>5}  {'mean':<{width}}  {_fmt(m['dice'], 4):>6}  {_fmt(m['hd95'], 2):>8}  "
-                 f"{_fmt(m['asd'], 2):>7}")
+                 f"{_fmt(m['asd'], 2):>7}  over the {m['classes_in_reference']} class(es) the ground truth contains")
+    if m["classes_scored"] != m["classes_in_reference"]:
+        lines.append(f"(mean Dice over all {m['classes_scored']} classes in either map, false positives counting 0: "
+                     f"{_fmt(m['dice_all_classes'], 4)})")
     if absent and not show_absent:
         lines.append(f"({absent} class(es) absent from both maps: not scored)")
     return "\n".join(lines)
 
 
 def to_csv_text(evaluation: Evaluation) -> str:
-    """CSV with the columns of :data:`COLUMNS` (NaN as ``nan``, infinity as ``inf``) and a final ``mean`` row."""
+    """CSV with the columns of :data:`COLUMNS` (NaN as ``nan``, infinity as ``inf``) and a final ``mean`` row:
+    the headline means (Dice over the classes the ground truth contains, as in the table and the JSON)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -216,7 +223,8 @@ def _json_number(value: Optional[float]) -> Optional[float]:
 
 
 def to_json_dict(evaluation: Evaluation) -> dict[str, Any]:
-    """JSON-ready dict; NaN and inf become null (``status`` tells which)."""
+    """JSON-ready dict; NaN and inf become null (``status`` tells which). ``mean.dice`` is the headline (over the
+    ``classes_in_reference``), ``mean.dice_all_classes`` the mean over the ``classes_scored`` of either map."""
     classes = []
     for r in evaluation.rows():
         classes.append({**r, "dice": _json_number(r["dice"]), "hd95_mm": _json_number(r["hd95_mm"]),
@@ -227,8 +235,9 @@ def to_json_dict(evaluation: Evaluation) -> dict[str, Any]:
         "ground_truth": evaluation.gt_path,
         "spacing_mm": list(evaluation.spacing_mm),
         "classes": classes,
-        "mean": {"dice": _json_number(m["dice"]), "hd95_mm": _json_number(m["hd95"]),
-                 "asd_mm": _json_number(m["asd"]), "classes_scored": m["classes_scored"]},
+        "mean": {"dice": _json_number(m["dice"]), "classes_in_reference": m["classes_in_reference"],
+                 "hd95_mm": _json_number(m["hd95"]), "asd_mm": _json_number(m["asd"]),
+                 "dice_all_classes": _json_number(m["dice_all_classes"]), "classes_scored": m["classes_scored"]},
         "notes": list(evaluation.notes),
     }
 

@@ -26,7 +26,9 @@ Surface voxels = the mask minus its erosion; distances are between voxel centres
 Empty classes:
 - absent in both: status "absent", Dice/HD95/ASD NaN; left out of every mean.
 - absent in one ("missed": only in the ground truth; "false_positive": only in the prediction): Dice 0,
-  HD95 and ASD +inf; Dice 0 counts in the mean Dice, the infinite distances are left out of the distance means.
+  HD95 and ASD +inf; the infinite distances are left out of the distance means. A missed class counts 0 in
+  the headline mean Dice (over the classes the ground truth contains, :func:`summary`); a false positive only
+  in ``dice_all_classes``.
 - in both: "found" when prediction and truth overlap; "misplaced" when they do not (Dice 0, finite distances:
   the organ was predicted somewhere else).
 """
@@ -189,14 +191,33 @@ def class_scores(
     return scores
 
 
+def in_reference(score: ClassScore) -> bool:
+    """Whether the REFERENCE (ground truth) contains this class: the classes of the headline mean."""
+    return score.gt_voxels > 0
+
+
 def summary(scores: Sequence[ClassScore]) -> dict[str, Optional[float]]:
-    """Means: Dice over every class present in either map (missed/false positives count 0); HD95 and ASD over
-    the classes present in both. None when nothing qualifies."""
-    dice = [s.dice for s in scores if s.status != "absent"]
+    """The means of one comparison; the one definition every report uses (``scdl evaluate``'s table, CSV and
+    JSON, ``scdl demo``'s console line, ``dice.csv`` and JSON events).
+
+    - ``dice``: THE headline mean Dice, over the classes the reference (ground truth) contains
+      (:func:`in_reference`; a missed class counts 0). Classes the reference lacks are not in it, whatever the
+      prediction marked: a model cannot be right or wrong about an organ the reference does not label.
+    - ``dice_all_classes``: the mean over every class present in either map, false positives (classes only
+      in the prediction) counting 0. Reported under this name only.
+    - ``hd95``, ``asd``: over the classes present in both maps (finite distances).
+    - ``classes_in_reference``: how many classes the headline averages; ``classes_scored``: how many classes
+      either map contains (those of ``dice_all_classes``).
+
+    A mean is None when no class qualifies (e.g. ``dice`` for a reference without any class).
+    """
+    dice = [s.dice for s in scores if in_reference(s)]
+    dice_all = [s.dice for s in scores if s.status != "absent"]
     hd = [s.hd95 for s in scores if s.status in ("found", "misplaced")]
     asd = [s.asd for s in scores if s.status in ("found", "misplaced")]
 
     def mean(values):
         return float(np.mean(values)) if values else None
 
-    return {"dice": mean(dice), "hd95": mean(hd), "asd": mean(asd), "classes_scored": len(dice)}
+    return {"dice": mean(dice), "dice_all_classes": mean(dice_all), "hd95": mean(hd), "asd": mean(asd),
+            "classes_in_reference": len(dice), "classes_scored": len(dice_all)}
