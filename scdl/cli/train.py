@@ -24,7 +24,8 @@ examples:
   # folders instead of a manifest; label maps in TotalSegmentator ids, mapped to Synapse by name
   scdl train --labeled data/labeled --unlabeled data/ct --source-labels totalsegmentator_v2 --out runs/b
 
-  # fine-tune a model package on new data; resume a stopped run
+  # fine-tune a model package on new data (its training recipe is inherited; on cases that draw only some
+  # organs the initial model keeps teaching the others); resume a stopped run
   scdl train --cohort new.csv --init runs/a/model --out runs/ft --iterations 2000
   scdl train --resume runs/a
 
@@ -76,7 +77,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--config", metavar="FILE", help="JSON file with settings (a partial tree is fine)")
     p.add_argument("--preset", choices=Preset.values(), default=None,
-                   help=f"{Preset.PAPER} (default: the paper's settings) or {Preset.CPU} (small, fast)")
+                   help=f"{Preset.PAPER} (the paper's settings) or {Preset.CPU} (small, fast); default: {Preset.CPU} "
+                        "where training runs on the CPU (no CUDA or --device cpu), else the paper's")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting, e.g. --set optimizer.lr=0.005 --set scdl.lam=0.2 (repeatable)")
     p.add_argument("--seed", type=int, help=f"random seed (default {DEFAULTS['seed']})")
