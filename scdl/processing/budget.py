@@ -23,6 +23,9 @@ from scdl.errors import ScdlError
 INFERENCE_BYTES_PER_VOXEL = 13
 #: Plus a float32 uncertainty map.
 UNCERTAINTY_BYTES_PER_VOXEL = 4
+#: Bytes per model-grid voxel that preprocessing a training case holds: the float32 image, the float32 resampling
+#: buffer and the uint8 labels.
+TRAINING_BYTES_PER_VOXEL = 9
 #: A whole-body CT (2 m at 1.5 mm, 96³ windows, overlap 0.5) needs about 700 windows; 20,000 is far beyond any
 #: scan and hours of work even on a GPU.
 MAX_WINDOWS = 20_000
@@ -109,15 +112,16 @@ def plan_size(image: Any, preprocessing: Any, overlap: float = 0.5,
 
 
 def check_model_grid(plan: GridPlan, path: Optional["os.PathLike[str] | str"] = None,
-                     memory: Optional[int] = None, max_windows: int = MAX_WINDOWS) -> None:
+                     memory: Optional[int] = None, max_windows: Optional[int] = MAX_WINDOWS) -> None:
     """Refuse (one ScdlError with the numbers) a model grid beyond this machine: more memory than it has
-    (``memory``, default :func:`physical_memory_bytes`) or more than ``max_windows`` windows."""
+    (``memory``, default :func:`physical_memory_bytes`) or more than ``max_windows`` windows (None: no limit,
+    for training, which samples patches instead of sliding windows)."""
     memory = physical_memory_bytes() if memory is None else memory
     fix = ("check the voxel size in the image's header (a wrong spacing is the usual cause) and the model card's "
            "preprocessing.spacing_mm")
     if memory is not None and plan.bytes > memory:
         raise ScdlError(f"{plan.describe()}, more than this machine's {format_bytes(memory)}; nothing was "
                         f"started.", path, fix + ".")
-    if plan.windows > max_windows:
+    if max_windows is not None and plan.windows > max_windows:
         raise ScdlError(f"{plan.describe()}: more than {max_windows:,} windows would take hours and cannot be "
                         f"meant; nothing was started.", path, fix + ".")

@@ -220,6 +220,12 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
     if cache is not None and prepare:
         key = keys[1 if facts.get("resampled") else 0]
         try:
+            from scdl.processing.budget import TRAINING_BYTES_PER_VOXEL, check_model_grid, plan_size
+
+            # a case whose model grid is beyond the machine (a tiny preprocessing.spacing_mm): refused with the
+            # numbers, as a problem of this case, instead of an allocation failure
+            check_model_grid(plan_size(image, cache.preprocessing, bytes_per_voxel=TRAINING_BYTES_PER_VOXEL),
+                             case.image, max_windows=None)
             prepared[case.row] = cache.put(key, image, label, source,
                                            facts={"warnings": [w.to_dict() for w in warnings],
                                                   "image": str(case.image), "label": str(case.label or "")})
