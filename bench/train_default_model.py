@@ -541,9 +541,7 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
     if not ph.get("labeled") and not described.get("anatomy"):
         warnings.append("esophagus: no labeled training case contains it (patient A's label map has no "
                         "oesophagus, no labeled phantoms), so the model has not learned it.")
-    with_oesophagus = [c["patient"].rsplit("/", 1)[-1] for c in described.get("anatomy", [])
-                       if "oesophagus" in c.get("description", "") or "esophagus" in c.get("description", "")
-                       or c["patient"].endswith(("s0004", "s0327"))]
+    with_oesophagus = [c["patient"].rsplit("/", 1)[-1] for c in described.get("anatomy", []) if c.get("has_esophagus")]
     if described.get("anatomy"):
         warnings.append(f"esophagus: only {len(with_oesophagus)} training subject(s) ({', '.join(with_oesophagus)}, "
                         "synthetic images) contain it; expect it to be weak.")

@@ -38,8 +38,8 @@ def test_tooltip_of_the_bundled_model_is_compact() -> None:
     assert 4 <= len(lines) <= 7 and all(len(line) <= cardtext.TOOLTIP_WIDTH for line in lines), lines
     text = "\n".join(lines)
     assert not REPR.search(text) and "hd95" not in text
-    assert lines[0] == card["title"] and "version 3.0.0" in lines[1]
-    assert "13 classes + background" in lines and any(line.startswith("held-out Dice 0.34") for line in lines)
+    assert lines[0] == card["title"] and "version 4.0.0" in lines[1]
+    assert "13 classes + background" in lines and any(line.startswith("validation Dice 0.42") for line in lines)
     assert lines[-1] == f"{len(card['warnings'])} warnings: see the model card"
     html = cardtext.card_tooltip_html(card, label_names=names)
     assert html.startswith("<p style='white-space:pre'><b>") and html.count("<br>") == len(lines) - 1
@@ -62,12 +62,12 @@ def test_full_card_text_html_markdown() -> None:
     text = cardtext.card_text(card, label_names=names, path="/p", networks=2)
     assert not REPR.search(text)
     first, second = text.splitlines()[:2]
-    assert first == card["title"] and second.split() == ["id:", "scdl-abdominal-ct", "(version", "3.0.0)"]
-    assert "spacing 3 x 3 x 3 mm" in text and "held-out Dice 0.34" in text and "WARNING:" in text
+    assert first == card["title"] and second.split() == ["id:", "scdl-abdominal-ct", "(version", "4.0.0)"]
+    assert "spacing 3 x 3 x 3 mm" in text and "validation Dice 0.42" in text and "WARNING:" in text
     html = cardtext.card_html({**card, "title": "a <b> & c"})
     assert "a &lt;b&gt; &amp; c" in html and not REPR.search(html)
     md = cardtext.card_markdown(card, training_notes=["a note"])
-    assert "| right kidney | 0 | - | - |" in md and "- a note" in md and "None" not in md
+    assert "| left adrenal gland | 0 | - | - |" in md and "- a note" in md and "None" not in md
 
 
 def test_a_trained_card(tmp_path) -> None:
@@ -93,4 +93,4 @@ def test_models_info_uses_it(capsys) -> None:
     assert main(["models", "info", "scdl-abdominal-ct"]) == 0
     out = capsys.readouterr().out
     card, names = _bundled()
-    assert out.startswith(card["title"] + "\n") and not REPR.search(out) and "held-out Dice 0.34" in out
+    assert out.startswith(card["title"] + "\n") and not REPR.search(out) and "validation Dice 0.42" in out

@@ -224,10 +224,17 @@ def test_shipped_default_model_verifies():
     card, prov = pkg.card, pkg.card["provenance"]
     assert card["id"] == "scdl-abdominal-ct" and pkg.networks == 2
     assert not any(w.startswith("SMOKE RUN") for w in card["warnings"])
-    assert PATIENT_B in prov["held_out_patients"] and PATIENT_B not in prov["training_patients"]
+    # from model 4 on patient B is the validation case: never trained on, listed as such
+    assert PATIENT_B in prov["validation_patients"] and PATIENT_B not in prov["training_patients"]
     held = prov["validation_metrics"]["held_out"][PATIENT_B]
     assert 0.0 <= held["mean_dice_labelled_organs"] <= 1.0 and held["organs_labelled"] == 8
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) <= 25e6
+    # the lineage: every stage with what it started from, iterations, minutes; the shipped stage beat its start
+    stages = prov["lineage"]
+    assert [s["version"] for s in stages][-1] == card["version"]
+    assert all(s["iterations"] > 0 and s["minutes"] > 0 for s in stages)
+    last = stages[-1]
+    assert last["validation"]["mean"] >= last["validation_of_init"]["mean"]
 
 
 def test_a_build_worse_on_validation_is_not_installed(recipe_script):

@@ -106,7 +106,9 @@ def dice_summary(card: Mapping[str, Any]) -> str:
             if isinstance(value, (int, float)) and math.isfinite(float(value)):
                 organs = f", {m['organs_labelled']} organs" if m.get("organs_labelled") else ""
                 parts.append(f"{float(value):.2f} ({str(patient).rsplit('/', 1)[-1]}{organs})")
-        return ("held-out Dice " + "; ".join(parts)) if parts else ""
+        validating = set((card.get("provenance") or {}).get("validation_patients") or [])
+        label = "validation Dice " if validating and set(held) <= validating else "held-out Dice "
+        return (label + "; ".join(parts)) if parts else ""
     value = metrics.get("mean_dice")
     if isinstance(value, (int, float)) and math.isfinite(float(value)):
         where = {"val": "validation cases", "train": "training cases"}.get(str(metrics.get("cases")),
