@@ -40,11 +40,13 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/io/__init__.py
   scdl/io/atomic.py
   scdl/io/dicom.py
+  scdl/io/dicomseg.py
   scdl/io/formats.py
   scdl/io/geometry.py
   scdl/io/image.py
   scdl/io/mask_folder.py
   scdl/io/nifti_nibabel.py
+  scdl/io/paths.py
   scdl/io/segnrrd.py
   scdl/io/validation.py
   scdl/io/verify.py
@@ -59,6 +61,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/losses/cps.py
   scdl/losses/ga_ce.py
   scdl/losses/ga_dice.py
+  scdl/losses/keep.py
   scdl/losses/partial.py
   scdl/losses/supervised.py
   scdl/method/__init__.py
@@ -101,6 +104,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/phantom/measure.py
   scdl/phantom/shapes.py
   scdl/processing/__init__.py
+  scdl/processing/budget.py
   scdl/processing/config.py
   scdl/processing/grid.py
   scdl/processing/intensity.py
@@ -127,11 +131,14 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/config.py
   scdl/training/data.py
   scdl/training/distributed.py
+  scdl/training/estimate.py
   scdl/training/finetune.py
   scdl/training/hashing.py
+  scdl/training/keep.py
   scdl/training/optim.py
   scdl/training/packaging.py
   scdl/training/problems.py
+  scdl/training/resume.py
   scdl/training/rng.py
   scdl/training/runfolder.py
   scdl/training/runlog.py

@@ -165,7 +165,7 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
         described["validation_real"].append({**case, "image": str(image), "label": str(label)})
     ph = dict(cohort["phantoms"])
     if smoke:
-        ph.update(cases=ph.get("labeled", 0) + 3, val=1)
+        ph.update(cases=ph.get("labeled", 0) + ph.get("val", 0) + 3)     # 3 unlabeled, the recipe's validation
     phantom_dir = out / "phantoms"
     if phantom_dir.exists():
         shutil.rmtree(phantom_dir)

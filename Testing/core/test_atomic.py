@@ -35,9 +35,9 @@ def test_existing_file_is_replaced_only_on_success(tmp_path) -> None:
         with atomic_path(target) as tmp:
             tmp.write_text("new")
             raise KeyError("boom")
-    assert target.read_text() == "old"
+    assert target.read_text(encoding="utf-8") == "old"
     atomic_write_text(target, "new")
-    assert target.read_text() == "new"
+    assert target.read_text(encoding="utf-8") == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json"]
 
 

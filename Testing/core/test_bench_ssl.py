@@ -250,7 +250,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
             "--threads", "1", "--progress", "none"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["classes"] == SYNAPSE
     assert results["settings"]["labeled"] == 2 and results["settings"]["iterations"] == 1
     assert [(r["config"], r["seed"]) for r in results["runs"]] == [("supervised", 0), ("cps-scdl", 0)]
@@ -289,7 +289,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
     assert ours == pytest.approx(monai, abs=1e-6)
 
     # table: header + separator + 13 classes + 2 summary rows, printed and written
-    table = (out / "table.md").read_text()
+    table = (out / "table.md").read_text(encoding="utf-8")
     rows = [line for line in table.splitlines() if line.startswith("|")]
     assert rows[0] == "| class (mean volume) | supervised | cps-scdl |" and len(rows) == 2 + 13 + 2
     assert "foreground mean (13 classes)" in rows[-2] and "smallest 4 classes" in rows[-1]
@@ -299,7 +299,7 @@ def test_tiny_benchmark_end_to_end(tmp_path, capsys):
 
     # the same command again reuses both runs (no training) and writes the same numbers
     assert main(argv) == 0
-    again = json.loads((out / "results.json").read_text())
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [r["reused"] for r in again["runs"]] == [True, True]
     assert again["summary"] == results["summary"]
 

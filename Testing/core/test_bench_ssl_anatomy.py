@@ -147,7 +147,7 @@ def test_tiny_anatomy_benchmark_end_to_end(tmp_path, capsys, real_data):
             "--configs", "cps,cps-scdl", "--iterations", "1", "--threads", "1", "--progress", "none"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     cohort = results["cohort"]
     assert cohort["kind"] == "anatomy" and cohort["split_by"] == "anatomy"
     assert cohort["train_anatomies"] == ["s0004", "s0006"] and cohort["test_anatomies"] == ["A", "s0001"]
@@ -158,7 +158,7 @@ def test_tiny_anatomy_benchmark_end_to_end(tmp_path, capsys, real_data):
     assert "esophagus" not in results["small_classes"] and len(results["small_classes"]) == 4
     for run in results["runs"]:
         assert run["class_dice"][results["classes"].index("esophagus")] is None
-    table = (out / "table.md").read_text()
+    table = (out / "table.md").read_text(encoding="utf-8")
     assert "anatomy test cases" in table and "foreground mean (12 classes)" in table and "not scored" in table
     assert "--cohort anatomy" in table and "Paired by seed" in table and "| class (mean volume) |" in printed
     # the paired design applies unchanged: cps-scdl minus cps, per seed

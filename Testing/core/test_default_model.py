@@ -31,7 +31,7 @@ def recipe_script():
 @pytest.fixture(scope="module")
 def recipe(recipe_script):
     cohort, config = recipe_script.load_recipe(RECIPE)
-    return cohort, json.loads(config.read_text())
+    return cohort, json.loads(config.read_text(encoding="utf-8"))
 
 
 def test_recipe_split_keeps_patient_b_out(recipe, recipe_script):
@@ -199,7 +199,7 @@ def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
     assert "not for clinical use" in loaded.card["intended_use"].lower()
     assert loaded.card["warnings"][0].startswith("SMOKE RUN")
     assert any("esophagus" in w for w in loaded.card["warnings"])
-    readme = (package / "README.md").read_text()
+    readme = (package / "README.md").read_text(encoding="utf-8")
     assert "| liver | 0.5 |" in readme and "Validation (never trained on; chose the checkpoint" in readme
     assert "Stage 3.0.0: from scdl-abdominal-ct 2.0.0, 709 iterations" in readme
     assert training_status(loaded.card, PATIENT_B)[0] == "validation"
@@ -264,7 +264,7 @@ def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):
 
     recipe = tmp_path / "recipe"
     shutil.copytree(RECIPE, recipe)
-    cohort = json.loads((recipe / "cohort.json").read_text())
+    cohort = json.loads((recipe / "cohort.json").read_text(encoding="utf-8"))
     assert cohort["held_out"][0]["image"] == "totalsegmentator_fixtures/example_ct_dicom"
     cohort["held_out"][0]["image"] = str(patient_b_ct)              # absolute: --data does not prefix it
     (recipe / "cohort.json").write_text(json.dumps(cohort))
@@ -275,7 +275,7 @@ def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):
                            "--recipe", str(recipe)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["iterations"] == 4 and "installed" not in summary
     package = ModelPackage.load(Path(summary["package"]), verify=True)
     card = package.card
@@ -286,7 +286,7 @@ def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):
     assert held["organs_labelled"] == 8 and 0.0 <= held["mean_dice_labelled_organs"] <= 1.0
     assert summary["demo"]["in_training_data"] == "validation"
     assert summary["demo"]["mean_dice_labelled_organs"] == pytest.approx(held["mean_dice_labelled_organs"], abs=1e-4)
-    manifest = (out / "cohort" / "manifest.csv").read_text()
+    manifest = (out / "cohort" / "manifest.csv").read_text(encoding="utf-8")
     assert "example_ct_dicom" not in manifest and "example_seg_dicom" not in manifest     # B never trained on
     assert manifest.count(",val,") == 6
     train_rows = [r for r in manifest.splitlines() if ",train," in r]

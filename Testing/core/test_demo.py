@@ -213,7 +213,7 @@ def test_sample_is_patient_b_and_keeps_provenance(repo_root, real_data, patient_
     assert info["patient"] == PATIENT_B and info["label_table"] == "synapse"
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     assert size < 5_000_000
-    provenance = (folder / "PROVENANCE.txt").read_text()
+    provenance = (folder / "PROVENANCE.txt").read_text(encoding="utf-8")
     for needed in ("CC BY 4.0", "Apache-2.0", "0e65a448d557382b1e925276212b3bec7f5aff83", "not manual",
                    "What was changed"):
         assert needed in provenance

@@ -149,7 +149,7 @@ def test_cli_scores_a_shifted_organ_on_patient_a(patient_a_seg, tmp_path, capsys
     assert "label 5" in table and "mean" in table
     rows = list(csv.DictReader(out_csv.open()))
     assert rows[0]["value"] == "5" and rows[-1]["name"] == "mean"
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
     (liver_row,) = report["classes"]
     expected = class_scores(shifted, liver, gt_img.GetSpacing()[::-1], {5: "label 5"})[0]
     assert liver_row["dice"] == pytest.approx(expected.dice, abs=1e-6)
@@ -172,7 +172,7 @@ def test_cli_grid_mismatch_needs_resample(patient_b_ct, patient_b_seg, tmp_path,
     assert len(err) == 1 and err[0].startswith("error: ") and str(patient_b_seg) in err[0] and "--resample" in err[0]
     out_json = tmp_path / "b.json"
     assert main(["evaluate", str(pred_path), str(patient_b_seg), "--resample", "--json", str(out_json)]) == 0
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
     scored = [c for c in report["classes"] if c["status"] != "absent"]
     assert len(scored) >= 3
     for c in scored:  # the same voxels after an exact axis flip
@@ -190,7 +190,7 @@ def test_cli_matches_labels_by_name(patient_a_seg, tmp_path):
     out_json = tmp_path / "m.json"
     assert main(["evaluate", pred_path, str(patient_a_seg), "--labels", "synapse",
                  "--gt-labels", "totalsegmentator_v2", "--json", str(out_json)]) == 0
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
     by_status = {}
     for c in report["classes"]:
         by_status.setdefault(c["status"], []).append(c)

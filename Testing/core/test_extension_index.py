@@ -157,14 +157,14 @@ def test_extension_metadata_is_complete_and_cmake_safe():
 def test_module_contributors_match_the_extension():
     contributors = _cmake_value("EXTENSION_CONTRIBUTORS")
     for module in ("SCDLSegment", "SCDLTrain"):
-        assert f'self.parent.contributors = ["{contributors}"]' in (REPO / module / f"{module}.py").read_text()
+        assert f'self.parent.contributors = ["{contributors}"]' in (REPO / module / f"{module}.py").read_text(encoding="utf-8")
 
 
 # -- licence and credits ------------------------------------------------------------------------------------------
 def test_licence_is_the_apache_2_text_the_project_declares():
     license_file = REPO / "LICENSE"                       # a name the index's licence check looks for
     assert hashlib.sha256(license_file.read_bytes()).hexdigest() == APACHE_2_SHA256
-    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text()
+    assert 'license = { text = "Apache-2.0" }' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
 
 
 def test_cmake_packages_and_installs_the_licence_and_notice():
@@ -195,7 +195,7 @@ def test_notice_credits_every_bundled_source_with_its_licence():
     # the model card and the sample's provenance name the same sources
     card = json.loads((REPO / "Resources/Models/scdl-abdominal-ct/card.json").read_text(encoding="utf-8"))
     assert "CC BY 4.0" in card["licence"] and "0e65a448" in card["provenance"]["data_licence"]
-    assert "0e65a448d557382b1e925276212b3bec7f5aff83" in (REPO / "Resources/Sample/PROVENANCE.txt").read_text()
+    assert "0e65a448d557382b1e925276212b3bec7f5aff83" in (REPO / "Resources/Sample/PROVENANCE.txt").read_text(encoding="utf-8")
 
 
 def _readme_section(title: str) -> str:

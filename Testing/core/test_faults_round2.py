@@ -2,7 +2,7 @@
 hangs, implausible geometry and tracebacks on user errors. Each case ends in ONE line ``error: FILE: what.
 Fix: how`` (exit 2) or in correct output, and nothing the user had is overwritten or mixed. docs/faults.md lists
 them. Every file is made here (tmp_path, the tiny_model fixture, a phantom cohort); nothing is read from
-../shared.
+outside the repository.
 
 Cases that could hang when they regress (a FIFO, a blocking read) run the real command in a child process with a
 timeout.
@@ -86,7 +86,7 @@ def test_a_nifti_sibling_is_never_read_instead(tmp_path: Path, capsys) -> None:
     _label_map(tmp_path / "gt.nii", (slice(20, 28), slice(30, 38), slice(0, 8)))
     scores = tmp_path / "scores.json"
     assert run_scdl(["evaluate", str(pred), str(truth), "--json", str(scores)]) == 0, capsys.readouterr().err
-    assert json.loads(scores.read_text())["mean"]["dice"] == pytest.approx(1.0)
+    assert json.loads(scores.read_text(encoding="utf-8"))["mean"]["dice"] == pytest.approx(1.0)
     for path in (pred, truth):
         arr = sitk.GetArrayFromImage(read_image(path))
         assert arr.sum() == 10 * 10 * 20 and arr[box].all()
@@ -169,7 +169,7 @@ def stopped_run(phantom_cohort: Path, tmp_path_factory) -> Path:
 def _copy_run(run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    config = json.loads((copy / "config.json").read_text())
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     return copy if config else copy
 
 
@@ -235,11 +235,11 @@ def test_a_damaged_checkpoint_is_refused_and_the_previous_one_continues(stopped_
     data = bytearray((run / "checkpoint.pt").read_bytes())
     data[len(data) // 2] ^= 0x04
     (run / "checkpoint.pt").write_bytes(bytes(data))
-    log_before = (run / "log.csv").read_text()
+    log_before = (run / "log.csv").read_text(encoding="utf-8")
     code = run_scdl(["train", "--resume", str(run), "--iterations", "6", "--progress", "none"])
     line = _one_error(capsys.readouterr().err, run / "checkpoint.pt")
     assert code == 2 and "fails its CRC" in line and "checkpoint.prev.pt (iteration 2) is intact" in line
-    assert "--previous-checkpoint" in line and (run / "log.csv").read_text() == log_before
+    assert "--previous-checkpoint" in line and (run / "log.csv").read_text(encoding="utf-8") == log_before
     # a valid archive with other content (the best networks' file renamed over it): the SHA-256 catches it
     shutil.copyfile(run / "best.pt", run / "checkpoint.pt")
     code = run_scdl(["train", "--resume", str(run), "--progress", "none"])
@@ -247,7 +247,7 @@ def test_a_damaged_checkpoint_is_refused_and_the_previous_one_continues(stopped_
     # continue from the previous checkpoint: iterations 3..6 again, none doubled
     code = run_scdl(["train", "--resume", str(run), "--iterations", "6", "--previous-checkpoint", "--progress", "none"])
     assert code == 0, capsys.readouterr().err
-    rows = [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()[1:]]
+    rows = [line.split(",")[0] for line in (run / "log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert rows == ["1", "2", "3", "4", "5", "6"] and (run / "model" / "card.json").is_file()
 
 
@@ -255,7 +255,7 @@ def test_resume_refuses_changed_settings(stopped_run: Path, tmp_path: Path, caps
     """--resume used to drop --set/--framework silently and end in a traceback after config.json was edited to
     another width: each is one line now, before any iteration."""
     run = _copy_run(stopped_run, tmp_path)
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     edited = dict(config, network={**config["network"], "n_filters": 4})
     (run / "config.json").write_text(json.dumps(edited), encoding="utf-8")
     code = run_scdl(["train", "--resume", str(run), "--progress", "none"])
@@ -268,7 +268,7 @@ def test_resume_refuses_changed_settings(stopped_run: Path, tmp_path: Path, caps
                          (["--preset", "paper"], "--preset cannot change a resumed run")):
         code = run_scdl(["train", "--resume", str(run), *extra, "--progress", "none"])
         assert code == 2 and words in _one_error(capsys.readouterr().err), extra
-    assert json.loads((run / "config.json").read_text()) == config
+    assert json.loads((run / "config.json").read_text(encoding="utf-8")) == config
     assert not (run / "model").exists()
 
 
@@ -279,7 +279,7 @@ def test_resume_applies_the_settings_it_may_change(stopped_run: Path, tmp_path: 
     err = capsys.readouterr().err
     assert code == 0, err
     assert "resumed with validation.every 2 -> 5" in err
-    assert json.loads((run / "config.json").read_text())["validation"]["every"] == 5    # what ran is on disk
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["validation"]["every"] == 5    # what ran is on disk
 
 
 def test_a_full_disk_while_packaging_names_the_resume(stopped_run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -546,7 +546,7 @@ def test_x01_an_output_link_is_replaced_never_followed(tmp_path: Path, tiny_mode
     link.symlink_to(precious)
     assert run_scdl(["segment", str(_ct(tmp_path / "ct.nii.gz")), "-o", str(link), "--model", str(tiny_model),
                      "--progress", "none"]) == 0
-    assert precious.read_text() == "mine" and not link.is_symlink()
+    assert precious.read_text(encoding="utf-8") == "mine" and not link.is_symlink()
 
 
 def test_x02_an_output_that_is_a_fifo_or_folder_is_refused(tmp_path: Path, tiny_model: Path, capsys) -> None:
@@ -598,7 +598,7 @@ def test_x07_a_crafted_package_with_a_deeply_nested_card(tmp_path: Path, tiny_mo
     shutil.copytree(tiny_model, package)
     card = ("[" * 100_000 + "]" * 100_000).encode()
     (package / "card.json").write_bytes(card)
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"]["card.json"] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
     (package / "manifest.json").write_text(json.dumps(manifest))
     code = run_scdl(["segment", str(_ct(tmp_path / "ct.nii.gz")), "-o", str(tmp_path / "s.nii.gz"), "--model",
@@ -693,7 +693,7 @@ def test_x16_x17_names_that_escape_and_overwrite_that_deletes(tmp_path: Path, ti
     code = run_scdl(["phantom", "--out", str(docs), "--cases", "2", "--size", "20,20,12", "--spacing", "6",
                      "--overwrite", "--progress", "none"])
     assert code == 2 and "not a phantom cohort" in _one_error(capsys.readouterr().err, docs)
-    assert (docs / "thesis.txt").read_text() == "years of work"
+    assert (docs / "thesis.txt").read_text(encoding="utf-8") == "years of work"
 
 
 def test_x18_a_second_benchmark_does_not_delete_a_live_run(tmp_path: Path, monkeypatch) -> None:
@@ -751,3 +751,31 @@ def test_x20_an_uncertainty_map_onto_a_hard_link_of_the_ct(tmp_path: Path, tiny_
                      "--model", str(tiny_model), "--progress", "none"])
     assert code == 2 and "would overwrite the input CT" in _one_error(capsys.readouterr().err)
     assert ct.read_bytes() == before
+
+
+def test_lock_of_a_dead_run_held_by_its_orphan_is_taken_over(tmp_path):
+    """kill -9 of a run: its data-loader worker (a forked child holding the same lock) may outlive it; the lock
+    names the dead run's PID, so the next run takes the folder over instead of refusing it."""
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+
+    from scdl.training.runfolder import RunLock
+
+    lock = tmp_path / "run" / ".scdl-train.lock"
+    lock.parent.mkdir()
+    holder = _sp.Popen([_sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'{\"pid\": 999999999, \"host\": \"' + os.uname().nodename.encode() + b'\"}')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n")], stdout=_sp.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with RunLock(lock) as taken:
+            assert taken.held
+            assert _json.loads(lock.read_text(encoding="utf-8"))["pid"] == os.getpid()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -3,7 +3,7 @@ by hand and its exactness where nothing is kept, the inherited training recipe, 
 ``scdl train --check-only`` (the preset chosen from the device, one estimate with the panel) and a tiny liver-only
 fine-tune end to end where an organ the case does not draw keeps its predicted voxels.
 
-Self-contained: tmp_path, the tiny_model fixture and synthetic phantoms; nothing from ../shared."""
+Self-contained: tmp_path, the tiny_model fixture and synthetic phantoms; nothing from outside the repository."""
 
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def test_liver_only_fine_tune_keeps_an_organ_it_does_not_draw(phantoms: Path, ti
             assert float(log[-1]["keep"]) >= 0.0 and any(m.startswith("keep what you know: ") for m in messages)
         else:
             assert "keep" not in log[0]
-        card = json.loads((result.model_dir / "card.json").read_text())
+        card = json.loads((result.model_dir / "card.json").read_text(encoding="utf-8"))
         assert card["provenance"]["validation_metrics"]["before"]["mean_dice"] >= 0.0
         assert card["provenance"]["recipe"]["config"]["optimizer"]["name"] == "adamw"
     assert kept[1.0] > kept[0.0] + 0.1, kept            # measured here: 0.96 against 0.57

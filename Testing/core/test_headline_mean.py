@@ -96,7 +96,7 @@ def test_demo_and_evaluate_report_one_headline_mean(demo_with_known_prediction, 
     assert float(mean_line.split()[1]) == pytest.approx(headline, abs=1e-4)
     assert "over the 8 class(es) the ground truth contains" in mean_line
     assert f"mean Dice over all 9 classes in either map, false positives counting 0: {all_classes:.4f}" in printed
-    mean = json.loads(report.read_text())["mean"]
+    mean = json.loads(report.read_text(encoding="utf-8"))["mean"]
     assert mean["dice"] == pytest.approx(headline) and mean["dice_all_classes"] == pytest.approx(all_classes)
     with table.open(newline="") as handle:
         assert float(list(csv.DictReader(handle))[-1]["dice"]) == pytest.approx(headline, abs=1e-6)

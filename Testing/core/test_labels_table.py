@@ -35,7 +35,7 @@ def test_bundled_tables(ts_dir: Path) -> None:
     assert amos.names == AMOS and amos.values == list(range(1, 16))
     # network channels of the authors' checkpoints (METHOD.md section 7): Synapse 14, AMOS 16
     assert (synapse.num_classes, amos.num_classes) == (14, 16)
-    class_map = json.loads((ts_dir / "class_map_total_v2.json").read_text())
+    class_map = json.loads((ts_dir / "class_map_total_v2.json").read_text(encoding="utf-8"))
     assert {str(e.value): e.name for e in ts} == class_map
     assert ts.num_classes == 118
     assert all(e.has_terminology for e in synapse) and all(e.has_terminology for e in amos)
@@ -81,7 +81,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     )
     back = LabelTable.load(custom.save(tmp_path / "custom.csv"))
     assert back.entries == custom.entries and back.num_classes == 4
-    assert '"Tumour, left"' in (tmp_path / "custom.csv").read_text()  # a comma in a value is quoted
+    assert '"Tumour, left"' in (tmp_path / "custom.csv").read_text(encoding="utf-8")  # a comma in a value is quoted
 
 
 def test_slicer_reads_bundled_tables_with_terminology(repo_root: Path) -> None:

@@ -94,7 +94,7 @@ def test_tampered_weights_are_refused(pkg_dir):
 
 
 def test_tampered_card_is_refused(pkg_dir):
-    card = json.loads((pkg_dir / "card.json").read_text())
+    card = json.loads((pkg_dir / "card.json").read_text(encoding="utf-8"))
     card["licence"] = "public domain"
     (pkg_dir / "card.json").write_text(json.dumps(card))
     with pytest.raises(ScdlError, match="'card.json' does not match its SHA-256") as err:
@@ -118,7 +118,7 @@ def test_missing_weights_are_refused(pkg_dir):
 @pytest.mark.parametrize("edit", ["bad_hash", "unlisted_weights", "not_json", "no_manifest", "path_escape"])
 def test_wrong_manifest_is_refused(pkg_dir, edit):
     manifest_path = pkg_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if edit == "bad_hash":
         manifest["files"]["labels.csv"]["sha256"] = "0" * 64
         expected = "labels.csv' does not match its SHA-256"
@@ -164,7 +164,7 @@ def _rewrite_card(pkg_dir: Path, card: dict) -> None:
     """Change the card AND fix its checksum (a well-formed package with a bad card)."""
     data = json.dumps(card).encode()
     (pkg_dir / "card.json").write_bytes(data)
-    manifest = json.loads((pkg_dir / "manifest.json").read_text())
+    manifest = json.loads((pkg_dir / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"]["card.json"] = {"sha256": __import__("hashlib").sha256(data).hexdigest(), "size": len(data)}
     (pkg_dir / "manifest.json").write_text(json.dumps(manifest))
 
@@ -183,7 +183,7 @@ def _rewrite_card(pkg_dir: Path, card: dict) -> None:
     (lambda c: c.update(ensemble=3), "card says ensemble = 3"),
 ])
 def test_invalid_card_is_refused_with_the_field_named(pkg_dir, change, message):
-    card = json.loads((pkg_dir / "card.json").read_text())
+    card = json.loads((pkg_dir / "card.json").read_text(encoding="utf-8"))
     change(card)
     _rewrite_card(pkg_dir, card)
     with pytest.raises(ScdlError, match=message):
@@ -191,7 +191,7 @@ def test_invalid_card_is_refused_with_the_field_named(pkg_dir, change, message):
 
 
 def test_newer_schema_asks_for_an_update(pkg_dir):
-    card = json.loads((pkg_dir / "card.json").read_text())
+    card = json.loads((pkg_dir / "card.json").read_text(encoding="utf-8"))
     card["schema_version"] = SCHEMA_VERSION + 1
     _rewrite_card(pkg_dir, card)
     with pytest.raises(ScdlError, match="update SCDL"):
@@ -234,7 +234,7 @@ def test_card_with_nan_metric_is_written_as_strict_json(tmp_path) -> None:
     card = dict(source.card)
     card["provenance"] = dict(card.get("provenance") or {}, validation={"dice": {"liver": 0.5, "spleen": float("nan")}})
     out = save_package(tmp_path / "nan", card, source.state_dicts(), source.labels)
-    text = (out / "card.json").read_text()
+    text = (out / "card.json").read_text(encoding="utf-8")
     assert "NaN" not in text
     parsed = json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
     assert parsed["provenance"]["validation"]["dice"] == {"liver": 0.5, "spleen": None}

@@ -17,14 +17,14 @@ def _cmake_list(text: str, variable: str) -> set[str]:
 
 
 def test_core_package_cmake_lists_every_python_file() -> None:
-    text = (REPO / "CMake" / "SCDLCore.cmake").read_text()
+    text = (REPO / "CMake" / "SCDLCore.cmake").read_text(encoding="utf-8")
     listed = _cmake_list(text, "SCDL_CORE_PYTHON_SCRIPTS")
     on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "scdl").rglob("*.py")}
     assert listed == on_disk, f"missing from CMake: {sorted(on_disk - listed)}; not on disk: {sorted(listed - on_disk)}"
 
 
 def test_shared_resources_cmake_lists_every_file() -> None:
-    text = (REPO / "CMake" / "SCDLCore.cmake").read_text()
+    text = (REPO / "CMake" / "SCDLCore.cmake").read_text(encoding="utf-8")
     listed = _cmake_list(text, "SCDL_SHARED_RESOURCES")
     on_disk = {
         p.relative_to(REPO).as_posix()
@@ -35,7 +35,7 @@ def test_shared_resources_cmake_lists_every_file() -> None:
 
 
 def test_top_level_cmake_has_extension_metadata() -> None:
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(SCDL)" in text
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf"set\(EXTENSION_{key}\s+\"[^\"]+\"\)", text), key
@@ -53,7 +53,7 @@ def test_icon_is_128_png() -> None:
 
 
 def _readme_commands() -> tuple[str, str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     main = re.search(r"<!-- main-command -->\s*```bash\n(.+?)\n```", text, re.S)
     test = re.search(r"<!-- test-command -->\s*```bash\n(.+?)\n```", text, re.S)
     assert main and test, "README must mark its two set-up commands"
@@ -67,7 +67,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert extracted == test_cmd
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "torch==2.13.0" in ci and "exit 1" in ci and '"$rc" -eq 5' in ci
 
 

@@ -288,13 +288,13 @@ def test_liver_only_fine_tuning_end_to_end(crops: Path, tiny_model: Path, tmp_pa
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and all(float(r["exclusion"]) >= 0.0 for r in rows)
     assert all(math.isfinite(float(r["total"])) for r in rows)
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["patch_size"] == [32, 32, 32]              # the init model's patch (its card), not the preset's
     with (run / "validation.csv").open() as handle:
         last = list(csv.DictReader(handle))[-1]
     scored = {k for k, v in last.items() if k.startswith("dice_") and v not in ("", "nan")}
     assert scored == {"dice_liver"}, last
-    report = json.loads((run / "cohort_report.json").read_text())
+    report = json.loads((run / "cohort_report.json").read_text(encoding="utf-8"))
     assert all(c.get("annotated_names") == ["liver"] for c in report["cases"] if c["label"])
     assert (run / "model" / "card.json").is_file()
 

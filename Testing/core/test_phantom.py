@@ -203,7 +203,7 @@ def test_cli_writes_cohort_manifest_and_files(tmp_path, capsys):
         # the written arrays are the generated ones
         case = generate_case(PhantomConfig.from_dict({**SMALL, "direction": "mixed"}), 4, i)
         assert np.array_equal(sitk.GetArrayFromImage(label), case.label)
-    provenance = json.loads((out / "phantom.json").read_text())
+    provenance = json.loads((out / "phantom.json").read_text(encoding="utf-8"))
     assert provenance["seed"] == 4 and len(provenance["cases"]) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]          # no temporary leftovers
 
@@ -226,7 +226,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_cohort(tmp_path, capsys):
     assert main(["phantom", "--out", str(out), "--cases", "1", "--spacing", "5", "--overwrite",
                  "--progress", "none"]) == 2
     assert "not a phantom cohort" in capsys.readouterr().err
-    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
 
 def test_cancelled_run_leaves_nothing(tmp_path):

@@ -168,7 +168,7 @@ def test_anatomy_only_cohort_trains_end_to_end(tmp_path: Path, ts_dataset: Path,
            "--set", "patch_size=[32,32,32]"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads((run / "cohort_report.json").read_text()) if (run / "cohort_report.json").exists() else None
+    report = json.loads((run / "cohort_report.json").read_text(encoding="utf-8")) if (run / "cohort_report.json").exists() else None
     assert (run / "model" / "card.json").exists()
     if report is not None:
         assert report["summary"]["anatomy"] == 2

@@ -91,7 +91,7 @@ def test_few_steps_lower_the_loss_and_write_the_run(trained) -> None:
     val = _rows(run_dir / "validation.csv")
     assert [int(r["iteration"]) for r in val] == [6, 12] and "dice_liver" in val[0]
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    config = json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     assert config["step"]["sup_k"] == 10 and config["optimizer"]["lr"] == 0.01 and config["framework"] == "supervised"
 
 

@@ -20,7 +20,7 @@ PAPER_TITLE = "Semantic Class Distribution Learning for Debiasing Semi-Supervise
 
 def cmake_list(cmake_file: Path, variable: str, module_name: str) -> set:
     """The entries of ``set(<variable> ...)`` in a module's CMakeLists.txt, ``${MODULE_NAME}`` expanded."""
-    match = re.search(rf"set\({variable}\s+(.*?)\)", cmake_file.read_text(), re.S)
+    match = re.search(rf"set\({variable}\s+(.*?)\)", cmake_file.read_text(encoding="utf-8"), re.S)
     assert match, variable
     return {line.strip().replace("${MODULE_NAME}", module_name) for line in match.group(1).splitlines()
             if line.strip() and not line.strip().startswith("#")}
@@ -35,7 +35,7 @@ def files_on_disk(module_dir: Path) -> tuple[set, set]:
 
 def ui_names_used(*files: Path) -> set:
     """Every ``ui.<name>`` the given source files use."""
-    return {name for path in files for name in re.findall(r"\bui\.([A-Za-z_]\w*)", path.read_text())}
+    return {name for path in files for name in re.findall(r"\bui\.([A-Za-z_]\w*)", path.read_text(encoding="utf-8"))}
 
 
 def imports(tree: ast.AST):
@@ -49,7 +49,7 @@ def imports(tree: ast.AST):
 
 def file_scope_imports(path: Path) -> set:
     """Packages a file imports when it is imported: its file-scope imports, try/except blocks included."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     top = {n for stmt in tree.body if isinstance(stmt, (ast.Import, ast.ImportFrom)) for n in imports(ast.Module([stmt], []))}
     for stmt in tree.body:
         if isinstance(stmt, ast.Try):
@@ -59,7 +59,7 @@ def file_scope_imports(path: Path) -> set:
 
 def names_in_class(path: Path, class_name: str) -> set:
     """The plain names (``ast.Name``) used anywhere in class ``class_name`` of a file."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
     return {n.id for n in ast.walk(cls) if isinstance(n, ast.Name)}
 
@@ -85,7 +85,7 @@ def check_descriptor(module_class, module_file: Path, title: str) -> None:
     assert parent.title == title and parent.categories == ["Segmentation"]
     assert PAPER_TITLE in parent.helpText
     assert "arXiv 2603.05202" in parent.helpText and "Su et al." in parent.acknowledgementText
-    source = module_file.read_text()
+    source = module_file.read_text(encoding="utf-8")
     for attribute in ("title", "helpText", "acknowledgementText"):
         assert re.search(rf"self\.parent\.{attribute} = _\(", source), attribute
 

@@ -57,7 +57,7 @@ def test_submodule_list_names_every_file():
 
 
 def test_cmake_lists_equal_the_files_on_disk():
-    text = (SHARED_LIB_DIR / "CMakeLists.txt").read_text()
+    text = (SHARED_LIB_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
 
     def listed(variable):
         match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
@@ -69,7 +69,7 @@ def test_cmake_lists_equal_the_files_on_disk():
     assert listed("SCDL_SLICER_LIB_PYTHON_SCRIPTS") == {f for f in files if f.endswith(".py")}
     assert listed("SCDL_SLICER_LIB_RESOURCES") == {f for f in files if not f.endswith(".py")}
     assert "NO_INSTALL_SUBDIR" in text and "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}" in text
-    top = (REPO / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert top.index("add_subdirectory(SCDLSlicerLib)") < top.index("add_subdirectory(SCDLSegment)")
 
 
@@ -112,7 +112,7 @@ def test_select_for_segmentation_reaches_scdlsegments_parameter_node(slicer_app)
 
 
 def _cmake_entries(path, variable, replace=()):
-    match = re.search(rf"set\({variable}\s+(.*?)\)", path.read_text(), re.S)
+    match = re.search(rf"set\({variable}\s+(.*?)\)", path.read_text(encoding="utf-8"), re.S)
     entries = [line.strip() for line in match.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
     for old, new in replace:
         entries = [e.replace(old, new) for e in entries]

@@ -37,7 +37,7 @@ def test_custom_widgets_are_declared_and_used():
 def test_parameter_names_in_the_ui_match_the_parameter_node():
     import SCDLSegment
 
-    text = UI_FILE.read_text()
+    text = UI_FILE.read_text(encoding="utf-8")
     bound = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', text))
     assert bound == {"inputVolume", "outputSegmentation", "computeUncertainty"}
     assert bound <= set(SCDLSegment.SCDLSegmentParameterNode.allParameters)
@@ -47,14 +47,14 @@ def test_cmake_lists_equal_the_files_on_disk():
     scripts, resources = files_on_disk(MODULE_DIR)
     assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_SCRIPTS", "SCDLSegment") == scripts
     assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_RESOURCES", "SCDLSegment") == resources
-    text = CMAKE_FILE.read_text()
+    text = CMAKE_FILE.read_text(encoding="utf-8")
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
 
 
 def test_requirements_follow_pyproject_minus_what_slicer_provides():
     from SCDLSlicerLib import dependencies as deps
 
-    text = (REPO / "pyproject.toml").read_text()
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     block = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
     core = {deps.canonical(deps.requirement_name(r)): r for r in re.findall(r'"([^"]+)"', block)}
     skipped = {deps.canonical(n) for n in deps.SKIP_PACKAGES}
@@ -75,7 +75,7 @@ def test_no_heavy_or_gui_imports_at_file_scope(path):
 
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_helper_package_never_uses_qt(path):
-    assert not {"qt", "ctk", "PythonQt"} & set(imports(ast.parse(path.read_text()))), path.name
+    assert not {"qt", "ctk", "PythonQt"} & set(imports(ast.parse(path.read_text(encoding="utf-8")))), path.name
 
 
 def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
@@ -85,7 +85,7 @@ def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
     import SCDLSegment
 
     assert SCDLSegment.SCDLSegmentLogic is logic.SCDLSegmentLogic and SCDLSegment.SCDLSegmentTest.__module__ == "SCDLSegmentLib.selftest"
-    assert len(MODULE_FILE.read_text().splitlines()) <= 300  # descriptor, widget wiring, self-test entry
+    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= 300  # descriptor, widget wiring, self-test entry
 
 
 def test_importing_the_module_loads_nothing_heavy():

@@ -40,11 +40,11 @@ def test_cmake_lists_equal_the_files_on_disk():
     scripts, resources = files_on_disk(MODULE_DIR)
     assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_SCRIPTS", "SCDLTrain") == scripts
     assert cmake_list(CMAKE_FILE, "MODULE_PYTHON_RESOURCES", "SCDLTrain") == resources
-    text = CMAKE_FILE.read_text()
+    text = CMAKE_FILE.read_text(encoding="utf-8")
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     # the requirements are the shared library's (SCDLSlicerLib/requirements.txt), not a module's
     assert not (MODULE_DIR / "Resources" / "requirements.txt").exists()
-    assert "add_subdirectory(SCDLTrain)" in (REPO / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(SCDLTrain)" in (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def test_submodule_list_names_every_helper():
@@ -64,7 +64,7 @@ def test_no_heavy_or_gui_imports_at_file_scope(path):
 
 @pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_helper_package_never_uses_qt(path):
-    assert not {"qt", "ctk", "PythonQt"} & set(imports(ast.parse(path.read_text()))), path.name
+    assert not {"qt", "ctk", "PythonQt"} & set(imports(ast.parse(path.read_text(encoding="utf-8")))), path.name
 
 
 def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
@@ -73,7 +73,7 @@ def test_logic_lives_in_the_lib_and_the_module_file_stays_thin():
     from SCDLTrainLib import logic
 
     assert SCDLTrain.SCDLTrainLogic is logic.SCDLTrainLogic and SCDLTrain.SCDLTrainTest.__module__ == "SCDLTrainLib.selftest"
-    assert len(MODULE_FILE.read_text().splitlines()) <= 300  # descriptor, widget wiring, self-test entry
+    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= 300  # descriptor, widget wiring, self-test entry
 
 
 def test_importing_the_module_loads_nothing_heavy():

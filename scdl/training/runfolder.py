@@ -256,6 +256,8 @@ class RunLock:
         locked = _try_lock(fd)
         if locked is None:                         # a file system without locks (some network shares)
             locked = not _holder_alive(fd)
+        if locked is False and _holder_dead(fd):
+            fd, locked = _take_over(self.path, fd)
         if not locked:
             holder = _read_holder(fd)
             os.close(fd)
@@ -313,6 +315,40 @@ def _try_lock(fd: int) -> Optional[bool]:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
         return None
+
+
+def _take_over(path: Path, fd: int) -> tuple[int, Optional[bool]]:
+    """The lock's named holder is dead, yet the lock is held: by a descendant that inherited the descriptor (a
+    data-loader worker of a run killed with -9 lives a moment longer; it never writes the run folder). Wait up to
+    10 s for the lock, then replace the lock file (a new file, a new lock). Returns (descriptor, locked)."""
+    for _ in range(50):
+        time.sleep(0.2)
+        if _try_lock(fd):
+            return fd, True
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    return fd, _try_lock(fd)
+
+
+def _holder_dead(fd: int) -> bool:
+    """Whether the lock file names a process of this host, not this one, that no longer exists."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+        pid, host = int(info["pid"]), str(info.get("host", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _holder_alive(fd: int) -> bool:
