@@ -46,7 +46,7 @@ def test_nothing_under_testing_reads_a_folder_beside_the_checkout():
 def test_the_pattern_catches_the_old_readers_and_spares_the_shared_library():
     for line in ('SHARED = Path(os.environ.get("SCDL_SHARED", REPO.parent / "shared"))',
                  "return _require(shared_data / 'dcmqi_ct3slice')", "(../shared/reference/scdl_reference.pt)",
-                 "text = (root / 'shared/docs/METHOD.md').read_text(encoding="utf-8")"):
+                 "text = (root / 'shared/docs/METHOD.md').read_text()"):
         assert OUTSIDE.search(line), line
     for line in ('listed = _cmake_list(text, "SCDL_SHARED_RESOURCES")', "SHARED_LIB_DIR = REPO / 'SCDLSlicerLib'",
                  "def test_shared_library_imports_neither_module_nor_qt(path):"):
