@@ -23,7 +23,8 @@ Rows, all from ``--init scdl-abdominal-ct --preset cpu`` with the same seed, dat
   exclusion, issue 13's default);
 - ``keep``: ``annotated=liver`` with the default keep-what-you-know distillation from the frozen initial model;
 - ``marginal-sgd`` (optional, ``--rows``): the marginal row with ``finetune.inherit=false``: the preset's SGD and
-  batch-summed SCDL KL that every ``--init`` run used before issue 24, for the recipe's share of the difference.
+  batch-summed SCDL KL that every ``--init`` run used before issue 24, for the recipe's share of the difference;
+- ``keep-lr0.001`` (optional): the keep row with the inherited AdamW at a tenth of the recipe's learning rate.
 
 Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other organ within -0.02.
 
@@ -61,6 +62,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "marginal": (DRAWN, ["finetune.keep_weight=0"]),
     "keep": (DRAWN, []),
     "marginal-sgd": (DRAWN, ["finetune.keep_weight=0", "finetune.inherit=false"]),
+    "keep-lr0.001": (DRAWN, ["optimizer.lr=0.001"]),
 }
 DEFAULT_ROWS = ("background", "marginal", "keep")
 GAIN, TOLERANCE = 0.03, -0.02
@@ -189,7 +191,7 @@ def diagnose(manifest: Path, model: str, out: Path, batches: int = 3) -> dict[st
                 rows[key]["value"].append(float(value.detach()))
                 rows[key]["grad_norm"].append(norms[key])
             if "kl" in terms:
-                rows.setdefault("kl (raw SCDL KL)", {"value": [], "grad_norm": []})["value"].append(float(terms["kl"]))
+                rows.setdefault("kl (raw SCDL KL)", {"value": [], "grad_norm": []})["value"].append(float(terms["kl"].detach()))
             grads = torch.autograd.grad(terms["total"], params, allow_unused=True)
             total_norm = math.sqrt(sum(float((g * g).sum()) for g in grads if g is not None))
             lr = float(cfg["optimizer"]["lr"])
