@@ -332,35 +332,17 @@ def _take_over(path: Path, fd: int) -> tuple[int, Optional[bool]]:
     return fd, _try_lock(fd)
 
 
-def _holder_dead(fd: int) -> bool:
-    """Whether the lock file names a process of this host, not this one, that no longer exists."""
+def _holder(fd: int) -> Optional[tuple[int, str]]:
+    """(PID, host) the lock file names, or None when it names none."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         info = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
-        pid, host = int(info["pid"]), str(info.get("host", ""))
+        return int(info["pid"]), str(info.get("host", ""))
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+        return None
 
 
-def _holder_alive(fd: int) -> bool:
-    """Without file locks: whether the PID the lock file names is alive on this host (a dead one is stale)."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        info = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
-        pid, host = int(info["pid"]), str(info.get("host", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != socket.gethostname() or pid == os.getpid():
-        return host != socket.gethostname()          # another machine's run: assume it lives
+def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -368,6 +350,25 @@ def _holder_alive(fd: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def _holder_dead(fd: int) -> bool:
+    """Whether the lock file names a process of this host, not this one, that no longer exists."""
+    holder = _holder(fd)
+    if holder is None or holder[1] != socket.gethostname() or holder[0] == os.getpid():
+        return False
+    return not _pid_exists(holder[0])
+
+
+def _holder_alive(fd: int) -> bool:
+    """Without file locks: whether the PID the lock file names is alive on this host (a dead one is stale)."""
+    holder = _holder(fd)
+    if holder is None:
+        return False
+    pid, host = holder
+    if host != socket.gethostname() or pid == os.getpid():
+        return host != socket.gethostname()          # another machine's run: assume it lives
+    return _pid_exists(pid)
 
 
 def _unlock(fd: int) -> None:
