@@ -342,3 +342,24 @@ def test_protocol_verdict_and_table(repo_root: Path) -> None:
                "verdict": {"keep": {"B": met}}, "train_minutes": {"keep": 1.0}, "total_minutes": 2.0}
     text = protocol.markdown(results)
     assert "| **liver** (drawn) | 0.900 | 0.930 (+0.030) |" in text and "| target met | | yes |" in text
+
+
+def test_keep_is_on_for_partial_cases_with_init_only() -> None:
+    """On with --init and a partially annotated cohort (weight > 0); off without --init, with every class
+    annotated, with weight 0, and for runs configured before the setting existed (resumed)."""
+    from scdl.training.trainer import Trainer
+
+    def trainer(init, partial, **finetune):
+        t = Trainer.__new__(Trainer)
+        t.config = resolve_config("cpu", overrides=[f"finetune.{k}={v}" for k, v in finetune.items()])
+        t.config["init"] = init
+        t.partial = partial
+        return t
+
+    assert trainer({"model": "m"}, True).keeps_init_knowledge()
+    assert not trainer(None, True).keeps_init_knowledge()
+    assert not trainer({"model": "m"}, False).keeps_init_knowledge()
+    assert not trainer({"model": "m"}, True, keep_weight=0).keeps_init_knowledge()
+    old = trainer({"model": "m"}, True)
+    del old.config["finetune"]["keep_weight"]
+    assert not old.keeps_init_knowledge()
