@@ -187,7 +187,7 @@ def test_notice_credits_every_bundled_source_with_its_licence():
             # TotalSegmentator: citation, licences, exact sources
             "Wasserthal", "doi:10.1148/ryai.230024", "University Hospital", "CC BY 4.0", "10047292",
             "github.com/wasserth/TotalSegmentator", "0e65a448d557382b1e925276212b3bec7f5aff83",
-            "eadce27c48353ccb34057d9f9963b92f56d59d92", "s0001, s0004 and s0006",
+            "eadce27c48353ccb34057d9f9963b92f56d59d92", "s0001, s0004, s0006 and s0327",
             # what is bundled, and the test data
             "Resources/Sample/", "Resources/Sample/PROVENANCE.txt", "Resources/Models/scdl-abdominal-ct/",
             "patient B", "patient A", "dcmqi", "BSD 3-Clause", "3D Slicer License", "SNOMED"):
