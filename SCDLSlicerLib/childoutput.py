@@ -203,15 +203,10 @@ class ProgressTracker:
 
 
 def format_seconds(seconds: float) -> str:
-    """``75.2`` -> ``"1 min 15 s"``; ``8.4`` -> ``"8 s"``."""
-    seconds = int(round(max(seconds, 0.0)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    """``75.2`` -> ``"1 min 15 s"``; ``8.4`` -> ``"8 s"`` (the core's one formatter; it imports no torch)."""
+    from scdl.training.estimate import format_seconds as core_format_seconds
+
+    return core_format_seconds(seconds)
 
 
 def _as_int(value: Any, default: int) -> int:
