@@ -123,6 +123,7 @@ class Trainer:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler: Any = None
         self.use_amp = False
+        self.cpu_bfloat16 = False
         self.scaler: Optional[torch.amp.GradScaler] = None
         # the loop: run()
         self.best: dict[str, Any] = {}                       # the best validation so far
@@ -343,6 +344,8 @@ class Trainer:
 
         self.scheduler = poly_scheduler(self.optimizer, int(cfg["iterations"]), float(opt["poly_power"]))
         self.use_amp = bool(cfg["amp"]) and self.device.type == "cuda"
+        # CPU: bfloat16 autocast needs no gradient scaler (same exponent range as float32)
+        self.cpu_bfloat16 = bool(cfg.get("cpu_bfloat16", False)) and self.device.type == "cpu"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     def annotation_summary(self) -> list[dict[str, Any]]:
@@ -710,7 +713,8 @@ class Trainer:
             # DDP: all-reduce the gradients only after the last micro-batch
             sync = self.dist.enabled and micro < acc - 1
             with (self.model.no_sync() if sync else contextlib.nullcontext()):
-                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16 if self.cpu_bfloat16 else torch.float16,
+                                    enabled=self.use_amp or self.cpu_bfloat16):
                     terms = self.model(lx, ly, ux if ux.shape[0] else None, progress=iteration / total,
                                        annotated=ann)
                 self.scaler.scale(terms["total"] / acc).backward()
