@@ -24,7 +24,10 @@ Rows, all from ``--init scdl-abdominal-ct --preset cpu`` with the same seed, dat
 - ``keep``: ``annotated=liver`` with the default keep-what-you-know distillation from the frozen initial model;
 - ``marginal-sgd`` (optional, ``--rows``): the marginal row with ``finetune.inherit=false``: the preset's SGD and
   batch-summed SCDL KL that every ``--init`` run used before issue 24, for the recipe's share of the difference;
-- ``keep-lr0.001`` (optional): the keep row with the inherited AdamW at a tenth of the recipe's learning rate.
+- ``keep-lr0.001`` (optional): the keep row with the inherited AdamW at a tenth of the recipe's learning rate;
+- ``keep-frozen-bn`` (optional): the keep row with batch-norm running statistics frozen (``finetune.norm_stats``):
+  does the new scanner's statistics, not the weights, move the other organs?
+- ``keep-w5`` (optional): the keep row with five times the distillation weight.
 
 Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other organ within -0.02.
 
@@ -63,6 +66,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "keep": (DRAWN, []),
     "marginal-sgd": (DRAWN, ["finetune.keep_weight=0", "finetune.inherit=false"]),
     "keep-lr0.001": (DRAWN, ["optimizer.lr=0.001"]),
+    "keep-frozen-bn": (DRAWN, ["finetune.norm_stats=frozen"]),
+    "keep-w5": (DRAWN, ["finetune.keep_weight=5"]),
 }
 DEFAULT_ROWS = ("background", "marginal", "keep")
 GAIN, TOLERANCE = 0.03, -0.02
