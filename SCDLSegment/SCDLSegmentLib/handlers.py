@@ -174,6 +174,7 @@ class SegmentPanelHandlers:
     # -- batch ------------------------------------------------------------------------------------
     def onBatchSourceChanged(self, index) -> None:
         self.ui.batchInputDirectoryButton.enabled = index == 1
+        self.ui.batchDicomSegCheckBox.enabled = index == 1        # DICOM SEG needs the source series' files
 
     def onBatchApplyButton(self, checked=False) -> None:
         if self._task is not None:
@@ -189,7 +190,8 @@ class SegmentPanelHandlers:
         node, fromFolder = self._parameterNode, self.ui.batchSourceSelector.currentIndex == 1
         try:
             batch = self.logic.startBatch(outputFolder, node.modelId or None, node.device,
-                                          self.ui.batchInputDirectoryButton.directory if fromFolder else None)
+                                          self.ui.batchInputDirectoryButton.directory if fromFolder else None,
+                                          dicomSeg=fromFolder and bool(self.ui.batchDicomSegCheckBox.checked))
         except (ValueError, OSError) as err:
             self._error(str(err))
             return

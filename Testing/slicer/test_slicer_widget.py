@@ -283,3 +283,31 @@ def test_options_are_bound_through_slicer_parameter_names(widget, patient_a_volu
     assert node.computeUncertainty is True
     node.computeUncertainty = False
     assert ui.uncertaintyCheckBox.checked is False
+
+
+def test_dicom_seg_batch_option_follows_the_source_and_reaches_the_logic(widget, tmp_path, monkeypatch, dialogs):
+    """The batch's "DICOM SEG for DICOM series" box is usable only with a folder source (the SEG references the
+    series' files) and is passed to the Logic's ``startBatch(dicomSeg=...)``."""
+    ui = widget.ui
+    calls = []
+
+    def start_batch(outputFolder, model=None, device="auto", inputFolder=None, dicomSeg=False):
+        calls.append((inputFolder, dicomSeg))
+        raise ValueError("stop here")           # shown as an error; no job starts
+
+    monkeypatch.setattr(widget.logic, "startBatch", start_batch)
+    monkeypatch.setattr(widget, "ensureDependencies", lambda: True)
+    widget.initializeParameterNode()
+    ui.batchOutputDirectoryButton.directory = str(tmp_path / "out")
+    ui.batchInputDirectoryButton.directory = str(tmp_path)
+    widget.onBatchSourceChanged(1)
+    assert ui.batchDicomSegCheckBox.enabled
+    ui.batchSourceSelector.currentIndex = 1
+    ui.batchDicomSegCheckBox.checked = True
+    widget.onBatchApplyButton()
+    widget.onBatchSourceChanged(0)
+    assert not ui.batchDicomSegCheckBox.enabled
+    ui.batchSourceSelector.currentIndex = 0
+    widget.onBatchApplyButton()                 # from the scene: never DICOM SEG, whatever the box says
+    assert calls == [(str(tmp_path), True), (None, False)]
+    assert dialogs.errors == ["stop here", "stop here"]
