@@ -29,6 +29,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/cli/synth.py
   scdl/cli/train.py
   scdl/errors.py
+  scdl/events.py
   scdl/inference/__init__.py
   scdl/inference/config.py
   scdl/inference/device.py

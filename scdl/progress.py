@@ -1,117 +1,56 @@
 """Progress reporting for long work: a tqdm bar on the terminal or JSON lines for the Slicer modules.
 
-JSON mode prints one object per line on stdout, e.g.::
+JSON mode prints one record of :mod:`scdl.events` per line on stdout (the stream's schema, writer and parser
+live there), e.g.::
 
     {"phase": "infer", "done": 3, "total": 12, "eta_s": 4.2}
+    {"event": "iteration", "iteration": 10, "iterations": 1500, "loss": {"total": 0.53}, ...}
     {"phase": "done", "output": "/path/out.seg.nrrd"}
 
-Other events (training iterations, warnings, messages) are JSON objects with an ``"event"`` key.
 Human-readable messages go to stderr in every mode so that stdout stays machine-readable.
+:class:`ProgressReporter` is the seam the core's long work takes (``Progress``, ``SilentProgress``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, TextIO
+from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol, TextIO
 
 from scdl.errors import Cancelled, one_line
+from scdl.events import DoneEvent, Event, MessageEvent, PhaseEvent, WarningEvent, make_event
+from scdl.events import parse_event as parse_event      # the stream's decoder, here for its earlier importers
 
 MODES = ("tqdm", "json", "none")
 
 
-def _clean(value: Any) -> Any:
-    """Make values JSON-safe (NaN/inf -> None, numpy/torch scalars -> Python)."""
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+class ProgressReporter(Protocol):
+    """What long work needs of a progress reporter (:class:`Progress`, :class:`SilentProgress`): ``mode``
+    (``"tqdm"``, ``"json"`` or ``"none"``), ``err`` (the stream for bars and text), cancellation, phases,
+    records of :mod:`scdl.events`, messages, warnings and the final line."""
 
+    mode: str
+    err: TextIO
 
-#: Longest line :func:`parse_event` decodes (the largest real event, a cohort's ``annotation`` or a
-#: validation of 117 classes, is a few KiB); a longer line is not an event.
-MAX_EVENT_CHARS = 1 << 20
-#: Deepest nesting of arrays/objects :func:`parse_event` accepts (real events nest 3 levels).
-MAX_EVENT_DEPTH = 16
-#: Keys whose value, when present, must be a finite number (or null): progress and training counters.
-_NUMBER_KEYS = ("done", "total", "eta_s", "iteration", "iterations", "elapsed_s")
-#: Keys whose value, when present, must be a string.
-_STRING_KEYS = ("phase", "event", "text", "output", "path")
+    @property
+    def cancelled(self) -> bool: ...
 
+    def check_cancelled(self) -> None: ...
 
-def _depth_ok(line: str, limit: int) -> bool:
-    """False when brackets outside strings nest deeper than ``limit`` (checked before decoding: the decoder
-    recurses once per level)."""
-    depth, in_string, escaped = 0, False, False
-    for char in line:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif char in "]}":
-            depth -= 1
-    return True
+    def interruptible(self) -> ContextManager[None]: ...
 
+    def phase(self, name: str, total: int = 1) -> "Phase": ...
 
-def _finite_or_none(text: str) -> Optional[float]:
-    value = float(text)
-    return value if math.isfinite(value) else None
+    def emit(self, record: Event) -> None: ...
 
+    def message(self, text: str) -> None: ...
 
-def _no_constant(_name: str) -> None:
-    return None                                      # NaN, Infinity, -Infinity -> null
+    def warning(self, text: str) -> None: ...
 
-
-def parse_event(line: str) -> Optional[dict[str, Any]]:
-    """One line of a JSON-mode stream -> its object; ``None`` for anything else: a human-readable line, a
-    damaged or partial line, JSON that is not an object, a line longer than :data:`MAX_EVENT_CHARS` or nested
-    deeper than :data:`MAX_EVENT_DEPTH`, or an event whose counters (``done``, ``total``, ``iteration``, ...)
-    are not numbers or whose names (``phase``, ``event``, ``text``) are not strings. Numbers that are not
-    finite (``NaN``, ``Infinity``, ``1e400``) become ``None``. Never raises: the one parser of the stream
-    (Slicer modules, benchmarks) reads what a child process printed. A file name cannot put a line there: the
-    child's text lines are printed through :func:`scdl.errors.one_line`."""
-    if not isinstance(line, str) or len(line) > MAX_EVENT_CHARS:
-        return None
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    if line.count("[") + line.count("{") > MAX_EVENT_DEPTH and not _depth_ok(line, MAX_EVENT_DEPTH):
-        return None
-    try:
-        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_or_none)
-    except (ValueError, RecursionError, MemoryError, OverflowError, TypeError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    for key in _NUMBER_KEYS:
-        value = obj.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return None
-        if isinstance(value, int) and abs(value) > 2**53:          # a counter no run reaches; 1e400 as an int
-            return None
-    for key in _STRING_KEYS:
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            return None
-    return obj
+    def done(self, **fields: Any) -> None: ...
 
 
 class Phase:
@@ -146,7 +85,7 @@ class Phase:
 
     def _emit(self) -> None:
         if self.reporter.mode == "json":
-            self.reporter.emit({"phase": self.name, "done": self.done, "total": self.total, "eta_s": self.eta_s()})
+            self.reporter.emit(PhaseEvent(phase=self.name, done=self.done, total=self.total, eta_s=self.eta_s()))
 
     def close(self) -> None:
         if self._bar is not None:
@@ -231,25 +170,29 @@ class Progress:
         self.check_cancelled()
         return Phase(self, name, total)
 
-    def emit(self, obj: dict) -> None:
-        """Write one JSON object as a line on ``out`` (JSON mode only)."""
+    def emit(self, record: Event) -> None:
+        """Write one record of :mod:`scdl.events` as its JSON line on ``out`` (JSON mode only)."""
         if self.mode != "json":
             return
-        line = json.dumps(_clean(obj), separators=(", ", ": "))
+        if isinstance(record, dict):        # TRANSITIONAL (issue 26): until the trainer's last dict line is a record
+            from scdl.events import record_from_dict
+            record = record_from_dict(record)
+        line = record.to_line()
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()
 
     def event(self, event: str, **fields: Any) -> None:
-        """A named event (e.g. ``"iteration"``, ``"validation"``) as a JSON line."""
-        self.emit({"event": event, **fields})
+        """A named event from keyword fields (:func:`scdl.events.make_event`: the kind's record, ``TypeError`` for
+        a field it does not name); the core's emitters build the record and call :meth:`emit`."""
+        self.emit(make_event(event, **fields))
 
     def message(self, text: str) -> None:
         """A human-readable message (stderr; also a JSON ``message`` event in JSON mode). One line: control
         characters (a newline in a file name) are escaped (:func:`scdl.errors.one_line`)."""
         text = one_line(text)
         if self.mode == "json":
-            self.emit({"event": "message", "text": text})
+            self.emit(MessageEvent(text=text))
         else:
             print(text, file=self.err, flush=True)
 
@@ -258,11 +201,11 @@ class Progress:
         name in it cannot start a line of its own, and so cannot forge an event: :func:`scdl.errors.one_line`)."""
         text = one_line(text)
         print(f"warning: {text}", file=self.err, flush=True)
-        self.emit({"event": "warning", "text": text})
+        self.emit(WarningEvent(text=text))
 
     def done(self, **fields: Any) -> None:
-        """The final line: ``{"phase": "done", ...}``."""
-        self.emit({"phase": "done", **fields})
+        """The final line: ``{"phase": "done", ...}`` (:class:`scdl.events.DoneEvent`, the command's result)."""
+        self.emit(DoneEvent(result=fields))
 
 
 class SilentProgress(Progress):
@@ -290,4 +233,7 @@ class SilentProgress(Progress):
         return None
 
     def warning(self, text: str) -> None:
+        return None
+
+    def event(self, event: str, **fields: Any) -> None:
         return None
