@@ -31,11 +31,18 @@ def ga_dice_loss(probs: Tensor, target: Tensor, eps: float = 1e-10) -> Tensor:
     intersection = (probs * onehot).sum(dims)
     p_sq = (probs * probs).sum(dims)
     y_sq = onehot.sum(dims)  # y² = y for one-hot
-    dice_term = 1.0 - (2.0 * intersection + eps) / (p_sq + y_sq + eps)
     n_voxels = target.numel()
     absent_term = ((probs.detach() / n_voxels) * probs).sum(dims)
-    present = y_sq > 0
-    return torch.where(present, dice_term, absent_term).mean()
+    return ga_dice_per_class(intersection, p_sq, y_sq, absent_term, eps).mean()
+
+
+def ga_dice_per_class(intersection: Tensor, p_sq: Tensor, y_sq: Tensor, absent_term: Tensor,
+                      eps: float = 1e-10) -> Tensor:
+    """GA-Dice per class from its sums (the one copy, used by :func:`ga_dice_loss` and
+    :func:`scdl.losses.partial.marginal_ga_dice_loss`): ``1 - (2 Σ p y + eps) / (Σ p² + Σ y + eps)`` for a class
+    present in the labels (``y_sq`` > 0), else its ``absent_term`` (the push-down). All arguments (C,); returns (C,)."""
+    dice_term = 1.0 - (2.0 * intersection + eps) / (p_sq + y_sq + eps)
+    return torch.where(y_sq > 0, dice_term, absent_term)
 
 
 class GADiceLoss(nn.Module):

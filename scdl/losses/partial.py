@@ -19,7 +19,6 @@ exclusion loss is 0.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -27,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scdl.losses._validate import check_dense
-from scdl.losses.ga_ce import ga_ce_loss
-from scdl.losses.ga_dice import ga_dice_loss
+from scdl.losses.ga_ce import ga_ce_loss, ga_ce_reduction
+from scdl.losses.ga_dice import ga_dice_loss, ga_dice_per_class
 
 __all__ = ["exclusion_dice_loss", "is_partial", "marginal_ga_ce_loss", "marginal_ga_dice_loss", "merge_mask"]
 
@@ -85,18 +84,8 @@ def marginal_ga_ce_loss(logits: Tensor, target: Tensor, annotated: Optional[Tens
     log_bg = torch.logsumexp(log_p.masked_fill(~merged, float("-inf")), dim=1)         # (B, *spatial)
     labels = target.long()
     log_true = torch.gather(log_p, 1, labels.unsqueeze(1)).squeeze(1)
-    ce = -torch.where(labels == 0, log_bg, log_true).reshape(-1)
-    labels = labels.reshape(-1)
-    n_total = ce.numel()
-    n_kept = max(1, int(math.floor(n_total * k / 100.0)))
-    if n_kept < n_total:
-        ce, index = torch.topk(ce, n_kept, sorted=False)
-        labels = labels[index]
-    n_classes = logits.shape[1]
-    ce_sum = torch.zeros(n_classes, dtype=ce.dtype, device=ce.device).index_add_(0, labels, ce)
-    counts = torch.bincount(labels, minlength=n_classes).to(ce.dtype)
-    weights = (counts + eps).pow(1.0 - gamma) * float(n_kept) ** gamma
-    return (ce_sum / weights).sum()
+    ce = -torch.where(labels == 0, log_bg, log_true)
+    return ga_ce_reduction(ce, labels, logits.shape[1], k, gamma, eps)
 
 
 def marginal_ga_dice_loss(probs: Tensor, target: Tensor, annotated: Optional[Tensor] = None,
@@ -134,10 +123,8 @@ def marginal_ga_dice_loss(probs: Tensor, target: Tensor, annotated: Optional[Ten
     y_sq = (onehot * keep).sum(spatial_dims).sum(0)
     voxels_per_patch = float(target[0].numel())
     n_vox = annotated.to(probs.dtype).sum(0) * voxels_per_patch                         # N_c, (C,)
-    dice_term = 1.0 - (2.0 * intersection + eps) / (p_sq + y_sq + eps)
     absent_term = (q.detach() * q).sum(spatial_dims).sum(0) / n_vox.clamp_min(1.0)
-    present = y_sq > 0
-    per_class = torch.where(present, dice_term, absent_term)
+    per_class = ga_dice_per_class(intersection, p_sq, y_sq, absent_term, eps)
     used = annotated.any(dim=0)
     return per_class[used].mean()
 
