@@ -38,14 +38,14 @@ def score_model(model_dir: Path, cases: Sequence[HeldOutCase], *, device: str = 
     mean, inverse to the CT grid, the card's overlap and blending; ``sw_batch_size`` windows per forward) and
     compare with its reference label map.
 
-    Dice per class is ``scdl.training.validation.dice_per_class`` (one confusion count per case; identical to
-    ``scdl.metrics`` Dice, which also computes surface distances this benchmark does not report).
+    Dice per class is ``scdl.metrics.dice.dice_per_class`` (one confusion count per case; the metric's one
+    definition, as ``scdl evaluate``'s, which also computes surface distances this benchmark does not report).
     """
     import SimpleITK as sitk
 
     from scdl.inference.predictor import segment_image
     from scdl.models.package import ModelPackage
-    from scdl.training.validation import dice_per_class
+    from scdl.metrics.dice import dice_per_class
 
     start, cpu_start = time.monotonic(), time.process_time()
     package = ModelPackage.load(model_dir)

@@ -17,7 +17,7 @@ Two backends give the same numbers (tests: within 1e-4 of MONAI's full-volume ca
   load), so ``"monai"`` is kept as the reference only.
 
 Definitions (MONAI's):
-- Dice = 2|P ∩ G| / (|P| + |G|).
+- Dice = 2|P ∩ G| / (|P| + |G|) (:func:`scdl.metrics.dice.dice_from_counts`).
 - HD95 = max(95th percentile of the distances from P's surface voxels to G's surface,
   95th percentile of the distances from G's surface voxels to P's surface) (``torch.quantile``, linear).
 - ASD = mean of all those distances, both directions pooled (symmetric).
@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+from scdl.metrics.dice import dice_from_counts
 
 #: Status of a class in one comparison.
 STATUSES = ("found", "misplaced", "missed", "false_positive", "absent")
@@ -103,7 +105,7 @@ def _scdl_scores(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], per
     from scipy.spatial import KDTree
 
     inter = int(np.count_nonzero(pred & gt))
-    dice = 2.0 * inter / (int(np.count_nonzero(pred)) + int(np.count_nonzero(gt)))
+    dice = float(dice_from_counts(inter, int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))))
     scale = np.asarray([float(s) for s in spacing], dtype=np.float64)
     p_pts, g_pts = _surface_points(pred, scale), _surface_points(gt, scale)
     d_pg = KDTree(g_pts, leafsize=32).query(p_pts, k=1)[0]
