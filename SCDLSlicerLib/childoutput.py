@@ -10,9 +10,10 @@ and human-readable lines on stderr, among them ``error: <path>: <message> Fix: <
 ``warning: ...`` and ``cancelled: ...``. Slicer's ``launchConsoleProcess`` merges both streams, so every
 line is classified by its content, never by the stream it came from.
 
-JSON lines are decoded by the core's ``scdl.progress.parse_event`` (the stream's one parser, also used by the
-benchmarks; it never raises and turns a damaged, over-long, too deeply nested or badly typed line into text);
-this module classifies them, and :meth:`ProgressTracker.feed` never raises either: a line is logged, never
+JSON lines are decoded by the core's ``scdl.events`` (the stream's schema and one parser, also used by the
+benchmarks: ``parse_event`` never raises and turns a damaged, over-long, too deeply nested or badly typed line
+into text; ``record_from_dict`` gives the line's typed record, ``ChildLine.record``, whose ``kind`` the
+panels dispatch on); this module classifies them, and :meth:`ProgressTracker.feed` never raises either: a line is logged, never
 fatal. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
 """
 
@@ -37,12 +38,19 @@ class ChildLine:
     ``kind`` is one of ``"progress"`` (a phase update), ``"done"`` (final line), ``"warning"``, ``"message"``,
     ``"event"`` (another named JSON event, e.g. per-organ confidence), ``"error"`` (the child's ``error:``
     line), ``"cancelled"``, ``"log"`` (anything else: plain text, tracebacks, library noise).
-    ``data`` is the parsed JSON object (empty for text lines); ``text`` is what a log box shows.
+    ``data`` is the parsed JSON object (empty for text lines); ``text`` is what a log box shows; ``record`` the
+    line's ``scdl.events.Event`` (``None`` for text lines and unknown event names).
     """
 
     kind: str
     text: str
     data: dict = field(default_factory=dict)
+    record: Any = None
+
+    @property
+    def event_kind(self) -> Any:
+        """The record's ``scdl.events.EventKind`` (``None`` without a record): the key of the panels' tables."""
+        return None if self.record is None else self.record.kind
 
     @property
     def name(self) -> str:
@@ -52,7 +60,7 @@ class ChildLine:
 
 def parse_line(line: str) -> ChildLine:
     """Classify one output line of the child (trailing newline allowed)."""
-    from scdl.progress import parse_event  # the one parser of the stream (stdlib only; not at module load)
+    from scdl.events import parse_event  # the one parser of the stream (stdlib only; not at module load)
 
     text = line.rstrip("\r\n")
     stripped = text.strip()
@@ -70,18 +78,21 @@ def parse_line(line: str) -> ChildLine:
 
 
 def _classify_json(data: dict, raw: str) -> ChildLine:
-    phase = data.get("phase")
-    if phase == "done":
-        return ChildLine("done", "done", data)
-    if phase is not None:
+    from scdl.events import EventKind, record_from_dict
+
+    record = record_from_dict(data)
+    kind = None if record is None else record.kind
+    if kind == EventKind.DONE:
+        return ChildLine("done", "done", data, record)
+    if kind == EventKind.PROGRESS:
         done, total = data.get("done"), data.get("total")
+        phase = data.get("phase")
         text = f"{phase} {done}/{total}" if done is not None and total else str(phase)
-        return ChildLine("progress", text, data)
-    event = data.get("event")
-    if event in ("warning", "message"):
-        return ChildLine(str(event), str(data.get("text", "")), data)
-    if event is not None:
-        return ChildLine("event", raw, data)
+        return ChildLine("progress", text, data, record)
+    if kind in (EventKind.WARNING, EventKind.MESSAGE):
+        return ChildLine(str(kind), str(data.get("text", "")), data, record)
+    if data.get("event") is not None:             # a named event, known (record) or not (a newer core)
+        return ChildLine("event", raw, data, record)
     return ChildLine("log", raw, data)
 
 

@@ -10,10 +10,11 @@ VTKObservationMixin)``) and gives both panels the same:
   (:meth:`updateDependencyStatus`, :meth:`_ensureDependencies`, :meth:`onInstallDependencies`);
 - the log box and error message boxes (:meth:`_appendLog`, :meth:`_showError`).
 
-The widget provides ``onPollTimer``, ``onSceneStartClose``, ``initializeParameterNode``, ``ensureDependencies``
-(which calls :meth:`_ensureDependencies` with its own text) and ``_error``; its ``ui`` has ``statusLabel``,
-``logTextEdit``, ``dependenciesLabel`` and ``installDependenciesButton``; its Logic has ``dependencyPlan()`` and
-``installDependencies(plan)``.
+The widget provides ``onSceneStartClose``, ``initializeParameterNode``, ``ensureDependencies`` (which calls
+:meth:`_ensureDependencies` with its own text), ``_error``, ``_showProgress(kind, job, lines)`` and
+``_taskFinishers()``: the table task kind -> the method that finishes it (``{"segment": self._finishSegment}``);
+its ``ui`` has ``statusLabel``, ``logTextEdit``, ``dependenciesLabel`` and ``installDependenciesButton``; its
+Logic has ``dependencyPlan()`` and ``installDependencies(plan)``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class PanelMixin:
 
     # -- running children -----------------------------------------------------------------------------
     def _startTask(self, kind: str, job) -> None:
-        """Poll ``job`` until it ends; then ``_finish<Kind>(job)`` (e.g. ``_finishSegment``) and ``_updateButtons``."""
+        """Poll ``job`` until it ends; then its finisher (``_taskFinishers()[kind]``, e.g. ``_finishSegment``) and
+        ``_updateButtons``."""
         self._task = (kind, job)
         self._timer.start()
         self._updateButtons()
@@ -103,7 +105,7 @@ class PanelMixin:
         if job.finished:
             self._timer.stop()
             self._task = None
-            getattr(self, "_finish" + kind[:1].upper() + kind[1:])(job)
+            self._taskFinishers()[kind](job)
             self._updateButtons()
 
     # -- combo boxes, devices, tables -----------------------------------------------------------------

@@ -130,6 +130,10 @@ class SegmentPanelHandlers:
         self._task[1].cancel()
         self._statusLabelFor(self._task[0]).text = _("Cancelling...")
 
+    def _taskFinishers(self) -> dict:
+        """Task kind -> the method that finishes it (``SCDLSlicerLib.panel.PanelMixin.onPollTimer``)."""
+        return {"segment": self._finishSegment, "batch": self._finishBatch, "models": self._finishModels}
+
     def _statusLabelFor(self, kind):
         return getattr(self.ui, {"segment": "statusLabel", "batch": "batchStatusLabel", "models": "modelsStatusLabel"}[kind])
 

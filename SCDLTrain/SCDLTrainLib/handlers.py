@@ -500,6 +500,11 @@ class TrainPanelHandlers:
             self._appendLog(f"{item.label}: {item.status}" + (f" ({item.message})" if item.message else ""))
 
     # -- polling -------------------------------------------------------------------------------------
+    def _taskFinishers(self) -> dict:
+        """Task kind -> the method that finishes it (``SCDLSlicerLib.panel.PanelMixin.onPollTimer``)."""
+        return {"check": self._finishCheck, "train": self._finishTrain, "register": self._finishRegister,
+                "review": self._finishReview}
+
     def _showProgress(self, kind, job, lines) -> None:
         for line in lines if kind != "review" else ():
             if line.kind in ("warning", "error", "message", "cancelled", "log"):

@@ -1,6 +1,6 @@
 """What a running ``scdl train --progress json`` child reports, turned into the panel's state.
 
-The child prints (``scdl/training/trainer.py``, ``scdl/cli/train.py``)::
+The child prints records of the core's ``scdl.events`` (its schema; ``scdl/training``, ``scdl/cli/train.py``)::
 
     {"phase": "check", "done": 2, "total": 5, ...}                      cohort check / preprocessing
     {"event": "start", "iteration": 0, "iterations": 1500, ...}         training starts (or resumes)
@@ -12,7 +12,7 @@ The child prints (``scdl/training/trainer.py``, ``scdl/cli/train.py``)::
     {"phase": "done", "output": ".../model", "iteration": .., "best_mean_dice": .., "elapsed_s": ..}
 
 :class:`TrainMonitor` keeps the loss rows and validation rows (for the curves), the iteration, the ETA
-and the result. On resume it is seeded from the run folder's ``log.csv`` / ``validation.csv`` so the
+and the result; it dispatches each line's record by its ``EventKind`` through one table (:meth:`_handlers`). On resume it is seeded from the run folder's ``log.csv`` / ``validation.csv`` so the
 curves show the whole run. No Qt here.
 """
 
@@ -80,75 +80,84 @@ class TrainMonitor:
             del self.skipped[:-SKIPPED_KEPT]
 
     def _update(self, line: ChildLine) -> None:
-        data = line.data
-        if line.kind == "progress":
-            self.phase = str(data.get("phase"))
-            self.phase_done = int(data.get("done") or 0)
-            self.phase_total = int(data.get("total") or 0)
-            if self.phase == "train":
-                self.iteration = max(self.iteration, self.phase_done)
-                self.total = self.phase_total or self.total
-                if isinstance(data.get("eta_s"), (int, float)):
-                    self.eta_s = float(data["eta_s"])
-        elif line.kind == "done":
-            self.result = dict(data)
-            if data.get("output"):
-                self.model_path = str(data["output"])
-            if data.get("iteration") is not None:
-                self.iteration = int(data["iteration"])
-            self.eta_s = 0.0
-        elif line.kind == "event":
-            handler = getattr(self, f"_on_{line.name}", None)
-            if handler is not None:
-                handler(data)
+        handler = self._handlers().get(line.event_kind)
+        if handler is not None:
+            handler(line.record)
 
-    def _on_start(self, data: dict) -> None:
+    def _handlers(self) -> dict:
+        """``scdl.events.EventKind`` -> the method that takes that kind's record (kinds not listed: ignored)."""
+        from scdl.events import EventKind
+
+        return {EventKind.PROGRESS: self._on_progress, EventKind.DONE: self._on_done,
+                EventKind.START: self._on_start, EventKind.ITERATION: self._on_iteration,
+                EventKind.VALIDATION: self._on_validation, EventKind.CHECKPOINT: self._on_checkpoint,
+                EventKind.MODEL: self._on_model, EventKind.INIT: self._on_init}
+
+    def _on_progress(self, event) -> None:
+        self.phase = str(event.phase)
+        self.phase_done = int(event.done or 0)
+        self.phase_total = int(event.total or 0)
+        if self.phase == "train":
+            self.iteration = max(self.iteration, self.phase_done)
+            self.total = self.phase_total or self.total
+            if isinstance(event.eta_s, (int, float)):
+                self.eta_s = float(event.eta_s)
+
+    def _on_done(self, event) -> None:
+        self.result = event.to_dict()
+        if event.result.get("output"):
+            self.model_path = str(event.result["output"])
+        if event.result.get("iteration") is not None:
+            self.iteration = int(event.result["iteration"])
+        self.eta_s = 0.0
+
+    def _on_start(self, event) -> None:
         self.started = True
-        self.start_info = dict(data)
-        self.iteration = int(data.get("iteration") or 0)
-        self.total = int(data.get("iterations") or 0)
-        self.framework = str(data.get("framework") or "")
-        self.device = str(data.get("device") or "")
+        self.start_info = event.to_dict()
+        self.iteration = int(event.iteration or 0)
+        self.total = int(event.iterations or 0)
+        self.framework = str(event.framework or "")
+        self.device = str(event.device or "")
         # a resumed run restarts the rows after its checkpoint: drop what the child will send again
         self._truncate(self.iteration)
 
-    def _on_iteration(self, data: dict) -> None:
-        iteration = int(data.get("iteration") or 0)
+    def _on_iteration(self, event) -> None:
+        iteration = int(event.iteration or 0)
         self.iteration = max(self.iteration, iteration)
-        self.total = int(data.get("iterations") or self.total)
+        self.total = int(event.iterations or self.total)
         row = {"iteration": float(iteration)}
-        for key, value in (data.get("loss") or {}).items():
+        for key, value in (event.loss or {}).items():
             row[str(key)] = _number(value)
-        if "lr" in data:
-            row["lr"] = _number(data["lr"])
+        if event.lr is not None:
+            row["lr"] = _number(event.lr)
         self._truncate(iteration - 1)
         self.loss_rows.append(row)
-        if isinstance(data.get("eta_s"), (int, float)) and self.eta_s is None:
-            self.eta_s = float(data["eta_s"])
+        if isinstance(event.eta_s, (int, float)) and self.eta_s is None:
+            self.eta_s = float(event.eta_s)
         self.changed = True
 
-    def _on_validation(self, data: dict) -> None:
-        iteration = int(data.get("iteration") or 0)
-        dice = data.get("dice") or {}
+    def _on_validation(self, event) -> None:
+        iteration = int(event.iteration or 0)
+        dice = event.dice or {}
         for name in dice:
             if name not in self.class_names:
                 self.class_names.append(str(name))
-        row = {"iteration": float(iteration), "mean_dice": _number(data.get("mean_dice"))}
+        row = {"iteration": float(iteration), "mean_dice": _number(event.mean_dice)}
         for name in self.class_names:
             row[f"dice_{name}"] = _number(dice.get(name))
         self.val_rows = [r for r in self.val_rows if r["iteration"] < iteration] + [row]
-        if data.get("best_iteration") is not None:
-            self.best = {"iteration": int(data["best_iteration"]), "mean_dice": _number(data.get("best_mean_dice"))}
+        if event.best_iteration is not None:
+            self.best = {"iteration": int(event.best_iteration), "mean_dice": _number(event.best_mean_dice)}
         self.changed = True
 
-    def _on_checkpoint(self, data: dict) -> None:
-        self.checkpoint_iteration = int(data.get("iteration") or 0)
+    def _on_checkpoint(self, event) -> None:
+        self.checkpoint_iteration = int(event.iteration or 0)
 
-    def _on_model(self, data: dict) -> None:
-        self.model_path = str(data.get("path") or "") or self.model_path
+    def _on_model(self, event) -> None:
+        self.model_path = str(event.path or "") or self.model_path
 
-    def _on_init(self, data: dict) -> None:
-        self.init_report = dict(data)
+    def _on_init(self, event) -> None:
+        self.init_report = event.to_dict()
 
     def _truncate(self, upto: int) -> None:
         before = len(self.loss_rows) + len(self.val_rows)
