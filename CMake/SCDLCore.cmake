@@ -45,9 +45,11 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/io/formats.py
   scdl/io/geometry.py
   scdl/io/image.py
+  scdl/io/labelimage.py
   scdl/io/mask_folder.py
   scdl/io/nifti_nibabel.py
   scdl/io/paths.py
+  scdl/io/reader.py
   scdl/io/segnrrd.py
   scdl/io/validation.py
   scdl/io/verify.py
@@ -75,6 +77,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/method/sac.py
   scdl/method/tokens.py
   scdl/metrics/__init__.py
+  scdl/metrics/dice.py
   scdl/metrics/evaluate.py
   scdl/metrics/scores.py
   scdl/models/__init__.py
@@ -99,7 +102,6 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/phantom/anatomy.py
   scdl/phantom/cohort.py
   scdl/phantom/config.py
-  scdl/phantom/fields.py
   scdl/phantom/generator.py
   scdl/phantom/hu_table.py
   scdl/phantom/measure.py
@@ -114,10 +116,21 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/processing/pipeline.py
   scdl/processing/postprocess.py
   scdl/processing/resample.py
+  scdl/processing/windows.py
   scdl/progress.py
+  scdl/release/__init__.py
+  scdl/release/build.py
+  scdl/release/card.py
+  scdl/release/cohort.py
+  scdl/release/commands.py
+  scdl/release/package.py
+  scdl/release/recipe.py
+  scdl/release/scoring.py
+  scdl/release/training.py
   scdl/resources.py
   scdl/synth/__init__.py
   scdl/synth/engine.py
+  scdl/synth/fields.py
   scdl/synth/layout.py
   scdl/synth/spatial.py
   scdl/synth/tissues.py
@@ -127,6 +140,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/augment.py
   scdl/training/cache.py
   scdl/training/checkpoint.py
+  scdl/training/checkpointer.py
   scdl/training/checks.py
   scdl/training/cohort.py
   scdl/training/config.py
@@ -136,9 +150,11 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/finetune.py
   scdl/training/hashing.py
   scdl/training/keep.py
+  scdl/training/meter.py
   scdl/training/optim.py
   scdl/training/packaging.py
   scdl/training/problems.py
+  scdl/training/record.py
   scdl/training/resume.py
   scdl/training/rng.py
   scdl/training/runfolder.py
@@ -149,6 +165,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/step.py
   scdl/training/trainer.py
   scdl/training/validation.py
+  scdl/training/validator.py
   scdl/viz/__init__.py
   scdl/viz/curves.py
   scdl/viz/overlay.py
@@ -159,6 +176,7 @@ set(SCDL_SHARED_RESOURCES
   Resources/Labels/amos.csv
   Resources/Labels/synapse.csv
   Resources/Labels/totalsegmentator_v2.csv
+  Resources/Models/recipes/scdl-abdominal-ct/card_text.json
   Resources/Models/recipes/scdl-abdominal-ct/cohort.json
   Resources/Models/recipes/scdl-abdominal-ct/config.json
   Resources/Models/scdl-abdominal-ct/README.md

@@ -6,7 +6,7 @@ validation cases; the arms differ only in the recipe switches below. ``base`` is
 and without the new anatomy map s0327; each ``+change`` arm is ``base`` plus one change; ``all`` is recipe 4 as
 shipped and ``all-bfloat16`` the same run under ``cpu_bfloat16`` (bfloat16 autocast of the training step).
 
-Every arm's last networks are scored like a release candidate (``train_default_model.segment_and_score``:
+Every arm's last networks are scored like a release candidate (``scdl.release.scoring.segment_and_score``:
 ``scdl segment`` + ``scdl evaluate`` of the validation rows: patient B and the CTs synthesised from the held-out
 map s0328). Nothing here trains on patient B.
 
@@ -24,18 +24,17 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_default_model", REPO / "bench" / "train_default_model.py")
-recipe = importlib.util.module_from_spec(_spec)
-sys.modules["train_default_model"] = recipe
-_spec.loader.exec_module(recipe)
+from scdl.models.card import LABELS_FILE
+from scdl.release.commands import log
+from scdl.release.recipe import RECIPE
+from scdl.release.scoring import segment_and_score, summarise_scores
+from scdl.release.training import run_train
 
 #: every recipe-4 switch off (the HU table's widening and the bone fix are not switches: every arm has them)
 OFF = {"synth.random_hu_prob": 0.0, "synth.liver_like_prob": 0.0, "synth.calcify_prob": 0.0,
@@ -94,9 +93,9 @@ def score_arm(package: Path, manifest: Path, out: Path, device: str) -> dict[str
     cases = {}
     for row in rows:
         name = Path(row["image"]).name.split(".")[0]
-        report, _, _ = recipe.segment_and_score(package, row["image"], row["label"],
-                                                row["labels"] or str(package / recipe.LABELS_FILE), out, name, device)
-        summary = recipe.summarise_scores(report)
+        report, _, _ = segment_and_score(package, row["image"], row["label"],
+                                         row["labels"] or str(package / LABELS_FILE), out, name, device)
+        summary = summarise_scores(report)
         cases[name] = {"mean": summary["mean_dice_labelled_organs"],
                        "organs": {k: v["dice"] for k, v in summary["organs"].items()},
                        "found": {k: v["status"] == "found" for k, v in summary["organs"].items()}}
@@ -134,9 +133,9 @@ def run_arm(name: str, work: Path, init: Path, out: Path, iterations: int, devic
     run_dir = folder / "train"
     t0 = time.monotonic()
     if not (run_dir / "model" / "card.json").is_file():
-        recipe.log(f"arm {name}: {what}")
-        recipe.run_train(manifest, config, run_dir, iterations, device, work / "cache",
-                         extra=("--init", str(init)))
+        log(f"arm {name}: {what}")
+        run_train(manifest, config, run_dir, iterations, device, work / "cache",
+                  extra=("--init", str(init)))
     minutes = (time.monotonic() - t0) / 60
     log_rows = list(csv.DictReader((run_dir / "log.csv").open(encoding="utf-8")))
     train_s = float(log_rows[-1]["elapsed_s"]) - float(log_rows[0]["elapsed_s"]) if len(log_rows) > 1 else None
@@ -191,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="one sub-folder per arm, results.json/.md")
     parser.add_argument("--iterations", type=int, default=200, help="the equal budget (default 200)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="arms, in this order")
-    parser.add_argument("--recipe", type=Path, default=recipe.RECIPE, help="recipe folder (its config.json)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="recipe folder (its config.json)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     manifest = args.work / "cohort" / "manifest.csv"
@@ -211,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         (args.out / "results.json").write_text(json.dumps({"init": reference, "arms": results}, indent=2),
                                                encoding="utf-8")
         (args.out / "results.md").write_text(table(results, reference) + "\n", encoding="utf-8")
-        recipe.log(f"arm {name}: B {results[-1]['b_mean']}, s0328 {results[-1]['held_out_map_mean']}, "
+        log(f"arm {name}: B {results[-1]['b_mean']}, s0328 {results[-1]['held_out_map_mean']}, "
                    f"{results[-1]['minutes']} min")
     print(table(results, reference))
     return 0

@@ -1,9 +1,8 @@
-"""The default model: its recipe (split hygiene, settings, size), the packaging code of
-bench/train_default_model.py, and the shipped package in Resources/Models/scdl-abdominal-ct."""
+"""The default model: its recipe (split hygiene, settings, size), the release code (scdl.release, the library
+behind bench/train_default_model.py), and the shipped package in Resources/Models/scdl-abdominal-ct."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
+from scdl.release.card import build_card, lineage
+from scdl.release.cohort import keep_slices, synth_validation, z_crops
+from scdl.release.package import check_catalog, write_package
+from scdl.release.recipe import check_split, load_recipe
+from scdl.release.scoring import ship_refusal, summarise_scores
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "Resources" / "Models" / "recipes" / "scdl-abdominal-ct"
@@ -20,21 +25,12 @@ PATIENT_B = "totalsegmentator-fixtures/patient-B"
 
 
 @pytest.fixture(scope="module")
-def recipe_script():
-    spec = importlib.util.spec_from_file_location("train_default_model", REPO / "bench" / "train_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_default_model"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def recipe(recipe_script):
-    cohort, config = recipe_script.load_recipe(RECIPE)
+def recipe():
+    cohort, config = load_recipe(RECIPE)
     return cohort, json.loads(config.read_text(encoding="utf-8"))
 
 
-def test_recipe_split_keeps_patient_b_out(recipe, recipe_script):
+def test_recipe_split_keeps_patient_b_out(recipe):
     cohort, _ = recipe
     assert [c["patient"] for c in cohort["labeled"]] == [PATIENT_A]
     assert [c["patient"] for c in cohort["held_out"]] == [PATIENT_B]
@@ -44,7 +40,7 @@ def test_recipe_split_keeps_patient_b_out(recipe, recipe_script):
     bad = json.loads(json.dumps(cohort))
     bad["labeled"].append(dict(bad["held_out"][0]))
     with pytest.raises(SystemExit, match="both a training and a held-out patient"):
-        recipe_script.check_split(bad)
+        check_split(bad)
 
 
 def test_recipe_config_is_a_valid_training_config(recipe):
@@ -61,7 +57,7 @@ def test_recipe_config_is_a_valid_training_config(recipe):
     assert resolved["validation"]["every"] > 0
 
 
-def test_recipe_validates_on_patient_b_and_a_held_out_anatomy(recipe, recipe_script):
+def test_recipe_validates_on_patient_b_and_a_held_out_anatomy(recipe):
     """Model 4: patient B and CTs synthesised from a label map kept OUT of training choose the checkpoint."""
     cohort, _ = recipe
     spec = cohort["validation_synth"]
@@ -77,12 +73,12 @@ def test_recipe_validates_on_patient_b_and_a_held_out_anatomy(recipe, recipe_scr
     bad = json.loads(json.dumps(cohort))
     bad["anatomy"].append(dict(bad["validation_anatomy"][0]))
     with pytest.raises(SystemExit, match="both a training anatomy and the held-out validation anatomy"):
-        recipe_script.check_split(bad)
+        check_split(bad)
 
 
-def test_recipe_lineage_in_the_card(recipe, recipe_script):
+def test_recipe_lineage_in_the_card(recipe):
     cohort, _ = recipe
-    stages = recipe_script.lineage(cohort, {"anatomy": cohort["anatomy"]}, {"iterations": 1200, "training_time_s": 3000},
+    stages = lineage(cohort, {"anatomy": cohort["anatomy"]}, {"iterations": 1200, "training_time_s": 3000},
                                    {"init": "scdl-abdominal-ct 3.0.0"},
                                    {"new": {"mean": 0.5, "cases": {}}, "installed": {"mean": 0.4, "cases": {}}})
     assert [s["version"] for s in stages] == ["2.0.0", "3.0.0", cohort["version"]]
@@ -93,26 +89,26 @@ def test_recipe_lineage_in_the_card(recipe, recipe_script):
     assert stages[1]["init"] == "scdl-abdominal-ct 2.0.0" and stages[1]["iterations"] == 709
 
 
-def test_keep_slices_makes_a_short_scan(recipe_script, tmp_path):
+def test_keep_slices_makes_a_short_scan(tmp_path):
     image = sitk.GetImageFromArray(np.arange(20 * 4 * 4, dtype=np.float32).reshape(20, 4, 4))
     label = sitk.GetImageFromArray(np.ones((20, 4, 4), np.uint8))
     for img in (image, label):
         img.SetSpacing((3.0, 3.0, 3.0))
     sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
     sitk.WriteImage(label, str(tmp_path / "lab.nii.gz"))
-    recipe_script.keep_slices(tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz", [0.5, 0.75])
+    keep_slices(tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz", [0.5, 0.75])
     out, lab = sitk.ReadImage(str(tmp_path / "ct.nii.gz")), sitk.ReadImage(str(tmp_path / "lab.nii.gz"))
     assert out.GetSize() == lab.GetSize() == (4, 4, 5)
     assert np.allclose(out.GetOrigin(), image.TransformIndexToPhysicalPoint((0, 0, 10)))
     assert sitk.GetArrayFromImage(out)[0, 0, 0] == 10 * 16
 
 
-def test_synth_validation_writes_val_rows_on_the_label_grid(recipe_script, patient_a_seg, tmp_path):
+def test_synth_validation_writes_val_rows_on_the_label_grid(patient_a_seg, tmp_path):
     cohort = {"anatomy": [{"patient": "p/A", "label": patient_a_seg.name, "labels": "totalsegmentator_v2"}],
               "validation_synth": {"spacing_mm": 6.0, "augment": True,
                                    "cases": [{"anatomy": "p/A", "seed": 5, "phase": "portal"}]}}
     rows: list = []
-    made = recipe_script.synth_validation(cohort, patient_a_seg.parent, tmp_path / "val", rows)
+    made = synth_validation(cohort, patient_a_seg.parent, tmp_path / "val", rows)
     assert [r["split"] for r in rows] == ["val"] and rows[0]["labels"] == "totalsegmentator_v2"
     image, label = sitk.ReadImage(rows[0]["image"]), sitk.ReadImage(rows[0]["label"])
     assert image.GetSize() == label.GetSize() and image.GetSpacing() == (6.0, 6.0, 6.0)
@@ -122,7 +118,7 @@ def test_synth_validation_writes_val_rows_on_the_label_grid(recipe_script, patie
     assert made[0]["seed"] == 5
     cohort["validation_synth"]["cases"][0]["anatomy"] = "p/B"
     with pytest.raises(SystemExit, match="not an anatomy case"):
-        recipe_script.synth_validation(cohort, patient_a_seg.parent, tmp_path / "val2", [])
+        synth_validation(cohort, patient_a_seg.parent, tmp_path / "val2", [])
 
 
 def test_package_size_of_the_recipe_fits_the_bundle_limit(recipe):
@@ -142,8 +138,8 @@ def test_package_size_of_the_recipe_fits_the_bundle_limit(recipe):
     assert 15 < size_mb < cohort["max_package_mb"] == 25          # measured package: 19.0 MB
 
 
-def test_z_crops_keep_geometry_and_labels(patient_a_ct, patient_a_seg, tmp_path, recipe_script):
-    pairs = recipe_script.z_crops(patient_a_ct, patient_a_seg, tmp_path, 0.6)
+def test_z_crops_keep_geometry_and_labels(patient_a_ct, patient_a_seg, tmp_path):
+    pairs = z_crops(patient_a_ct, patient_a_seg, tmp_path, 0.6)
     full = sitk.ReadImage(str(patient_a_seg))
     arr = sitk.GetArrayFromImage(full)
     assert len(pairs) == 2
@@ -155,7 +151,7 @@ def test_z_crops_keep_geometry_and_labels(patient_a_ct, patient_a_seg, tmp_path,
         assert np.array_equal(sitk.GetArrayFromImage(lab), arr[z0:z0 + depth])
 
 
-def test_summarise_scores_headline_counts_only_labelled_organs(recipe_script):
+def test_summarise_scores_headline_counts_only_labelled_organs():
     report = {"spacing_mm": [1.0, 1.0, 2.0], "mean": {"dice": 0.45, "hd95_mm": 5.0, "asd_mm": 1.0},
               "classes": [
                   {"name": "liver", "dice": 0.9, "hd95_mm": 5.0, "asd_mm": 1.0, "gt_voxels": 10, "status": "ok"},
@@ -163,12 +159,12 @@ def test_summarise_scores_headline_counts_only_labelled_organs(recipe_script):
                   {"name": "gallbladder", "dice": 0.0, "hd95_mm": None, "asd_mm": None, "gt_voxels": 0,
                    "status": "false_positive"},
                   {"name": "aorta", "dice": None, "hd95_mm": None, "asd_mm": None, "gt_voxels": 0, "status": "absent"}]}
-    out = recipe_script.summarise_scores(report)
+    out = summarise_scores(report)
     assert out["mean_dice_labelled_organs"] == 0.45 and out["organs_labelled"] == 2
     assert out["false_positive_organs"] == ["gallbladder"] and "aorta" not in out["organs"]
 
 
-def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
+def test_card_and_package_from_the_recipe(recipe, tmp_path):
     """The packaging step on small random networks: the package verifies and its card says what it must."""
     from model_factory import make_tiny_package
 
@@ -180,12 +176,12 @@ def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
     run_card = json.loads(json.dumps(run.card))
     run_card["provenance"].update(framework="cps-scdl", iterations=7, training_time_s=12.5)
     described = {"labeled": [{**cohort["labeled"][0], "cases_in_manifest": ["a", "b"]}], "phantoms": cohort["phantoms"]}
-    held = {PATIENT_B: recipe_script.summarise_scores(
+    held = {PATIENT_B: summarise_scores(
         {"spacing_mm": [1, 1, 2], "mean": {"dice": 0.5, "hd95_mm": 3.0, "asd_mm": 1.0},
          "classes": [{"name": "liver", "dice": 0.5, "hd95_mm": 3.0, "asd_mm": 1.0, "gt_voxels": 9, "status": "ok"}]})}
-    card = recipe_script.build_card(run_card, cohort, described, config, held, {"iteration": 7},
+    card = build_card(run_card, cohort, described, config, held, {"iteration": 7},
                                     {"device": "cpu", "cpu_count": 2, "torch": "x"}, smoke=True)
-    package = recipe_script.write_package(card, run.state_dicts(), run.labels, tmp_path / "pkg")
+    package = write_package(card, run.state_dicts(), run.labels, tmp_path / "pkg")
     loaded = ModelPackage.load(package, verify=True)
     prov = loaded.card["provenance"]
     assert loaded.card["id"] == "scdl-abdominal-ct" and "README.md" in loaded.manifest
@@ -211,8 +207,8 @@ def test_card_and_package_from_the_recipe(recipe, recipe_script, tmp_path):
         ModelPackage.load(package, verify=True)
 
 
-def test_catalog_names_the_bundled_default(recipe_script):
-    recipe_script.check_catalog(REPO / "Resources", "scdl-abdominal-ct")
+def test_catalog_names_the_bundled_default():
+    check_catalog(REPO / "Resources", "scdl-abdominal-ct")
 
 
 @pytest.mark.xfail(not SHIPPED.exists(), strict=True,
@@ -237,16 +233,16 @@ def test_shipped_default_model_verifies():
     assert last["validation"]["mean"] >= last["validation_of_init"]["mean"]
 
 
-def test_a_build_worse_on_validation_is_not_installed(recipe_script):
+def test_a_build_worse_on_validation_is_not_installed():
     def scores(new, old):
         return {"new": {"cases": {}, "mean": new}, "installed": {"cases": {}, "mean": old}}
 
     # measured 2026-12-04: the fresh recipe-3.1 build 0.565 against the shipped 3.0.0's 0.640
-    assert "0.565 < 0.640" in recipe_script.ship_refusal(scores(0.5646, 0.6397))
-    assert recipe_script.ship_refusal(scores(0.70, 0.64)) is None
-    assert recipe_script.ship_refusal(scores(0.64, 0.64)) is None
-    assert recipe_script.ship_refusal(scores(0.5, None)) is None
-    assert "no validation score" in recipe_script.ship_refusal(scores(None, 0.6))
+    assert "0.565 < 0.640" in ship_refusal(scores(0.5646, 0.6397))
+    assert ship_refusal(scores(0.70, 0.64)) is None
+    assert ship_refusal(scores(0.64, 0.64)) is None
+    assert ship_refusal(scores(0.5, None)) is None
+    assert "no validation score" in ship_refusal(scores(None, 0.6))
 
 
 def test_recipe_smoke_run_end_to_end(real_data, patient_b_ct, tmp_path):

@@ -289,26 +289,17 @@ def test_demo_says_when_the_sample_is_the_validation_case():
 def test_float16_package_loads_into_float32_networks(tmp_path):
     """The recipe's float16 weights: a package with half tensors verifies, builds float32 networks, and gives the
     float32 package's labels on a test volume (the recipe ships it only when every validation label is equal)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     import torch
 
     from scdl.models.package import ModelPackage
+    from scdl.release.package import half_states, write_package
     from model_factory import make_tiny_package
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("tdm_half", repo / "bench" / "train_default_model.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules["tdm_half"] = recipe
-    spec.loader.exec_module(recipe)
-
     full = ModelPackage.load(make_tiny_package(tmp_path / "full"))
-    halves = recipe.half_states(full.state_dicts())
+    halves = half_states(full.state_dicts())
     assert all(v.dtype == torch.float16 for s in halves for v in s.values() if v.is_floating_point())
     assert any(not v.is_floating_point() for s in halves for v in s.values())      # BN counters stay integers
-    half_dir = recipe.write_package({**full.card, "weights_dtype": "float16"}, halves, full.labels, tmp_path / "half")
+    half_dir = write_package({**full.card, "weights_dtype": "float16"}, halves, full.labels, tmp_path / "half")
     half = ModelPackage.load(half_dir, verify=True)
     assert half.card["weights_dtype"] == "float16"
     size = lambda p: (p / full.card["weights"]).stat().st_size
