@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from scdl.errors import ScdlError
+from scdl.progress import ProgressReporter
 
 #: Version of the anatomy cohort's recipe (part of the cohort key: a change gives a new cohort folder).
 GENERATOR = "anatomy-1"
@@ -164,7 +165,7 @@ def _to_synapse(label, source, target):
     return out
 
 
-def write_anatomy_cohort(folder: Path, settings: Any, progress: Any = None) -> dict[str, Any]:
+def write_anatomy_cohort(folder: Path, settings: Any, progress: Optional[ProgressReporter] = None) -> dict[str, Any]:
     """Generate the anatomy cohort of ``settings`` into ``folder`` (atomically); return its provenance.
 
     Writes ``images/``, ``labels/`` (labeled + test), ``manifest.csv`` (columns image, label, split, labels,

@@ -32,7 +32,8 @@ from scdl.bench.ssl_report import CHART_NAME, RESULTS_NAME, TABLE_NAME, json_saf
 from scdl.bench.ssl_settings import SSLBenchSettings
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_write_text
-from scdl.progress import SilentProgress
+from scdl.events import RunEvent
+from scdl.progress import ProgressReporter, SilentProgress
 
 SCORES_NAME = "scores.json"
 LABEL_TABLE = "synapse"
@@ -67,7 +68,7 @@ def _load_scores(path: Path, key: str) -> Optional[dict[str, Any]]:
 
 
 def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfiguration, seed: int,
-            cohort: BenchCohort, classes: Sequence[str], progress: Any,
+            cohort: BenchCohort, classes: Sequence[str], progress: ProgressReporter,
             unscored: Sequence[str] = ()) -> dict[str, Any]:
     """Train and score one configuration x seed (or reuse its finished scores); return its record.
 
@@ -114,7 +115,7 @@ def run_one(out: Path, settings: SSLBenchSettings, configuration: BenchConfigura
 
 
 def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurations: Sequence[BenchConfiguration],
-                  *, progress: Any = None, command: str = "") -> dict[str, Any]:
+                  *, progress: Optional[ProgressReporter] = None, command: str = "") -> dict[str, Any]:
     """Run (or complete) the benchmark in ``out``; write results.json, table.md and dice.png; return the results.
 
     Args:
@@ -167,9 +168,9 @@ def run_benchmark(out: os.PathLike | str, settings: SSLBenchSettings, configurat
             record = run_one(out, settings, configuration, seed, cohort, classes, progress, unscored)
             records.append(record)
             fg = aggregate([record], classes, small)[configuration.name]
-            progress.event("run", config=configuration.name, seed=seed, reused=record["reused"],
-                           mean_dice=fg["foreground"]["mean"], small_dice=fg["small"]["mean"],
-                           train_wall_s=record["train"]["wall_s"], score_s=record["score_s"])
+            progress.emit(RunEvent(config=configuration.name, seed=seed, reused=record["reused"],
+                                   mean_dice=fg["foreground"]["mean"], small_dice=fg["small"]["mean"],
+                                   train_wall_s=record["train"]["wall_s"], score_s=record["score_s"]))
             progress.message(f"{configuration.name} seed {seed}: foreground Dice {fg['foreground']['mean']:.3f}, "
                              f"smallest {len(small)} {fg['small']['mean']:.3f}"
                              + (" (reused)" if record["reused"] else

@@ -6,12 +6,13 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from scdl.bench.ssl_settings import SSLBenchSettings
 from scdl.errors import ScdlError
+from scdl.progress import ProgressReporter
 from scdl.training.cohort import MANIFEST_NAME
 
 SPEC_NAME = "bench_cohort.json"
@@ -39,7 +40,7 @@ def cohort_folder(out: Path, settings: SSLBenchSettings) -> Path:
     return Path(out) / f"cohort-{settings.cohort_key()}"
 
 
-def ensure_cohort(out: Path, settings: SSLBenchSettings, progress: Any = None) -> BenchCohort:
+def ensure_cohort(out: Path, settings: SSLBenchSettings, progress: Optional[ProgressReporter] = None) -> BenchCohort:
     """Generate the cohort of ``settings`` under ``out`` (``cohort-<key>/``) unless it is there already.
 
     The split is ``labeled`` labeled + ``unlabeled`` unlabeled training cases, no validation case and

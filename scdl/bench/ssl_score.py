@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from scdl.bench.ssl_cohort import HeldOutCase
 from scdl.errors import ScdlError
+from scdl.progress import ProgressReporter
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TestScores:
 
 
 def score_model(model_dir: Path, cases: Sequence[HeldOutCase], *, device: str = "cpu", sw_batch_size: int = 4,
-                progress: Any = None) -> TestScores:
+                progress: Optional[ProgressReporter] = None) -> TestScores:
     """Segment every test CT with the package in ``model_dir`` (``segment_image``: sliding window, ensemble
     mean, inverse to the CT grid, the card's overlap and blending; ``sw_batch_size`` windows per forward) and
     compare with its reference label map.

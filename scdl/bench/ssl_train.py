@@ -21,7 +21,8 @@ from typing import Any, Optional
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.io.atomic import atomic_write_text
-from scdl.progress import parse_event
+from scdl.events import parse_event
+from scdl.progress import ProgressReporter
 from scdl.training import runfolder
 
 LOG_NAME = runfolder.CHILD_LOG          # the names are scdl.training.runfolder's
@@ -90,7 +91,7 @@ def train_command(manifest: Path, run_dir: Path, config_file: Path, framework: s
 
 def run_training(manifest: Path, run_dir: Path, train_config: dict[str, Any], framework: str, seed: int,
                  iterations: int, cache_dir: Path, *, device: str = "cpu", threads: int = 2,
-                 overrides: tuple[str, ...] = (), progress: Any = None, label: str = "train") -> TrainOutcome:
+                 overrides: tuple[str, ...] = (), progress: Optional[ProgressReporter] = None, label: str = "train") -> TrainOutcome:
     """Train one model in a child process; return where its package is and how long it took.
 
     ``run_dir`` must not hold a run yet (the trainer refuses to overwrite one). On a non-zero exit an

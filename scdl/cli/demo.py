@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from scdl.events import DiceEvent, SampleEvent
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -246,8 +247,8 @@ def run(args: argparse.Namespace) -> int:
     report = to_json_dict(evaluation)
     outputs = {"segmentation": str(targets[SEGMENTATION]), "nifti": str(targets[NIFTI]),
                "overlay": str(targets[OVERLAY]), "scores": str(targets[SCORES])}
-    progress.event("sample", patient=sample.get("patient"), in_training_data=status, text=sentence)
-    progress.event("dice", classes=report["classes"], mean=report["mean"])
+    progress.emit(SampleEvent(patient=sample.get("patient"), in_training_data=status, text=sentence))
+    progress.emit(DiceEvent(classes=report["classes"], mean=report["mean"]))
     if progress.mode != "json":
         lines = [
             f"SCDL demo: model {card.get('id')} ({card.get('title')}), device {result.device}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from scdl.events import ConfidenceEvent
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     )
     timings = {k: round(v, 3) for k, v in result.timings.items()}
     if result.uncertainty is not None:
-        progress.event("confidence", organs=result.confidence)
+        progress.emit(ConfidenceEvent(organs=result.confidence))
         if progress.mode != "json":
             _print_confidence(result.confidence, progress.err)
     if progress.mode != "json":

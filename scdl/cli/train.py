@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scdl.events import AnnotationEvent, PlanEvent, ProblemEvent
+from scdl.progress import ProgressReporter
+
 EPILOG = """\
 examples:
   # check a cohort without training (every problem of every file at once)
@@ -209,34 +212,34 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
     return config, run_dir, False
 
 
-def _print_plan(trainer: Any, progress: Any, note: str, check_only: bool) -> None:
+def _print_plan(trainer: Any, progress: ProgressReporter, note: str, check_only: bool) -> None:
     """The plan line (preset, iterations, patch, batch, device, time and memory estimate): a JSON ``plan``
     event with its fields and ``text``; else printed (--check-only) or a message (a run)."""
     plan = trainer.plan(note)
     if progress.mode == "json":
-        progress.event("plan", **plan)
+        progress.emit(PlanEvent(**plan))
     elif check_only:
         print(plan["text"], flush=True)
     else:
         progress.message(plan["text"])
 
 
-def _print_annotation(trainer: Any, progress: Any) -> None:
+def _print_annotation(trainer: Any, progress: ProgressReporter) -> None:
     """Per labeled case: the classes it annotates and those the initial model keeps (``annotation`` event)."""
     cases = trainer.annotation_summary()
     if not cases:
         return
     if progress.mode == "json":
-        progress.event("annotation", partial=any(c["kept"] or c["unknown"] for c in cases), cases=cases)
+        progress.emit(AnnotationEvent(partial=any(c["kept"] or c["unknown"] for c in cases), cases=cases))
         return
     for c in cases:
         print(c["text"], flush=True)
 
 
-def _print_problems(report: Any, progress: Any, summary: dict[str, int]) -> None:
+def _print_problems(report: Any, progress: ProgressReporter, summary: dict[str, int]) -> None:
     for problem in report.problems:
         if progress.mode == "json":
-            progress.event("problem", **problem.to_dict())
+            progress.emit(ProblemEvent(**problem.to_dict()))
         else:
             print(problem.line(), flush=True)
     errors, warnings = len(report.errors), len(report.warnings)

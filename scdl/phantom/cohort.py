@@ -28,6 +28,7 @@ import numpy as np
 from scdl import __version__
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_dir
+from scdl.progress import ProgressReporter
 from scdl.phantom.anatomy import SYNAPSE_ORGANS
 from scdl.phantom.config import PhantomConfig
 from scdl.phantom.generator import generate_case
@@ -131,7 +132,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
 
 
 def write_cohort(out: os.PathLike | str, config: PhantomConfig, split: Split, seed: int = 0, *,
-                 workers: int = 1, overwrite: bool = False, progress=None) -> Path:
+                 workers: int = 1, overwrite: bool = False, progress: Optional[ProgressReporter] = None) -> Path:
     """Generate ``split.cases`` phantoms into ``out`` atomically; return the manifest path.
 
     Args:

@@ -20,6 +20,7 @@ import numpy as np
 
 from scdl.errors import ScdlError
 from scdl.io.paths import check_input_path
+from scdl.progress import ProgressReporter
 from scdl.training.cache import CachedCase, PreprocessCache
 from scdl.training.cohort import Cohort, Case
 from scdl.training.config import DEFAULT_FRAMEWORK, Framework
@@ -67,7 +68,7 @@ def _map_values(values: list[int], source: Any, target: Any) -> tuple[list[int],
 def check_cohort(cohort: Cohort, target: Any, *, framework: str = DEFAULT_FRAMEWORK.value, labeled_batch: int = 2,
                  unlabeled_batch: int = 2, cache: Optional[PreprocessCache] = None, prepare: bool = False,
                  resample_labels: bool = False, hash_index: Optional[HashIndex] = None,
-                 progress: Any = None, init_classes: Optional[set[int]] = None,
+                 progress: Optional[ProgressReporter] = None, init_classes: Optional[set[int]] = None,
                  ) -> tuple[CohortReport, dict[str, CachedCase]]:
     """Check every case of ``cohort`` against the model's label table ``target``.
 
