@@ -16,31 +16,14 @@ from pathlib import Path
 from typing import Iterator
 
 from scdl.errors import ScdlError
-
-#: Multi-part extensions that file writers (SimpleITK, slicerio) choose their format by.
-_COMPOUND_SUFFIXES = (".seg.nrrd", ".nii.gz", ".tar.gz")
-
-
-def split_suffix(path: os.PathLike | str) -> tuple[str, str]:
-    """Split ``name.nii.gz`` into ``("name", ".nii.gz")`` (compound suffixes kept whole)."""
-    name = Path(path).name
-    lower = name.lower()
-    for suffix in _COMPOUND_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], name[-len(suffix):]
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        return name, ""
-    return stem, "." + ext
-
+from scdl.io.formats import split_suffix
+from scdl.io.verify import WriteCheckFailed, verify_file
 
 #: Temporary files and folders are named ``.<stem><PARTIAL_MARK><random><suffix>`` beside their target.
 PARTIAL_MARK = ".partial-"
 
 
 def _verify(tmp: Path, target: Path, suffix: str) -> None:
-    from scdl.io.verify import WriteCheckFailed, verify_file
-
     try:
         verify_file(tmp, suffix)
     except WriteCheckFailed as err:

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 
 from scdl.errors import ScdlError
 from scdl.io.formats import DICOM_SEG_EXTENSION  # noqa: F401 - the extension that writes a DICOM SEG
+from scdl.io.labelimage import as_label_image
 
 #: Segmentation Storage.
 SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -165,7 +166,6 @@ def build_dicom_seg(label_img: sitk.Image, table: Any, source_files: Sequence[st
     from pydicom.sr.codedict import codes
 
     import scdl
-    from scdl.io.writers import as_label_image
 
     target = Path(target)
     label_img = as_label_image(label_img)

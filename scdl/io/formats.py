@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scdl.io.atomic import split_suffix
-
 #: Volume formats read by file name (lower-case extensions; ``.seg.nrrd`` is a NRRD file).
 READ_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 #: Formats :func:`scdl.io.writers.write_label_map` writes (``.dcm``: a DICOM SEG, only from a DICOM input).
@@ -19,6 +17,22 @@ IMAGE_WRITE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 DETACHED_HEADER_EXTENSIONS = (".nhdr", ".mhd")
 
 READABLE_DESCRIPTION = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM folder/file"
+
+#: Multi-part extensions that file writers (SimpleITK, slicerio) choose their format by.
+_COMPOUND_SUFFIXES = (".seg.nrrd", ".nii.gz", ".tar.gz")
+
+
+def split_suffix(path: os.PathLike | str) -> tuple[str, str]:
+    """Split ``name.nii.gz`` into ``("name", ".nii.gz")`` (compound suffixes kept whole)."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in _COMPOUND_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        return name, ""
+    return stem, "." + ext
 
 
 def extension(path: os.PathLike | str) -> str:

@@ -20,6 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from scdl.errors import ScdlError
+from scdl.io.reader import read_image
+from scdl.labels.names import normalize_name
+from scdl.labels.table import LabelTable
 
 MASK_SUFFIXES = (".nii.gz", ".nii")
 DEFAULT_TABLE = "totalsegmentator_v2"
@@ -47,10 +50,6 @@ def _stem(path: Path) -> str:
 
 def read_mask_folder(folder: "os.PathLike[str] | str", table: Optional[object] = None) -> sitk.Image:
     """Merge the binary masks of ``folder`` into one label map numbered by ``table`` (a LabelTable or name)."""
-    from scdl.io.image import read_image
-    from scdl.labels.names import normalize_name
-    from scdl.labels.table import LabelTable
-
     folder = Path(folder)
     table = LabelTable.load(table or DEFAULT_TABLE) if not isinstance(table, LabelTable) else table
     by_name = {normalize_name(e.name): int(e.value) for e in table.entries if int(e.value) != 0}

@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from scdl.io.atomic import split_suffix
+from scdl.io.formats import split_suffix
 
 _CHUNK = 1 << 20
 

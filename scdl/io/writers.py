@@ -22,13 +22,8 @@ from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
 from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, DICOM_SEG_EXTENSION, IMAGE_WRITE_EXTENSIONS,
                              LABEL_WRITE_EXTENSIONS, extension)
+from scdl.io.labelimage import as_label_image
 from scdl.labels.table import LabelTable
-
-_UNSIGNED = ((sitk.sitkUInt8, 255), (sitk.sitkUInt16, 65535), (sitk.sitkUInt32, 2**32 - 1))
-_INTEGER_TYPES = {
-    sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
-    sitk.sitkUInt64, sitk.sitkInt64,
-}
 
 
 def _check_target(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -100,24 +95,6 @@ def write_image(img: sitk.Image, path: "os.PathLike[str] | str") -> Path:
         with atomic_path(path) as tmp:
             _sitk_write(img, tmp, compress)
     return path
-
-
-def as_label_image(label_img: sitk.Image) -> sitk.Image:
-    """The label map as the smallest unsigned integer type holding its values (3D, integer, >= 0 required)."""
-    if not isinstance(label_img, sitk.Image):
-        raise TypeError(f"write_label_map needs a SimpleITK.Image, not {type(label_img).__name__}")
-    if label_img.GetDimension() != 3 or label_img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError("a label map must be a 3D scalar image")
-    if label_img.GetPixelID() not in _INTEGER_TYPES:
-        raise ValueError(f"a label map must have an integer pixel type, not {label_img.GetPixelIDTypeAsString()}")
-    stats = sitk.MinimumMaximumImageFilter()
-    stats.Execute(label_img)
-    if stats.GetMinimum() < 0:
-        raise ValueError(f"a label map must not contain negative values (found {stats.GetMinimum():g})")
-    for pixel_id, top in _UNSIGNED:
-        if stats.GetMaximum() <= top:
-            return label_img if label_img.GetPixelID() == pixel_id else sitk.Cast(label_img, pixel_id)
-    raise ValueError(f"label values up to {stats.GetMaximum():g} do not fit a label map")
 
 
 def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None, *,

@@ -5,7 +5,7 @@
 - :mod:`~scdl.phantom.config`: :class:`PhantomConfig` (every setting, JSON round trip);
 - :mod:`~scdl.phantom.anatomy`: the template anatomy (LPS mm); :mod:`~scdl.phantom.shapes`: primitives;
 - :mod:`~scdl.phantom.hu_table`: measured HU defaults; :mod:`~scdl.phantom.measure`: how they were measured;
-- :mod:`~scdl.phantom.fields`: smooth random fields and correlated noise.
+- smooth random fields and correlated noise come from :mod:`scdl.synth.fields` (shared with the CT synthesis).
 """
 
 from scdl.phantom.cohort import Split, default_split, write_cohort

@@ -22,8 +22,8 @@ import numpy as np
 
 from scdl.phantom import anatomy as A
 from scdl.phantom.config import PhantomConfig
-from scdl.phantom.fields import correlated_noise, smooth_field
 from scdl.phantom.shapes import Primitive, rotation_matrix, superellipse, union_bounds
+from scdl.synth.fields import correlated_noise, smooth_field
 
 HU_MIN, HU_MAX = -1024, 3071
 

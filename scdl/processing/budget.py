@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from scdl.errors import ScdlError
+from scdl.processing.windows import scan_interval
 
 #: Bytes per model-grid voxel that inference holds at once: the float32 network input, the float32 running
 #: maximum probability, the uint8 labels and the float32 resampling buffer (the windows' logits stream
@@ -85,8 +86,6 @@ def physical_memory_bytes() -> Optional[int]:
 
 
 def _windows(size_dhw: Sequence[int], roi_dhw: Sequence[int], overlap: float) -> int:
-    from scdl.inference.sliding_window import scan_interval
-
     steps = scan_interval(size_dhw, roi_dhw, overlap)
     count = 1
     for size, roi, step in zip(size_dhw, roi_dhw, steps):

@@ -8,6 +8,7 @@
 - :mod:`scdl.synth.spatial`: spatial augmentation of a layout before synthesis (elastic, organ shrinking);
 - :mod:`scdl.synth.engine`: one synthesis of a layout (per-subject tissue means, correlated texture, bowel
   gas, partial-volume blur, slice-thickness blur, scanner noise, bias field), deterministic for a seed;
+- :mod:`scdl.synth.fields`: smooth random fields and correlated noise (also the phantom's, :mod:`scdl.phantom`);
 - :mod:`scdl.synth.volume`: whole label maps (SimpleITK) -> synthetic CT images (``scdl synth``).
 
 Training uses the same engine on patches (``scdl.training.data``): each time an anatomy case is sampled, a

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from scdl.synth.fields import correlated_noise, smooth_field
 from scdl.synth.tissues import GAS_FRACTION, HU, N_TISSUES, PHASES, SPLIT_TISSUES, Tissue
 
 #: Defaults of the ``synth`` configuration block (``scdl train --set synth.KEY=VALUE``).
@@ -179,8 +180,6 @@ def render(tissue: np.ndarray, spacing_zyx: Sequence[float], subject: Subject, r
            bias_hu: float = SYNTH_DEFAULTS["bias_hu"]) -> np.ndarray:
     """HU float32 (D, H, W) of a tissue map for a drawn subject."""
     from scipy.ndimage import gaussian_filter
-
-    from scdl.phantom.fields import correlated_noise, smooth_field
 
     shape = tissue.shape
     spacing = np.asarray(spacing_zyx, dtype=np.float64)

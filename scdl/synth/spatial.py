@@ -17,13 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
+from scdl.synth.fields import smooth_field
+
 
 def elastic(arrays: Sequence[np.ndarray], spacing_zyx: Sequence[float], rng: np.random.Generator,
             amplitude_mm: float, scale_mm: float) -> list[np.ndarray]:
     """Warp every array of ``arrays`` (same shape) by one smooth random displacement (nearest neighbour)."""
     from scipy.ndimage import map_coordinates
-
-    from scdl.phantom.fields import smooth_field
 
     shape = arrays[0].shape
     if amplitude_mm <= 0:
