@@ -58,6 +58,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/labels/codes.py
   scdl/labels/mapping.py
   scdl/labels/names.py
+  scdl/labels/protocol.py
   scdl/labels/table.py
   scdl/losses/__init__.py
   scdl/losses/_validate.py

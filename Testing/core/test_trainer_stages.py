@@ -45,7 +45,7 @@ def test_every_attribute_is_set_in_init() -> None:
 
 def test_stages_are_methods() -> None:
     methods = {n.name for n in _trainer_class().body if isinstance(n, ast.FunctionDef)}
-    assert {"setup", "prepare", "_build", "run", "_begin", "_loop", "_finish", "_package"} <= methods
+    assert {"setup", "prepare", "_build", "run", "_start", "_train_step", "_finish", "record"} <= methods
 
 
 def test_a_new_trainer_has_its_attributes(tmp_path: Path) -> None:

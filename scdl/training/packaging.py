@@ -1,8 +1,9 @@
 """Packaging a training run: the model card of the run and the model package in ``RUN_DIR/model``.
 
 :func:`training_card` builds the card from plain facts of the run (no trainer needed, so it is tested on
-its own); :func:`package_run` picks the networks (those of the best validation in ``best.pt`` when there
-is one, else the last) and writes the package.
+its own); :func:`package_run` takes the frozen record of the finished run (``scdl.training.record``), picks
+the networks (those of the best validation in ``best.pt`` when there is one, else the last) and writes the
+package.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from scdl.errors import ScdlError
 from scdl.training import checkpoint as ckpt
+from scdl.training.record import RunRecord
 
 
 def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
@@ -61,30 +63,29 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
         licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
 
 
-def package_run(trainer: Any, iteration: int, elapsed: float) -> Path:
-    """Write ``RUN_DIR/model`` from a finished :class:`scdl.training.trainer.Trainer` (rank 0) and report it
-    (a ``model`` event). Returns the package folder."""
+def package_run(record: RunRecord, progress: Any) -> Path:
+    """Write the model package of a finished run (rank 0) into ``record.model_dir`` and report it (a ``model``
+    event on ``progress``). Returns the package folder."""
     from scdl.models.package import save_package
-    best_file = trainer.folder.best
-    states: Sequence[dict]
-    if best_file.is_file() and trainer.best:
-        best = ckpt.load_checkpoint(best_file)
+    states: Sequence[Mapping[str, Any]]
+    if record.best_file.is_file() and record.best:
+        best = ckpt.load_checkpoint(record.best_file)
         states, chosen = best["networks"], int(best["iteration"])
     else:
-        states, chosen = trainer.step.network_state_dicts(), iteration
-    report = trainer.report
-    card = training_card(run_dir=trainer.run_dir, config=trainer.config, arch=trainer.arch,
-                         preprocessing=trainer.preprocessing, ensemble=len(states), iteration=iteration, chosen=chosen,
-                         elapsed=elapsed, best=trainer.best, cohort_source=trainer.cohort.source,
-                         summary=trainer.cohort.summary(),
-                         validation_source=report.validation_source if report is not None else None,
-                         world_size=trainer.dist.world_size, baseline=getattr(trainer, "baseline", None))
+        states, chosen = record.last_networks, record.iteration
+    iteration = record.iteration
+    card = training_card(run_dir=record.run_dir, config=dict(record.config), arch=dict(record.arch),
+                         preprocessing=dict(record.preprocessing), ensemble=len(states), iteration=iteration,
+                         chosen=chosen, elapsed=record.elapsed_s, best=dict(record.best),
+                         cohort_source=record.cohort_source, summary=dict(record.summary),
+                         validation_source=record.validation_source, world_size=record.world_size,
+                         baseline=dict(record.baseline))
     try:
-        out = save_package(trainer.folder.model_dir, card, list(states), trainer.target)
+        out = save_package(record.model_dir, card, list(states), record.labels)
     except ScdlError as err:            # e.g. a full disk: the final checkpoint is saved, so a resume packages again
         raise ScdlError(f"{err.message} The model was not written; the checkpoint of iteration {iteration} is "
                         "complete.", err.path,
-                        f"free disk space (or fix the cause), then `scdl train --resume {trainer.run_dir}` writes the "
+                        f"free disk space (or fix the cause), then `scdl train --resume {record.run_dir}` writes the "
                         "model without training again.") from None
-    trainer.progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=trainer.best.get("mean_dice"))
+    progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=record.best.get("mean_dice"))
     return out

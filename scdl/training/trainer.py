@@ -4,12 +4,13 @@
 
 Set-up: resolve the classes and the preprocessing (from ``--init``'s card when given), check the cohort and
 preprocess it into the cache, build the step (supervised / CPS / CPS+SCDL), SGD with the poly schedule.
-The loop: next batch from the loader workers, forward + backward (AMP on CUDA), optimiser and schedule step;
-every ``log_every`` iterations a JSON ``iteration`` event (every loss term, lr, it/s, ETA, fraction of time
-spent waiting for data) and a CSV row; every ``validation.every`` iterations sliding-window Dice per class on
-the validation cases and the best networks kept in ``best.pt``; every ``checkpoint_every`` iterations (and
-on SIGINT/SIGTERM) an atomic checkpoint for an exact resume. Packaging (``scdl.training.packaging``): a model
-package in ``RUN_DIR/model`` built from the best validated networks.
+The loop (:meth:`Trainer.run`, the shape of nnU-Net's ``run_training``): start, then per iteration the step
+(next batch from the loader workers, forward + backward, AMP on CUDA, optimiser and schedule step), the
+meter (``scdl.training.meter``: a ``log.csv`` row and an ``iteration`` event every ``log_every``), the
+validator when due (``scdl.training.validator``: Dice per class every ``validation.every``, the best networks
+in ``best.pt``), the checkpoints when due (``scdl.training.checkpointer``: every ``checkpoint_every`` and at
+the end, for an exact resume) and a stop request (SIGINT/SIGTERM); then finish: the last checkpoint and the
+model package in ``RUN_DIR/model`` (``scdl.training.packaging``, from the frozen ``scdl.training.record``).
 
 Run folder: ``config.json`` (resolved settings), ``labels.csv`` (the classes), ``cohort_report.json``,
 ``checkpoint.pt``, ``best.pt``, ``log.csv``, ``validation.csv``, ``curves.png``, ``model/``; the names and
@@ -18,28 +19,31 @@ the "can it be resumed" test are ``scdl.training.runfolder``'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import torch
 
 from scdl.errors import Cancelled, ScdlError
 from scdl.progress import SilentProgress
-from scdl.training import checkpoint as ckpt
 from scdl.training import runfolder
+from scdl.training.checkpointer import Checkpointer, Learners
 from scdl.training.cohort import Cohort
 from scdl.training.config import DEFAULTS, Framework, save_config, validate_config
 from scdl.training.distributed import DistEnv
+from scdl.training.meter import Meter
 from scdl.training.optim import make_optimizer
 from scdl.training.problems import CohortReport
+from scdl.training.record import RunRecord
 from scdl.training.runfolder import RunFolder, load_run_config  # noqa: F401 - load_run_config: its old place
 from scdl.training.runlog import RunLog
+from scdl.training.validator import Validator
 
 if TYPE_CHECKING:
     from scdl.labels.table import LabelTable
@@ -82,10 +86,10 @@ class Trainer:
 
     Three stages, each in its own section below: **set-up** (:meth:`setup`: device, process group, classes and
     the init model; :meth:`prepare`: cohort checked and preprocessed into the cache, run folder started;
-    :meth:`_build`: networks, optimiser, schedule), **the loop** (:meth:`run`: restore or start, iterate,
-    validate, checkpoint) and **packaging** (:func:`scdl.training.packaging.package_run`: the model package
-    from the best validated networks). Every attribute exists from construction on; the stage that fills it
-    is named beside it.
+    :meth:`_build`: networks, optimiser, schedule), **the loop** (:meth:`run`: start, then per iteration the
+    step, the meter, the validator and the checkpoints when due, a stop request) and **the end**
+    (:meth:`_finish`: the last checkpoint, the model package from :meth:`record`). Every attribute exists from
+    construction on; the stage that fills it is named beside it.
     """
 
     def __init__(self, config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
@@ -125,14 +129,17 @@ class Trainer:
         self.use_amp = False
         self.cpu_bfloat16 = False
         self.scaler: Optional[torch.amp.GradScaler] = None
-        # the loop: run()
-        self.best: dict[str, Any] = {}                       # the best validation so far
-        self.baseline: dict[str, Any] = {}                   # --init: the init model's validation (iteration 0)
-        self.last_checkpoint: Optional[int] = None            # iteration of the newest complete checkpoint.pt
-        self.class_names: list[str] = []
-        self.log: Optional[RunLog] = None
-        self._tqdm: Any = None                               # the tqdm bar (tqdm mode, rank 0)
+        # the loop: run() -> _start()
+        self.log: Optional[RunLog] = None                    # log.csv and validation.csv
+        self.meter: Optional[Meter] = None                   # the logging window, the clock, the display
+        self.validator: Optional[Validator] = None           # validation when due, the best networks
+        self.checkpoints: Optional[Checkpointer] = None      # checkpoint.pt: periodic save, restore
         self._lock: Any = None                               # runfolder.RunLock while this run writes the folder
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The best validation so far (``iteration``, ``mean_dice``, ``dice``); empty before the first."""
+        return dict(self.validator.best) if self.validator is not None else {}
 
     # -- set-up ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -430,132 +437,91 @@ class Trainer:
                               f"temperature {ft.get('keep_temperature', 2.0)}; on unlabeled cases: "
                               f"{', '.join(kept) or 'none'}).")
 
-    def _checkpoint_state(self, iteration: int, elapsed: float) -> dict[str, Any]:
-        from scdl.training.distributed import gather_objects
-        from scdl.training.rng import capture_rng
-
-        rngs = gather_objects(self.dist, capture_rng())
-        return {"iteration": int(iteration), "iterations": int(self.config["iterations"]),
-                "step": self.step.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.best),
-                "baseline": dict(self.baseline),
-                "elapsed_s": float(elapsed), "framework": self.config["framework"], "world_size": self.dist.world_size,
-                "config": json.loads(json.dumps(self.config, default=str))}    # what --resume compares
-
-    def _save_checkpoint(self, iteration: int, elapsed: float, curves: bool = False) -> None:
-        state = self._checkpoint_state(iteration, elapsed)      # every rank takes part (RNG gather)
-        if self.dist.is_main:
-            try:
-                # the log first: rows beyond the checkpoint are dropped at a resume, missing rows would stay missing
-                self.log.flush(curves=curves)       # the PNG is redrawn at validations and at the end
-                ckpt.save_checkpoint(self.folder.checkpoint, state)
-            except ScdlError as err:                # e.g. a full disk: say what is kept and how to go on
-                raise self._not_saved(err, iteration) from None
-            self.last_checkpoint = int(iteration)
-            self.progress.event("checkpoint", iteration=int(iteration), path=str(self.folder.checkpoint))
-
-    def _not_saved(self, err: ScdlError, iteration: int) -> ScdlError:
-        if self.last_checkpoint is None:
-            kept, fix = "no checkpoint was saved yet", "free disk space (or choose another --out) and start again."
-        else:
-            kept = f"the checkpoint of iteration {self.last_checkpoint} ({self.folder.checkpoint.name}) is kept"
-            fix = f"free disk space, then continue with `scdl train --resume {self.run_dir}`."
-        return ScdlError(f"{err.message} Training stopped at iteration {iteration}; {kept}.", err.path, fix)
-
-    def _restore(self) -> tuple[int, float]:
-        from scdl.training.rng import restore_rng
-
-        from scdl.training.resume import check_resume_settings
-
-        state = ckpt.load_checkpoint(self.folder.checkpoint, map_location="cpu")       # verified first
-        if state.get("framework") != self.config["framework"]:
-            raise ScdlError(f"the checkpoint was trained with framework {state.get('framework')}, the config says "
-                            f"{self.config['framework']}.", self.folder.checkpoint,
-                            "resume without changing the framework.")
-        for line in check_resume_settings(state.get("config"), self.config, self.folder.config, self.run_dir):
-            self.progress.message(line)
-        try:
-            self.step.load_state_dict(state["step"])
-        except RuntimeError as err:         # a checkpoint without its settings, and config.json edited since
-            raise ScdlError(f"the checkpoint's networks do not fit the settings of {self.folder.config.name} "
-                            f"({str(err).strip().splitlines()[0][:200]}).", self.folder.config,
-                            "undo the edit of config.json (the network must stay as it was trained).") from None
-        if self.dist.is_main:
-            save_config(self.config, self.folder.config)    # what this run continues with (changes applied)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if int(state.get("iterations", self.config["iterations"])) != int(self.config["iterations"]):
-            # a longer (or shorter) run: the poly schedule now ends at the new iteration count
-            from scdl.training.schedule import set_total
-
-            set_total(self.scheduler, int(self.config["iterations"]))
-            self.progress.warning(f"the run now ends at {self.config['iterations']} iterations instead of "
-                                  f"{state.get('iterations')}: the learning-rate schedule is stretched from here on "
-                                  "(not identical to an uninterrupted run of that length).")
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) != self.dist.world_size:
-            self.progress.warning(f"the checkpoint was written by {len(rngs)} process(es), this run has "
-                                  f"{self.dist.world_size}: random states restart from process 0's.")
-        restore_rng(rngs[self.dist.rank if self.dist.rank < len(rngs) else 0])
-        self.best = dict(state.get("best") or {})
-        self.baseline = dict(state.get("baseline") or {})
-        self.last_checkpoint = int(state["iteration"])
-        return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
-
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop_at: Optional[int] = None) -> TrainResult:
-        """Train until the configured iteration count (or ``stop_at``, or a stop signal)."""
+        """Train until the configured iteration count (or ``stop_at``, or a stop request): start, then per
+        iteration the step, the meter, the validator and the checkpoints when due, then finish."""
         if not self.is_prepared:
             self.prepare()
+        with self._running():
+            start, end, batches = self._start(stop_at)
+            iteration, stopped = start, False
+            try:
+                while iteration < end:
+                    terms, lr, wait = self._train_step(batches, iteration)
+                    iteration += 1
+                    self.meter.update(iteration, terms, lr, wait)
+                    if self.validator.due(iteration):
+                        self.validator.validate(iteration)
+                    if self.checkpoints.due(iteration, end):
+                        self.checkpoints.save(iteration, self.meter.elapsed())
+                    self.meter.tick(iteration)
+                    if self._stop_requested():
+                        stopped = True
+                        break
+            except Cancelled:
+                stopped = True
+            finally:
+                self.meter.close()
+                del batches
+            return self._finish(iteration, stopped, self.meter.elapsed())
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Around the loop: the configured CPU threads, no partial files of a killed write, the folder's lock
+        released at the end."""
+        from scdl.io.atomic import remove_stale_partials
+
         threads = torch.get_num_threads()
         if int(self.config.get("threads") or 0) > 0:
             torch.set_num_threads(int(self.config["threads"]))
-        from scdl.io.atomic import remove_stale_partials
-
         if self.dist.is_main:
             for path in remove_stale_partials(self.run_dir):      # left by a killed checkpoint write
                 self.progress.message(f"removed the unfinished temporary file {path.name} of an earlier run")
         try:
-            return self._run(stop_at)
+            yield
         finally:
             torch.set_num_threads(threads)
             if self.dist.is_main:
                 remove_stale_partials(self.run_dir)
             self.release()
 
-    def _run(self, stop_at: Optional[int]) -> TrainResult:
-        start, elapsed0, loader, val_cases, patch = self._begin()
-        total = int(self.config["iterations"])
-        end = total if stop_at is None else min(int(stop_at), total)
-        if start == 0 and self.init is not None and int(self.config["validation"]["every"]) >= 0:
-            self._validate(0, val_cases, patch, baseline=True)       # the init model: "before" per organ
-        iteration, stopped, elapsed = self._loop(loader, start, end, val_cases, patch, elapsed0)
-        return self._finish(iteration, stopped, elapsed)
-
-    def _begin(self) -> tuple[int, float, Any, list, tuple[int, int, int]]:
-        """Networks built, the checkpoint restored (resume) or the config saved, the cases and the loader
-        -> (first iteration, seconds already trained, loader, validation cases, patch (D, H, W))."""
+    def _start(self, stop_at: Optional[int]) -> tuple[int, int, Iterator[dict[str, Any]]]:
+        """Networks built; the meter, the validator and the checkpoints made; the checkpoint restored (resume)
+        or the config saved; the batches of the loader workers; the ``start`` event; with ``--init`` the
+        baseline validation -> (first iteration, last iteration, batches)."""
         from scdl.training.data import StepBatches, make_loader
 
         cfg = self.config
         labeled, unlabeled, val_cases = self._cases()
         self._announce_partial_labels()              # before the step is built: it decides the keep term
         self._build()
-        self.best, self.baseline = {}, {}
-        self.class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-        self.log = RunLog(self.run_dir, self.class_names)
-        start, elapsed0 = 0, 0.0
+        total = int(cfg["iterations"])
+        end = total if stop_at is None else min(int(stop_at), total)
+        patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
+        class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+        self.log = RunLog(self.run_dir, class_names)
+        self.meter = Meter(log=self.log, progress=self.progress, dist=self.dist, device=self.device, total=total,
+                           log_every=int(cfg["log_every"]))
+        v = cfg["validation"]
+        source = self.report.validation_source if self.report else "val"
+        self.validator = Validator(step=self.step, cases=val_cases, masks=self.val_masks, patch=patch,
+                                   target=self.target, every=int(v["every"]), total=total, overlap=float(v["overlap"]),
+                                   sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]), amp=self.use_amp,
+                                   device=self.device, dist=self.dist, progress=self.progress, log=self.log,
+                                   folder=self.folder, source=source, echo=self.meter.echo)
+        self.checkpoints = Checkpointer(
+            folder=self.folder, learners=Learners(self.step, self.optimizer, self.scheduler, self.scaler),
+            validator=self.validator, log=self.log, dist=self.dist, progress=self.progress,
+            every=int(cfg["checkpoint_every"]), iterations=total, framework=str(cfg["framework"]),
+            settings=lambda: self.config, save_settings=lambda: save_config(self.config, self.folder.config))
+        start = 0
         if self.resume:
-            start, elapsed0 = self._restore()
+            start, self.meter.elapsed0 = self.checkpoints.restore()
             self.log.resume(start)
             self.progress.message(f"resuming {self.run_dir} at iteration {start} of {cfg['iterations']}")
         elif self.dist.is_main:
             save_config(cfg, self.folder.config)
-        total = int(cfg["iterations"])
-        patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
         unlabeled_batch = int(cfg["unlabeled_batch"]) if Framework(cfg["framework"]).uses_unlabeled else 0
         dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
@@ -571,8 +537,17 @@ class Trainer:
         self.progress.event("start", iteration=start, iterations=total, framework=cfg["framework"],
                             device=str(self.device), world_size=self.dist.world_size, run_dir=str(self.run_dir),
                             labeled=len(labeled), unlabeled=len(unlabeled), validation=len(val_cases),
-                            validation_source=self.report.validation_source if self.report else "val")
-        return start, elapsed0, loader, val_cases, patch
+                            validation_source=source)
+        if self.validator.baseline_due(start, self.init is not None):
+            self.validator.validate(0, baseline=True)       # the init model: "before" per organ
+        self.meter.open(start, end)
+        return start, end, iter(loader)
+
+    def _stop_requested(self) -> bool:
+        """A stop signal (SIGINT/SIGTERM, a cancel) reached any process."""
+        from scdl.training.distributed import any_across
+
+        return any_across(self.dist, bool(self.progress.cancelled), self.device)
 
     def _announce_partial_labels(self) -> None:
         """Partially annotated cohort: an ``annotation`` event and one line per partially annotated case."""
@@ -590,106 +565,20 @@ class Trainer:
                 self.progress.message(f"{c['case']}: annotated {', '.join(c['annotated'])}; the other classes "
                                       "are unknown there (partial-label losses), not background")
 
-    def _loop(self, loader: Any, start: int, end: int, val_cases: list, patch: tuple[int, int, int],
-              elapsed0: float) -> tuple[int, bool, float]:
-        """Iterations ``start`` .. ``end`` (logging, validation, checkpoints, stop requests)
-        -> (iteration reached, stopped early by a signal, seconds trained in all)."""
-        from scdl.training.distributed import any_across, mean_across
-
-        cfg = self.config
-        total = int(cfg["iterations"])
-        batches = iter(loader)
-        bar = self._bar(start, total)
-        self._tqdm = bar
-        iteration = start
-        t_start = time.monotonic()
-        window_t, window_wait, window_n = time.monotonic(), 0.0, 0
-        sums: dict[str, float] = {}
-        stopped = False
+    def _train_step(self, batches: Iterator[dict[str, Any]], iteration: int) -> tuple[dict[str, float], float, float]:
+        """One optimiser step over ``accumulate`` micro-batches -> (mean loss terms, lr used, data wait in s).
+        Raises :class:`Cancelled` when a stop request broke it (Ctrl-C also reaches the loader workers)."""
         try:
-            while iteration < end:
-                try:
-                    terms, lr, wait = self._train_step(batches, iteration, total)
-                except Exception:
-                    if self.progress.cancelled:      # Ctrl-C also reaches the loader workers: stop cleanly
-                        stopped = True
-                        break
-                    raise
-                iteration += 1
-                window_wait += wait
-                window_n += 1
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if iteration % cfg["log_every"] == 0 or iteration == end:
-                    now = time.monotonic()
-                    means = mean_across(self.dist, {k: v / window_n for k, v in sums.items()}, self.device)
-                    it_s = window_n / max(now - window_t, 1e-9)
-                    eta = (total - iteration) / it_s
-                    elapsed = elapsed0 + now - t_start
-                    row = {"iteration": iteration, "elapsed_s": round(elapsed, 3), "lr": lr, "it_per_s": it_s,
-                           "data_wait": window_wait / max(now - window_t, 1e-9), **means}
-                    self.log.add(row)
-                    self.progress.event("iteration", iteration=iteration, iterations=total, loss=means, lr=lr,
-                                        it_per_s=round(it_s, 4), eta_s=round(eta, 1),
-                                        data_wait=round(row["data_wait"], 4))
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{means['total']:.4g}", lr=f"{lr:.3g}", refresh=False)
-                    sums, window_t, window_wait, window_n = {}, now, 0.0, 0
-                every = int(cfg["validation"]["every"])
-                if every >= 0 and ((every and iteration % every == 0) or iteration == total):
-                    self._validate(iteration, val_cases, patch)
-                if iteration % cfg["checkpoint_every"] == 0 and iteration < end:
-                    self._save_checkpoint(iteration, elapsed0 + time.monotonic() - t_start)
-                self._bar_update(bar, iteration, total, t_start, start)
-                if any_across(self.dist, bool(self.progress.cancelled), self.device):
-                    stopped = True
-                    break
+            return self._optimiser_step(batches, iteration)
         except Cancelled:
-            stopped = True
-        finally:
-            if bar is not None:
-                bar.close()
-            del batches
-        return iteration, stopped, elapsed0 + time.monotonic() - t_start
+            raise
+        except Exception:
+            if self.progress.cancelled:      # Ctrl-C also reaches the loader workers: stop cleanly
+                raise Cancelled() from None
+            raise
 
-    def _finish(self, iteration: int, stopped: bool, elapsed: float) -> TrainResult:
-        """The last checkpoint, then (a finished run, rank 0) the model package."""
-        from scdl.training.distributed import barrier
-
+    def _optimiser_step(self, batches: Iterator[dict[str, Any]], iteration: int) -> tuple[dict[str, float], float, float]:
         total = int(self.config["iterations"])
-        self._check_replicas(iteration)
-        self._save_checkpoint(iteration, elapsed, curves=True)
-        result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
-                             elapsed_s=elapsed, report=self.report)
-        if result.stopped:
-            self.progress.message(f"stopped at iteration {iteration}; checkpoint saved. Resume with: "
-                                  f"scdl train --resume {self.run_dir}")
-            return result
-        if self.dist.is_main:
-            result.model_dir = self._package(iteration, elapsed)
-        barrier(self.dist)
-        return result
-
-    def _check_replicas(self, iteration: int) -> None:
-        """Distributed runs: the parameters must be the same on every process (an event reports the largest
-        gap). Batch-norm running statistics are not compared: without SyncBatchNorm each process keeps its own."""
-        if not self.dist.enabled:
-            return
-        from scdl.training.distributed import gather_objects
-
-        flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.step.parameters()])
-        everyone = gather_objects(self.dist, flat)
-        spread = max(float((other - everyone[0]).abs().max()) for other in everyone)
-        self.progress.event("replicas", iteration=int(iteration), world_size=self.dist.world_size,
-                            max_weight_difference=spread)
-        if spread > 0:
-            self.progress.warning(f"the {self.dist.world_size} processes ended with different weights "
-                                  f"(largest difference {spread:.3g}); the model of process 0 is saved.")
-
-    def _train_step(self, batches: Any, iteration: int, total: int) -> tuple[dict[str, float], float, float]:
-        """One optimiser step over ``accumulate`` micro-batches -> (mean loss terms, lr used, data wait in s)."""
-        import contextlib
-
         dev = self.device
         acc = int(self.config.get("accumulate", 1))
         lr = float(self.optimizer.param_groups[0]["lr"])
@@ -753,71 +642,50 @@ class Trainer:
                                 fix=f"use names of the model's classes: {', '.join(sorted(by_name))}.")
         return values
 
-    def _validate(self, iteration: int, cases: list, patch: tuple[int, int, int], baseline: bool = False) -> None:
-        """Dice per class on the validation cases; the best networks into ``best.pt``. ``baseline``: the init
-        model before fine-tuning (iteration 0: logged and reported as ``self.baseline``, never the best)."""
+    # -- the end -----------------------------------------------------------------------------------
+    def _finish(self, iteration: int, stopped: bool, elapsed: float) -> TrainResult:
+        """The last checkpoint, then (a finished run, rank 0) the model package."""
         from scdl.training.distributed import barrier
-        from scdl.training.validation import validate
-
-        if self.dist.is_main and cases:
-            v = self.config["validation"]
-            result = validate(list(self.step.networks), cases, patch, int(self.target.num_classes), self.device,
-                              overlap=float(v["overlap"]), sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]),
-                              amp=self.use_amp, progress=None if self.dist.enabled else self.progress,
-                              annotated=self.val_masks)
-            # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
-            # without value 5 is no class)
-            values = [int(e.value) for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-            result = {**result, "dice": [result["dice"][v - 1] for v in values],
-                      "found": [result["found"][v - 1] for v in values]}
-            found = {e.name: result["found"][i] for i, e in
-                     enumerate(e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0)}
-            row = self.log.add_validation(iteration, result)
-            if baseline:
-                self.baseline = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
-                                 "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
-                self.progress.message(f"before fine-tuning: validation mean Dice {result['mean_dice']:.4f} (the "
-                                      "initial model)")
-            improved = (not baseline and math.isfinite(result["mean_dice"])
-                        and result["mean_dice"] > self.best.get("mean_dice", -1.0))
-            if improved:
-                self.best = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]),
-                             "dice": {k[5:]: v for k, v in row.items() if k.startswith("dice_")}}
-                ckpt.save_checkpoint(self.folder.best,
-                                     {"iteration": int(iteration), "best": dict(self.best),
-                                      "networks": self.step.network_state_dicts()})
-            if self._tqdm is not None:
-                best = self.best.get("mean_dice", float("nan"))
-                self._tqdm.write(f"iteration {iteration}: validation mean Dice {result['mean_dice']:.4f} "
-                                 f"(best {best:.4f} at iteration {self.best.get('iteration')})", file=sys.stderr)
-            self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
-                                dice={k[5:]: v for k, v in row.items() if k.startswith("dice_")},
-                                found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
-                                best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
-                                source=self.report.validation_source if self.report else "val",
-                                **({"baseline": True} if baseline else {}))
-            self.log.flush()
-        barrier(self.dist)
-
-    def _bar(self, start: int, total: int):
-        if self.progress.mode == "tqdm" and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, initial=start, desc="train", file=getattr(self.progress, "err", sys.stderr),
-                        dynamic_ncols=True, leave=False)
-        return None
-
-    def _bar_update(self, bar: Any, iteration: int, total: int, t_start: float, start: int) -> None:
-        if bar is not None:
-            bar.update(1)
-        elif self.progress.mode == "json" and self.dist.is_main:
-            done_here = iteration - start
-            rate = done_here / max(time.monotonic() - t_start, 1e-9)
-            self.progress.emit({"phase": "train", "done": iteration, "total": total,
-                                "eta_s": round((total - iteration) / rate, 1) if rate > 0 else None})
-
-    # -- packaging ---------------------------------------------------------------------------------
-    def _package(self, iteration: int, elapsed: float) -> Path:
         from scdl.training.packaging import package_run
 
-        return package_run(self, iteration, elapsed)
+        total = int(self.config["iterations"])
+        self._check_replicas(iteration)
+        self.checkpoints.save(iteration, elapsed, curves=True)
+        result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
+                             elapsed_s=elapsed, report=self.report)
+        if result.stopped:
+            self.progress.message(f"stopped at iteration {iteration}; checkpoint saved. Resume with: "
+                                  f"scdl train --resume {self.run_dir}")
+            return result
+        if self.dist.is_main:
+            result.model_dir = package_run(self.record(iteration, elapsed), self.progress)
+        barrier(self.dist)
+        return result
+
+    def _check_replicas(self, iteration: int) -> None:
+        """Distributed runs: the parameters must be the same on every process (an event reports the largest
+        gap). Batch-norm running statistics are not compared: without SyncBatchNorm each process keeps its own."""
+        if not self.dist.enabled:
+            return
+        from scdl.training.distributed import gather_objects
+
+        flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.step.parameters()])
+        everyone = gather_objects(self.dist, flat)
+        spread = max(float((other - everyone[0]).abs().max()) for other in everyone)
+        self.progress.event("replicas", iteration=int(iteration), world_size=self.dist.world_size,
+                            max_weight_difference=spread)
+        if spread > 0:
+            self.progress.warning(f"the {self.dist.world_size} processes ended with different weights "
+                                  f"(largest difference {spread:.3g}); the model of process 0 is saved.")
+
+    def record(self, iteration: int, elapsed: float) -> RunRecord:
+        """The frozen record of the run at ``iteration`` (what packaging reads)."""
+        report = self.report
+        return RunRecord(run_dir=self.run_dir, model_dir=self.folder.model_dir, best_file=self.folder.best,
+                         config=json.loads(json.dumps(self.config, default=str)), arch=dict(self.arch),
+                         preprocessing=dict(self.preprocessing), labels=self.target, iteration=int(iteration),
+                         elapsed_s=float(elapsed), last_networks=tuple(self.step.network_state_dicts()),
+                         cohort_source=self.cohort.source, summary=dict(self.cohort.summary()),
+                         validation_source=report.validation_source if report is not None else None,
+                         world_size=self.dist.world_size, best=dict(self.best),
+                         baseline=dict(self.validator.baseline) if self.validator is not None else {})

@@ -1,0 +1,118 @@
+"""The training loop's validator: Dice per class when due, the best networks kept, the fine-tune's baseline.
+
+When due (every ``validation.every`` iterations and at the run's last; never with ``-1``), rank 0 runs
+:func:`scdl.training.validation.validate` on the validation cases, adds a ``validation.csv`` row
+(``scdl.training.runlog``), reports a ``validation`` progress event and, when the mean Dice improved,
+writes the networks into ``best.pt`` (``scdl.training.checkpoint``). With ``--init`` the initial model is
+validated once at iteration 0 (the baseline, ``validation_metrics.before`` of the card), never the best.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from scdl.training import checkpoint as ckpt
+from scdl.training.distributed import DistEnv, barrier
+from scdl.training.runfolder import RunFolder
+from scdl.training.runlog import RunLog
+
+
+class Validator:
+    """Validation and best tracking of one run (see module docstring).
+
+    Args:
+        step: the training step (``scdl.training.step.TrainingStep``: its ``networks`` are validated and saved).
+        cases: the validation cases (``scdl.training.cache.CachedCase``).
+        masks: per case a bool (C,) of its annotated classes (None: every class).
+        patch: the sliding window (D, H, W).
+        target: the label table of the model (``scdl.labels.table.LabelTable``).
+        every, total: ``validation.every`` and the run's iteration count.
+        overlap, sw_batch_size, mode: the sliding window's settings (``validation.*``).
+        amp: autocast on CUDA.
+        source: ``val`` or ``train`` (the cases the Dice is measured on).
+        echo: a line for the terminal (the tqdm bar's), or None.
+    """
+
+    def __init__(self, *, step: Any, cases: Sequence[Any], masks: Optional[Sequence[Any]],
+                 patch: tuple[int, int, int], target: Any, every: int, total: int, overlap: float,
+                 sw_batch_size: int, mode: str, amp: bool, device: torch.device, dist: DistEnv, progress: Any,
+                 log: RunLog, folder: RunFolder, source: str = "val",
+                 echo: Optional[Callable[[str], None]] = None):
+        self.step = step
+        self.cases = list(cases)
+        self.masks = masks
+        self.patch = patch
+        self.target = target
+        self.every = int(every)
+        self.total = int(total)
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(sw_batch_size)
+        self.mode = str(mode)
+        self.amp = bool(amp)
+        self.device = device
+        self.dist = dist
+        self.progress = progress
+        self.log = log
+        self.folder = folder
+        self.source = source
+        self.echo = echo
+        self.best: dict[str, Any] = {}          # the best validation so far (iteration, mean_dice, dice)
+        self.baseline: dict[str, Any] = {}      # --init: the init model's validation (iteration 0)
+
+    def due(self, iteration: int) -> bool:
+        """Validate after ``iteration``: every ``every`` iterations and at the last; never with ``every`` -1."""
+        every = self.every
+        return every >= 0 and ((every and iteration % every == 0) or iteration == self.total)
+
+    def baseline_due(self, start: int, fine_tune: bool) -> bool:
+        """Validate the init model before fine-tuning: a fine-tune from its start, validation not off."""
+        return start == 0 and fine_tune and self.every >= 0
+
+    def restore(self, best: dict[str, Any], baseline: dict[str, Any]) -> None:
+        """The best and the baseline of a resumed run (from its checkpoint)."""
+        self.best, self.baseline = dict(best or {}), dict(baseline or {})
+
+    def validate(self, iteration: int, baseline: bool = False) -> None:
+        """Dice per class on the validation cases; the best networks into ``best.pt``. ``baseline``: the init
+        model before fine-tuning (iteration 0: logged and kept as :attr:`baseline`, never the best)."""
+        from scdl.training.validation import validate
+
+        if self.dist.is_main and self.cases:
+            result = validate(list(self.step.networks), self.cases, self.patch, int(self.target.num_classes),
+                              self.device, overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode,
+                              amp=self.amp, progress=None if self.dist.enabled else self.progress,
+                              annotated=self.masks)
+            # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
+            # without value 5 is no class)
+            entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+            values = [int(e.value) for e in entries]
+            result = {**result, "dice": [result["dice"][v - 1] for v in values],
+                      "found": [result["found"][v - 1] for v in values]}
+            found = {e.name: result["found"][i] for i, e in enumerate(entries)}
+            row = self.log.add_validation(iteration, result)
+            dice = {k[5:]: v for k, v in row.items() if k.startswith("dice_")}
+            if baseline:
+                self.baseline = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]), "dice": dice}
+                self.progress.message(f"before fine-tuning: validation mean Dice {result['mean_dice']:.4f} (the "
+                                      "initial model)")
+            improved = (not baseline and math.isfinite(result["mean_dice"])
+                        and result["mean_dice"] > self.best.get("mean_dice", -1.0))
+            if improved:
+                self.best = {"iteration": int(iteration), "mean_dice": float(result["mean_dice"]), "dice": dict(dice)}
+                ckpt.save_checkpoint(self.folder.best,
+                                     {"iteration": int(iteration), "best": dict(self.best),
+                                      "networks": self.step.network_state_dicts()})
+            if self.echo is not None:
+                best = self.best.get("mean_dice", float("nan"))
+                self.echo(f"iteration {iteration}: validation mean Dice {result['mean_dice']:.4f} "
+                          f"(best {best:.4f} at iteration {self.best.get('iteration')})")
+            self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
+                                dice=dict(dice),
+                                found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
+                                best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
+                                source=self.source, **({"baseline": True} if baseline else {}))
+            self.log.flush()
+        barrier(self.dist)
