@@ -29,6 +29,8 @@ import SimpleITK as sitk
 from scdl.errors import ScdlError
 from scdl.io.formats import DICOM_SEG_EXTENSION  # noqa: F401 - the extension that writes a DICOM SEG
 from scdl.io.labelimage import as_label_image
+from scdl.labels.protocol import LabelTableLike
+from scdl.labels.table import LabelEntry
 
 #: Segmentation Storage.
 SEGMENTATION_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -115,7 +117,7 @@ def _read_sources(files: Sequence[str], target: Path) -> list:
     return datasets
 
 
-def _entry(table: Any, value: int):
+def _entry(table: Optional[LabelTableLike], value: int) -> Optional[LabelEntry]:
     """The label table's entry of ``value``, or None (no table, or a value the table does not name)."""
     if table is None:
         return None
@@ -150,7 +152,7 @@ def _check_correspondence(label_img: sitk.Image, datasets: Sequence[Any], target
                             f"{getattr(ds, 'SOPInstanceUID', '?')}.", target, "write .seg.nrrd or NIfTI instead.")
 
 
-def build_dicom_seg(label_img: sitk.Image, table: Any, source_files: Sequence[str],
+def build_dicom_seg(label_img: sitk.Image, table: Optional[LabelTableLike], source_files: Sequence[str],
                     model: Optional[Mapping[str, Any]] = None, target: "os.PathLike[str] | str" = "seg.dcm"):
     """The ``highdicom.seg.Segmentation`` of a label map on the grid of the DICOM series ``source_files``
     (in the order the series was read: label-map slice k = file k).
@@ -227,7 +229,7 @@ def build_dicom_seg(label_img: sitk.Image, table: Any, source_files: Sequence[st
                         "write .seg.nrrd or NIfTI instead.") from None
 
 
-def write_dicom_seg(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Any = None,
+def write_dicom_seg(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTableLike] = None,
                     source_files: Optional[Sequence[str]] = None,
                     model: Optional[Mapping[str, Any]] = None) -> Path:
     """Write the label map as a DICOM SEG (see the module docstring), atomically; read back before the rename.

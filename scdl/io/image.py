@@ -24,6 +24,7 @@ from scdl.io.geometry import describe_grid, same_grid
 from scdl.io.mask_folder import is_mask_folder, read_mask_folder
 from scdl.io.reader import Warn, read_image
 from scdl.io.validation import check_ct_values
+from scdl.labels.protocol import LabelTableLike
 
 __all__ = ["MAX_LABEL_VALUE", "Warn", "read_ct", "read_image", "read_label_map"]
 
@@ -67,7 +68,7 @@ def _as_label_type(img: sitk.Image, path: Path) -> sitk.Image:
 
 def read_label_map(
     path: "os.PathLike[str] | str", reference: Optional[sitk.Image] = None, resample: bool = False,
-    table: Optional[object] = None,
+    table: "LabelTableLike | str | None" = None,
 ) -> sitk.Image:
     """Read an integer label map (0 = background), optionally brought onto a reference image's grid.
 

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from scdl.errors import ScdlError
 from scdl.io.reader import read_image
 from scdl.labels.names import normalize_name
+from scdl.labels.protocol import LabelTableLike
 from scdl.labels.table import LabelTable
 
 MASK_SUFFIXES = (".nii.gz", ".nii")
@@ -48,10 +49,10 @@ def _stem(path: Path) -> str:
     return name
 
 
-def read_mask_folder(folder: "os.PathLike[str] | str", table: Optional[object] = None) -> sitk.Image:
+def read_mask_folder(folder: "os.PathLike[str] | str", table: "LabelTableLike | str | None" = None) -> sitk.Image:
     """Merge the binary masks of ``folder`` into one label map numbered by ``table`` (a LabelTable or name)."""
     folder = Path(folder)
-    table = LabelTable.load(table or DEFAULT_TABLE) if not isinstance(table, LabelTable) else table
+    table = table if isinstance(table, LabelTableLike) else LabelTable.load(table or DEFAULT_TABLE)
     by_name = {normalize_name(e.name): int(e.value) for e in table.entries if int(e.value) != 0}
     files = mask_files(folder)
     if not files:

@@ -18,7 +18,8 @@ import SimpleITK as sitk
 
 from scdl.io.atomic import atomic_path
 from scdl.io.geometry import ijk_to_lps
-from scdl.labels.table import LabelTable, default_color
+from scdl.labels.protocol import LabelTableLike
+from scdl.labels.table import default_color
 
 
 def present_values(arr: np.ndarray) -> list[int]:
@@ -28,7 +29,7 @@ def present_values(arr: np.ndarray) -> list[int]:
 
 
 def write_seg_nrrd(
-    label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None, include_empty: bool = False
+    label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTableLike] = None, include_empty: bool = False
 ) -> Path:
     """Write ``label_img`` (3D, unsigned integer) as ``path`` (``.seg.nrrd``), atomically.
 

@@ -23,7 +23,7 @@ from scdl.io.atomic import atomic_path
 from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, DICOM_SEG_EXTENSION, IMAGE_WRITE_EXTENSIONS,
                              LABEL_WRITE_EXTENSIONS, extension)
 from scdl.io.labelimage import as_label_image
-from scdl.labels.table import LabelTable
+from scdl.labels.protocol import LabelTableLike
 
 
 def _check_target(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -97,7 +97,7 @@ def write_image(img: sitk.Image, path: "os.PathLike[str] | str") -> Path:
     return path
 
 
-def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTable] = None, *,
+def write_label_map(label_img: sitk.Image, path: "os.PathLike[str] | str", table: Optional[LabelTableLike] = None, *,
                     source_files: Optional[Sequence[str]] = None, model: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a label map on its own grid, by extension, atomically. Returns the path.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from scdl.labels.names import normalize_name
+from scdl.labels.protocol import LabelTableLike
 
 
 class Tissue(IntEnum):
@@ -201,7 +202,7 @@ def tissue_for_name(name: str) -> Tissue:
     return Tissue.SOFT
 
 
-def tissue_lut(table) -> "list[int]":
+def tissue_lut(table: LabelTableLike) -> "list[int]":
     """Tissue code per label value of ``table`` (index = value; 0 = BODY; values not in the table: SOFT)."""
     lut = [int(Tissue.SOFT)] * int(table.num_classes)
     lut[0] = int(Tissue.BODY)

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import SimpleITK as sitk
 
+from scdl.labels.protocol import LabelTableLike
+from scdl.labels.table import LabelTable
 from scdl.synth.engine import SYNTH_DEFAULTS, Subject, synthesize
 from scdl.synth.layout import body_from_image, make_layout
 from scdl.synth.spatial import elastic
@@ -31,7 +33,7 @@ def resample_labels_to_spacing(label: sitk.Image, spacing: Union[float, Sequence
                          spacing, label.GetDirection(), 0, label.GetPixelID())
 
 
-def synthesize_image(label: sitk.Image, table: Any, seed: int, *, phase: Optional[str] = None,
+def synthesize_image(label: sitk.Image, table: "LabelTableLike | str", seed: int, *, phase: Optional[str] = None,
                      spacing: Optional[Union[float, Sequence[float]]] = None,
                      config: Optional[Mapping[str, Any]] = None, augment: bool = False,
                      body_ct: Optional[sitk.Image] = None) -> tuple[sitk.Image, sitk.Image, Subject]:
@@ -46,9 +48,7 @@ def synthesize_image(label: sitk.Image, table: Any, seed: int, *, phase: Optiona
         augment: elastic deformation of the anatomy before synthesis (config ``elastic_mm``).
         body_ct: a real CT on the label map's grid whose body outline (HU > -500) replaces the estimate.
     """
-    from scdl.labels.table import LabelTable
-
-    table = table if hasattr(table, "entries") else LabelTable.load(table)
+    table = table if isinstance(table, LabelTableLike) else LabelTable.load(table)
     c = {**SYNTH_DEFAULTS, **dict(config or {})}
     if spacing is not None:
         label = resample_labels_to_spacing(label, spacing)
