@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from SCDLSlicerLib.childoutput import ChildLine, ProgressTracker, failure_message
 from SCDLSlicerLib.commands import child_environment, models_command, segment_command
-from SCDLSlicerLib.process import ChildProcess
+from SCDLSlicerLib.process import ChildProcess, ChildProcessFactory, ChildProcessLike
 
 
 class ChildJob:
@@ -27,15 +27,17 @@ class ChildJob:
         what: how messages name the job ("The segmentation", "The download" ...).
         phase_weights: passed to :class:`ProgressTracker`.
         backend: :class:`ChildProcess` backend.
+        spawn: builds the child process (default :class:`ChildProcess`; tests inject a stand-in).
     """
 
     def __init__(self, command: Sequence[str], what: str = "The process", phase_weights: Optional[dict] = None,
-                 backend: str = "auto", kill_grace_s: Optional[float] = None):
+                 backend: str = "auto", kill_grace_s: Optional[float] = None,
+                 spawn: ChildProcessFactory = ChildProcess):
         env, updates = child_environment()
         kwargs = {} if kill_grace_s is None else {"kill_grace_s": kill_grace_s}
         self.command = list(command)
         self.what = what
-        self.process = ChildProcess(self.command, env=env, env_updates=updates, backend=backend, **kwargs)
+        self.process: ChildProcessLike = spawn(self.command, env=env, env_updates=updates, backend=backend, **kwargs)
         self.tracker = ProgressTracker(phase_weights)
 
     def start(self) -> "ChildJob":
@@ -98,14 +100,15 @@ class SegmentJob(ChildJob):
 
     def __init__(self, input_path: os.PathLike | str, output_path: os.PathLike | str, model: Optional[str] = None,
                  device: str = "auto", uncertainty_path: Optional[os.PathLike | str] = None, backend: str = "auto",
-                 extra: Sequence[str] = (), kill_grace_s: Optional[float] = None):
+                 extra: Sequence[str] = (), kill_grace_s: Optional[float] = None,
+                 spawn: ChildProcessFactory = ChildProcess):
         self.input_path = Path(input_path)
         self.output_path = Path(output_path)
         self.uncertainty_path = Path(uncertainty_path) if uncertainty_path else None
         self.model = model
         self.device = device
         super().__init__(segment_command(input_path, output_path, model, device, uncertainty_path, extra),
-                         what="The segmentation", backend=backend, kill_grace_s=kill_grace_s)
+                         what="The segmentation", backend=backend, kill_grace_s=kill_grace_s, spawn=spawn)
 
     def confidence(self) -> dict[str, Optional[float]]:
         """Per-organ confidence reported by the child (``--uncertainty``), name -> value (None: organ not
@@ -135,8 +138,9 @@ def extract_confidence(tracker: ProgressTracker) -> dict[str, Optional[float]]:
 class ModelsJob(ChildJob):
     """``scdl models ARGS... [--progress json]`` (import, download, verify) in a child process."""
 
-    def __init__(self, *args: str, backend: str = "auto", what: str = "The model operation"):
-        super().__init__(models_command(*args), what=what, phase_weights={}, backend=backend)
+    def __init__(self, *args: str, backend: str = "auto", what: str = "The model operation",
+                 spawn: ChildProcessFactory = ChildProcess):
+        super().__init__(models_command(*args), what=what, phase_weights={}, backend=backend, spawn=spawn)
 
 
 @dataclass

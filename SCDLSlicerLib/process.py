@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 BACKENDS = ("auto", "slicer", "popen")
 
@@ -54,6 +54,42 @@ def slicer_launcher_available() -> bool:
         return "blocking" in inspect.signature(launch).parameters
     except (TypeError, ValueError):
         return False
+
+
+class ChildProcessLike(Protocol):
+    """What a job (:class:`SCDLSlicerLib.jobs.ChildJob`) needs of its child process: :class:`ChildProcess`, or a
+    stand-in in tests. ``poll()`` never blocks; ``finished`` is true once the child exited and every line was
+    handed out; ``backend`` is ``"slicer"`` when Slicer's event loop delivers the output (a blocking wait pumps it)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def returncode(self) -> Optional[int]: ...
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    def start(self) -> "ChildProcessLike": ...
+
+    def poll(self) -> list[str]: ...
+
+    def cancel(self) -> None: ...
+
+
+class ChildProcessFactory(Protocol):
+    """Builds a job's child process from its command line (:class:`ChildProcess` itself is one); injected into
+    the jobs' constructors (``spawn=``)."""
+
+    def __call__(self, args: Sequence[str], env: Optional[dict[str, str]] = None, cwd: Optional[str] = None,
+                 backend: str = "auto", kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+                 env_updates: Optional[dict[str, str]] = None) -> ChildProcessLike: ...
 
 
 class ChildProcess:
