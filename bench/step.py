@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from scdl.training.config import Framework  # noqa: E402 - the one owner of the framework names
+from scdl.training.config import Framework
 
 FRAMEWORKS = tuple(f.value for f in (Framework.SUPERVISED, Framework.CPS, Framework.CPS_SCDL))
 
@@ -63,7 +63,7 @@ def _setup(args: argparse.Namespace):
     return torch, arch, batch
 
 
-def _one_step(torch, step, opt, batch) -> None:
+def _one_step(torch, step, opt, batch) -> None:  # noqa: ARG001 - torch: the callers pass it
     terms = step(*batch, progress=0.5)
     opt.zero_grad(set_to_none=True)
     terms["total"].backward()

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scdl.training.config import Framework  # noqa: E402 - the one owner of the framework names
+from scdl.training.config import Framework
 
 FRAMEWORKS = tuple(f.value for f in (Framework.SUPERVISED, Framework.CPS, Framework.CPS_SCDL))
 SHARED = Path(os.environ.get("SCDL_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))

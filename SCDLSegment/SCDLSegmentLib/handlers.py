@@ -156,7 +156,7 @@ class SegmentPanelHandlers:
     def _finishSegment(self, run) -> None:
         try:
             result = self.logic.finishSegmentation(run)
-        except Exception as err:  # noqa: BLE001 - the child's error, or an unexpected scene problem: one message
+        except Exception as err:
             if not isinstance(err, scenejob.SegmentationFailed):
                 logging.exception("SCDLSegment: loading the result failed")
                 err = _("Loading the result failed: {error}").format(error=err)

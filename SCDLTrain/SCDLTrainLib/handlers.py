@@ -277,7 +277,7 @@ class TrainPanelHandlers:
                 self._export, sceneProblems = self.logic.exportSceneCohort(
                     opts.run_dir, node.initModel, self._advancedLines(), node.valFraction,
                     segmentmap.overrides_from_json(node.segmentMapping))
-            except Exception as err:  # noqa: BLE001 - e.g. a volume cannot be written
+            except Exception as err:
                 logging.exception("SCDLTrain: export failed")
                 self._error(_("Could not export the scene cohort: {error}").format(error=err))
                 return

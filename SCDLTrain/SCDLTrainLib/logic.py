@@ -111,7 +111,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
             entry = catalog_entry(initModel)
             try:
                 return ModelPackage.load(resolve_model(initModel), verify=False).labels
-            except Exception:  # noqa: BLE001 - not installed: the catalog names its table
+            except Exception:
                 if entry and entry.get("labels"):
                     return LabelTable.load(entry["labels"])
                 raise

@@ -32,7 +32,7 @@ class FileServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 rng = self.headers.get("Range")
                 outer.requests.append((self.path, rng))
                 data = outer.files.get(self.path)

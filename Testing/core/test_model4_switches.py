@@ -302,7 +302,9 @@ def test_float16_package_loads_into_float32_networks(tmp_path):
     half_dir = write_package({**full.card, "weights_dtype": "float16"}, halves, full.labels, tmp_path / "half")
     half = ModelPackage.load(half_dir, verify=True)
     assert half.card["weights_dtype"] == "float16"
-    size = lambda p: (p / full.card["weights"]).stat().st_size
+    def size(p):
+        return (p / full.card["weights"]).stat().st_size
+
     assert size(half_dir) < 0.6 * size(full.path)
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import sys
-import types
 
 import pytest
 import SimpleITK as sitk

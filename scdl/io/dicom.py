@@ -172,7 +172,7 @@ def select_series(
     return chosen
 
 
-def read_series(series: SeriesInfo, report: Optional[Callable[[str], None]] = None) -> sitk.Image:
+def read_series(series: SeriesInfo, report: Optional[Callable[[str], None]] = None) -> sitk.Image:  # noqa: ARG001 - report
     """Read one series as a 3D image (HU for CT: GDCM applies the rescale slope/intercept).
 
     Slices are ordered by position; origin, spacing and (oblique) direction come from the DICOM geometry.

@@ -99,7 +99,7 @@ def download_file(url: str, dest: Union[str, os.PathLike], *, git_blob: Optional
 def _fetch(url: str, part: Path, offset: int, progress: Optional[ProgressCallback], timeout: float) -> None:
     if url.split(":", 1)[0].lower() not in ("http", "https"):
         raise ScdlError("only http(s) downloads are supported.", url, "use an http(s) URL.")
-    request = urllib.request.Request(url, headers={"User-Agent": "scdl-downloader"})
+    request = urllib.request.Request(url, headers={"User-Agent": "scdl-downloader"})  # noqa: S310 (http(s) only)
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:

@@ -166,7 +166,6 @@ class Preprocessor:
         blocks aligned to the model grid. The output type is the smallest of uint8 / uint16 / int32 that holds
         the values.
         """
-        import SimpleITK as sitk
 
         arr = self._unpad(labels, ctx)
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)

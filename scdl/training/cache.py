@@ -266,7 +266,6 @@ class PreprocessCache:
         The network grid is planned exactly as for a CT on the label map's grid, so anatomy and real cases
         share spacing and orientation.
         """
-        import SimpleITK as sitk
 
         from scdl.processing.intensity import window_and_scale
         from scdl.synth.engine import synthesize

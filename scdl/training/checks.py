@@ -189,7 +189,7 @@ def _check_case(case: Case, target: Any, tables: _Tables, hashes: HashIndex, cac
         report.problems.extend(problems)
         return facts
     if case.anatomy:
-        return _check_anatomy(case, source, target, hashes, cache, prepare, report, prepared, problems, facts)
+        return _check_anatomy(case, source, target, hashes, cache, prepare, report, prepared, facts)
     try:
         facts["image_hash"] = hashes.hash(case.image)
         facts["label_hash"] = hashes.hash(case.label) if case.label is not None else None
@@ -267,7 +267,7 @@ def _label_hash(hashes: HashIndex, path: Path) -> str:
 
 def _check_anatomy(case: Case, source: Any, target: Any, hashes: HashIndex, cache: Optional[PreprocessCache],
                    prepare: bool, report: CohortReport, prepared: dict[str, CachedCase],
-                   problems: list[CohortProblem], facts: dict[str, Any]) -> dict[str, Any]:
+                   facts: dict[str, Any]) -> dict[str, Any]:
     """An anatomy case (label map, no image): read and check the map, cache its layout for synthesis."""
     from scdl.io.image import read_label_map
 

@@ -53,7 +53,7 @@ def _show(value: Any) -> str:
 
 
 def check_resume_settings(trained: Optional[dict[str, Any]], config: dict[str, Any], config_file: Any,
-                          run_dir: Any) -> list[str]:
+                          run_dir: Any) -> list[str]:  # noqa: ARG001 - run_dir: the callers' signature
     """Compare the settings a checkpoint was trained with (``trained``; None for a checkpoint written before
     they were stored: nothing to compare) with the resumed run's ``config``.
 
