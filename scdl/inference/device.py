@@ -7,9 +7,12 @@ says so once through ``warn`` (the progress reporter's warning in the CLI). A mi
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from scdl.errors import ScdlError
+
+if TYPE_CHECKING:
+    import torch
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 T = TypeVar("T")
@@ -76,7 +79,7 @@ def with_cpu_fallback(work: Callable[["torch.device"], T], device, warn: Optiona
         return work(device)
     try:
         return work(device)
-    except Exception as err:  # noqa: BLE001 - only CUDA out-of-memory is handled here
+    except Exception as err:  # only CUDA out-of-memory is handled here (the others are raised again)
         if not is_cuda_oom(err):
             raise
     if torch.cuda.is_available():
