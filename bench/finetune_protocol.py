@@ -27,7 +27,8 @@ Rows, all from ``--init scdl-abdominal-ct --preset cpu`` with the same seed, dat
 - ``keep-lr0.001`` (optional): the keep row with the inherited AdamW at a tenth of the recipe's learning rate;
 - ``keep-frozen-bn`` (optional): the keep row with batch-norm running statistics frozen (``finetune.norm_stats``):
   does the new scanner's statistics, not the weights, move the other organs?
-- ``keep-w5`` (optional): the keep row with five times the distillation weight.
+- ``keep-w5`` (optional): the keep row with five times the distillation weight;
+- ``keep-lr0.001-frozen-bn`` (optional): both of the above that helped.
 
 Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other organ within -0.02.
 
@@ -68,6 +69,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "keep-lr0.001": (DRAWN, ["optimizer.lr=0.001"]),
     "keep-frozen-bn": (DRAWN, ["finetune.norm_stats=frozen"]),
     "keep-w5": (DRAWN, ["finetune.keep_weight=5"]),
+    "keep-lr0.001-frozen-bn": (DRAWN, ["optimizer.lr=0.001", "finetune.norm_stats=frozen"]),
 }
 DEFAULT_ROWS = ("background", "marginal", "keep")
 GAIN, TOLERANCE = 0.03, -0.02
