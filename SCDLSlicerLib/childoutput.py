@@ -13,8 +13,8 @@ line is classified by its content, never by the stream it came from.
 JSON lines are decoded by the core's ``scdl.events`` (the stream's schema and one parser, also used by the
 benchmarks: ``parse_event`` never raises and turns a damaged, over-long, too deeply nested or badly typed line
 into text; ``record_from_dict`` gives the line's typed record, ``ChildLine.record``, whose ``kind`` the
-panels dispatch on); this module classifies them, and :meth:`ProgressTracker.feed` never raises either: a line is logged, never
-fatal. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
+panels dispatch on); this module classifies them, and :meth:`ProgressTracker.feed` never raises either: a line
+is logged, never fatal. No Qt and no Slicer here: shared by SCDLSegment and SCDLTrain.
 """
 
 from __future__ import annotations

@@ -174,9 +174,6 @@ class Progress:
         """Write one record of :mod:`scdl.events` as its JSON line on ``out`` (JSON mode only)."""
         if self.mode != "json":
             return
-        if isinstance(record, dict):        # TRANSITIONAL (issue 26): until the trainer's last dict line is a record
-            from scdl.events import record_from_dict
-            record = record_from_dict(record)
         line = record.to_line()
         with self._lock:
             self.out.write(line + "\n")

@@ -12,8 +12,8 @@ The child prints records of the core's ``scdl.events`` (its schema; ``scdl/train
     {"phase": "done", "output": ".../model", "iteration": .., "best_mean_dice": .., "elapsed_s": ..}
 
 :class:`TrainMonitor` keeps the loss rows and validation rows (for the curves), the iteration, the ETA
-and the result; it dispatches each line's record by its ``EventKind`` through one table (:meth:`_handlers`). On resume it is seeded from the run folder's ``log.csv`` / ``validation.csv`` so the
-curves show the whole run. No Qt here.
+and the result; it dispatches each line's record by its ``EventKind`` through one table (:meth:`_handlers`).
+On resume it is seeded from the run folder's ``log.csv`` / ``validation.csv`` so the curves show the whole run. No Qt here.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from scdl.errors import ScdlError
+from scdl.events import CheckpointEvent
+from scdl.progress import ProgressReporter
 from scdl.training import checkpoint as ckpt
 from scdl.training.distributed import DistEnv
 from scdl.training.runfolder import RunFolder
@@ -45,7 +47,7 @@ class Checkpointer:
     """
 
     def __init__(self, *, folder: RunFolder, learners: Learners, validator: Validator, log: RunLog, dist: DistEnv,
-                 progress: Any, every: int, iterations: int, framework: str,
+                 progress: ProgressReporter, every: int, iterations: int, framework: str,
                  settings: Callable[[], Mapping[str, Any]], save_settings: Callable[[], None]):
         self.folder = folder
         self.learners = learners
@@ -90,7 +92,7 @@ class Checkpointer:
             except ScdlError as err:                # e.g. a full disk: say what is kept and how to go on
                 raise self._not_saved(err, iteration) from None
             self.last = int(iteration)
-            self.progress.event("checkpoint", iteration=int(iteration), path=str(self.folder.checkpoint))
+            self.progress.emit(CheckpointEvent(iteration=int(iteration), path=str(self.folder.checkpoint)))
 
     def _not_saved(self, err: ScdlError, iteration: int) -> ScdlError:
         if self.last is None:

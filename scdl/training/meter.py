@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import torch
 
+from scdl.events import IterationEvent, PhaseEvent
+from scdl.progress import ProgressReporter
 from scdl.training.distributed import DistEnv, mean_across
 from scdl.training.runlog import RunLog
 
@@ -32,7 +34,7 @@ class Meter:
         elapsed0: seconds trained before ``start`` (a resumed run).
     """
 
-    def __init__(self, *, log: RunLog, progress: Any, dist: DistEnv, device: torch.device, total: int,
+    def __init__(self, *, log: RunLog, progress: ProgressReporter, dist: DistEnv, device: torch.device, total: int,
                  log_every: int, elapsed0: float = 0.0):
         self.log = log
         self.progress = progress
@@ -81,9 +83,9 @@ class Meter:
         row = {"iteration": iteration, "elapsed_s": round(elapsed, 3), "lr": lr, "it_per_s": it_s,
                "data_wait": self._window_wait / max(now - self._window_t, 1e-9), **means}
         self.log.add(row)
-        self.progress.event("iteration", iteration=iteration, iterations=self.total, loss=means, lr=lr,
-                            it_per_s=round(it_s, 4), eta_s=round(eta, 1),
-                            data_wait=round(row["data_wait"], 4))
+        self.progress.emit(IterationEvent(iteration=iteration, iterations=self.total, loss=means, lr=lr,
+                                          it_per_s=round(it_s, 4), eta_s=round(eta, 1),
+                                          data_wait=round(row["data_wait"], 4)))
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{means['total']:.4g}", lr=f"{lr:.3g}", refresh=False)
         self._sums, self._window_t, self._window_wait, self._window_n = {}, now, 0.0, 0
@@ -95,8 +97,8 @@ class Meter:
         elif self.progress.mode == "json" and self.dist.is_main:
             done_here = iteration - self.start
             rate = done_here / max(time.monotonic() - self.t_start, 1e-9)
-            self.progress.emit({"phase": "train", "done": iteration, "total": self.total,
-                                "eta_s": round((self.total - iteration) / rate, 1) if rate > 0 else None})
+            self.progress.emit(PhaseEvent(phase="train", done=iteration, total=self.total,
+                                          eta_s=round((self.total - iteration) / rate, 1) if rate > 0 else None))
 
     def echo(self, line: str) -> None:
         """A line for the terminal above the bar (only while the bar is shown)."""

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from scdl.errors import ScdlError
+from scdl.events import ModelEvent
+from scdl.progress import ProgressReporter
 from scdl.training import checkpoint as ckpt
 from scdl.training.record import RunRecord
 
@@ -63,7 +65,7 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
         licence="unstated (trained by the user; the training data's terms apply)", warnings=warnings)
 
 
-def package_run(record: RunRecord, progress: Any) -> Path:
+def package_run(record: RunRecord, progress: ProgressReporter) -> Path:
     """Write the model package of a finished run (rank 0) into ``record.model_dir`` and report it (a ``model``
     event on ``progress``). Returns the package folder."""
     from scdl.models.package import save_package
@@ -87,5 +89,5 @@ def package_run(record: RunRecord, progress: Any) -> Path:
                         "complete.", err.path,
                         f"free disk space (or fix the cause), then `scdl train --resume {record.run_dir}` writes the "
                         "model without training again.") from None
-    progress.event("model", path=str(out), selected_iteration=chosen, mean_dice=record.best.get("mean_dice"))
+    progress.emit(ModelEvent(path=str(out), selected_iteration=chosen, mean_dice=record.best.get("mean_dice")))
     return out

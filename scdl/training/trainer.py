@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import torch
 
 from scdl.errors import Cancelled, ScdlError
-from scdl.progress import SilentProgress
+from scdl.events import AnnotationEvent, InitEvent, ReplicasEvent, StartEvent
+from scdl.progress import ProgressReporter, SilentProgress
 from scdl.training import runfolder
 from scdl.training.checkpointer import Checkpointer, Learners
 from scdl.training.cohort import Cohort
@@ -93,7 +94,8 @@ class Trainer:
     """
 
     def __init__(self, config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
-                 init: Optional[str] = None, progress: Any = None, resume: bool = False):
+                 init: Optional[str] = None, progress: Optional[ProgressReporter] = None,
+                 resume: bool = False):
         # the inputs
         self.config = config
         self.cohort = cohort
@@ -324,7 +326,7 @@ class Trainer:
             if self.init_report["networks_fresh"]:
                 self.progress.warning(f"the init model has {self.init_report['networks_loaded']} network(s); "
                                       f"{self.init_report['networks_fresh']} more start from a fresh initialisation.")
-            self.progress.event("init", **self.init_report)
+            self.progress.emit(InitEvent(**self.init_report))
         self._add_keep_term(step)
         # the resolved step settings (every key, paper defaults included) go into config.json
         cfg["step"] = step.config.to_dict()
@@ -534,10 +536,10 @@ class Trainer:
         workers = int(cfg["data"]["num_workers"])
         loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
                              pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
-        self.progress.event("start", iteration=start, iterations=total, framework=cfg["framework"],
-                            device=str(self.device), world_size=self.dist.world_size, run_dir=str(self.run_dir),
-                            labeled=len(labeled), unlabeled=len(unlabeled), validation=len(val_cases),
-                            validation_source=source)
+        self.progress.emit(StartEvent(iteration=start, iterations=total, framework=cfg["framework"],
+                                      device=str(self.device), world_size=self.dist.world_size,
+                                      run_dir=str(self.run_dir), labeled=len(labeled), unlabeled=len(unlabeled),
+                                      validation=len(val_cases), validation_source=source))
         if self.validator.baseline_due(start, self.init is not None):
             self.validator.validate(0, baseline=True)       # the init model: "before" per organ
         self.meter.open(start, end)
@@ -559,7 +561,7 @@ class Trainer:
         names = {int(e.value): e.name for e in self.target.entries}
         cases = [{"case": name, "annotated": [names[int(v)] for v in m.nonzero()[0] if int(v) != 0]}
                  for name, m in zip(self.case_names, self.labeled_masks)]
-        self.progress.event("annotation", partial=True, cases=cases)
+        self.progress.emit(AnnotationEvent(partial=True, cases=cases))
         for c in cases:
             if len(c["annotated"]) < len(names) - 1:
                 self.progress.message(f"{c['case']}: annotated {', '.join(c['annotated'])}; the other classes "
@@ -672,8 +674,8 @@ class Trainer:
         flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.step.parameters()])
         everyone = gather_objects(self.dist, flat)
         spread = max(float((other - everyone[0]).abs().max()) for other in everyone)
-        self.progress.event("replicas", iteration=int(iteration), world_size=self.dist.world_size,
-                            max_weight_difference=spread)
+        self.progress.emit(ReplicasEvent(iteration=int(iteration), world_size=self.dist.world_size,
+                                         max_weight_difference=spread))
         if spread > 0:
             self.progress.warning(f"the {self.dist.world_size} processes ended with different weights "
                                   f"(largest difference {spread:.3g}); the model of process 0 is saved.")

@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from scdl.events import ValidationEvent
+from scdl.progress import ProgressReporter
 from scdl.training import checkpoint as ckpt
 from scdl.training.distributed import DistEnv, barrier
 from scdl.training.runfolder import RunFolder
@@ -38,7 +40,7 @@ class Validator:
 
     def __init__(self, *, step: Any, cases: Sequence[Any], masks: Optional[Sequence[Any]],
                  patch: tuple[int, int, int], target: Any, every: int, total: int, overlap: float,
-                 sw_batch_size: int, mode: str, amp: bool, device: torch.device, dist: DistEnv, progress: Any,
+                 sw_batch_size: int, mode: str, amp: bool, device: torch.device, dist: DistEnv, progress: ProgressReporter,
                  log: RunLog, folder: RunFolder, source: str = "val",
                  echo: Optional[Callable[[str], None]] = None):
         self.step = step
@@ -109,10 +111,10 @@ class Validator:
                 best = self.best.get("mean_dice", float("nan"))
                 self.echo(f"iteration {iteration}: validation mean Dice {result['mean_dice']:.4f} "
                           f"(best {best:.4f} at iteration {self.best.get('iteration')})")
-            self.progress.event("validation", iteration=int(iteration), mean_dice=result["mean_dice"],
-                                dice=dict(dice),
-                                found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
-                                best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
-                                source=self.source, **({"baseline": True} if baseline else {}))
+            self.progress.emit(ValidationEvent(
+                iteration=int(iteration), mean_dice=result["mean_dice"], dice=dict(dice),
+                found={k: (None if not math.isfinite(v) else round(v, 3)) for k, v in found.items()},
+                best_iteration=self.best.get("iteration"), best_mean_dice=self.best.get("mean_dice"),
+                source=self.source, baseline=True if baseline else None))
             self.log.flush()
         barrier(self.dist)
