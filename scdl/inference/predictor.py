@@ -24,7 +24,7 @@ import numpy as np
 from scdl.errors import ScdlError
 from scdl.inference.config import InferenceSettings
 from scdl.inference.device import resolve_device, with_cpu_fallback
-from scdl.progress import Progress
+from scdl.progress import Progress, ProgressReporter
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _label_names(table) -> dict[int, str]:
     return {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
 
 
-def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: Progress,
+def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: ProgressReporter,
                  uncertainty: bool, max_prob: bool, networks: Optional[Sequence] = None):
     """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry."""
     import torch
@@ -136,7 +136,7 @@ def segment_image(
     image,
     package: Any = None,
     device: str = "auto",
-    progress: Optional[Progress] = None,
+    progress: Optional[ProgressReporter] = None,
     uncertainty: bool = False,
     *,
     overlap: Optional[float] = None,

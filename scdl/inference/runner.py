@@ -18,7 +18,7 @@ from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
 from scdl.io.formats import (DETACHED_HEADER_EXTENSIONS, DICOM_SEG_EXTENSION, IMAGE_WRITE_EXTENSIONS,
                              LABEL_WRITE_EXTENSIONS, extension)
-from scdl.progress import Progress
+from scdl.progress import Progress, ProgressReporter
 
 #: Output extensions of the label map (scdl.io.writers picks the format by extension). Detached-header
 #: formats (.nhdr, .mhd: two files) are left out: every output here is renamed into place in one step.
@@ -83,7 +83,7 @@ def context_shortfall(image: Any, card: dict) -> list[tuple[str, float, float, i
     return out
 
 
-def _warn_if_empty(result: Any, image: Any, progress: Any, card: Optional[dict] = None) -> None:
+def _warn_if_empty(result: Any, image: Any, progress: ProgressReporter, card: Optional[dict] = None) -> None:
     """A console warning when the model found no organ, naming the likely cause: a scan thinner or shorter than
     the model's window (with both extents), else a scan of another body region."""
     import SimpleITK as sitk
@@ -112,7 +112,7 @@ def segment_file(
     *,
     model: Optional[str] = None,
     device: str = "auto",
-    progress: Optional[Progress] = None,
+    progress: Optional[ProgressReporter] = None,
     preview: Optional[os.PathLike | str] = None,
     uncertainty: Optional[os.PathLike | str] = None,
     series_uid: Optional[str] = None,

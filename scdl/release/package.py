@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from scdl.progress import parse_event
+from scdl.events import parse_event
 from scdl.release.card import readme_text
 from scdl.release.commands import fail, scdl_command
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from scdl.progress import parse_event
+from scdl.events import parse_event
 from scdl.release.commands import fail, log, scdl_command
 from scdl.training.runfolder import RunFolder
 
