@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from scdl.errors import ScdlError
+from scdl.inference.config import InferenceSettings
 from scdl.progress import MODES as PROGRESS_MODES
 
 EPILOG = """examples:
@@ -87,7 +88,8 @@ def register(subparsers) -> None:
                    help="HU window (default -125 275)")
     g.add_argument("--scale", type=float, nargs=2, default=[0.0, 1.0], metavar=("A", "B"),
                    help="values the window maps to (default 0 1)")
-    g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    g.add_argument("--overlap", type=float, default=InferenceSettings.overlap,
+                   help=f"sliding-window overlap (default {InferenceSettings.overlap:g})")
     g.add_argument("--keep-largest", action="store_true", help="keep the largest component per organ by default")
     g.add_argument("--version", dest="model_version", default="1.0.0", help="model version (default 1.0.0)")
     g.add_argument("--description", default="", help="what the model does")

@@ -8,6 +8,11 @@ Card example (every field optional; defaults in brackets)::
 (overlap, blending and keep_largest_component are the fields scdl.models.card validates; the others are
 optional extras read here). Unknown fields are ignored: the card schema is scdl.models.card's.
 
+:class:`InferenceSettings` is the owner of the inference defaults above the card: :class:`WindowConfig`,
+validation during training and ``scdl models import --overlap`` read them here. Its overlap, blending and
+keep_largest_component come from the card's ``DEFAULT_INFERENCE`` (scdl.models is below scdl.inference, so
+the card, which fills them into every card, cannot import them from here). This module imports no torch.
+
 The window size is the card's ``preprocessing.patch_size`` (the paper's 96^3), so that inference sees
 patches of the size the networks were trained on. The paper does not publish its inference overlap; 0.5
 (a window advances by half its size, every voxel is seen by up to 8 windows) is the default.
@@ -20,8 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from scdl.errors import ScdlError
-from scdl.inference.sliding_window import WindowConfig
-from scdl.models.card import BLENDINGS, DEFAULT_BLENDING, Blending  # noqa: F401 - Blending: importable here too
+from scdl.models.card import BLENDINGS, DEFAULT_INFERENCE, Blending  # noqa: F401 - Blending: importable here too
 
 _KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component",
           "largest_component_organs", "cpu_channels_last"}
@@ -58,12 +62,12 @@ class InferenceSettings:
             1.44x under load, 2.3 min to compile on first use).
     """
 
-    overlap: float = 0.5
+    overlap: float = DEFAULT_INFERENCE["overlap"]
     sw_batch_size: Optional[int] = None
-    blending: str = DEFAULT_BLENDING.value
+    blending: str = DEFAULT_INFERENCE["blending"]
     sigma_scale: float = 0.125
     amp: bool = True
-    keep_largest_component: bool = False
+    keep_largest_component: bool = DEFAULT_INFERENCE["keep_largest_component"]
     largest_component_organs: tuple[str, ...] = ()
     cpu_channels_last: bool = True
 
@@ -95,3 +99,37 @@ class InferenceSettings:
         return WindowConfig(roi_size=tuple(int(s) for s in roi_size), overlap=float(self.overlap),
                             sw_batch_size=int(batch), mode=self.blending, sigma_scale=float(self.sigma_scale),
                             amp=bool(self.amp))
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Sliding-window settings of one pass (:func:`scdl.inference.sliding_window.predict_volume`; defaults: the
+    paper's 96^3 window and :class:`InferenceSettings`' defaults).
+
+    Attributes:
+        roi_size: window size (d, h, w) in voxels of the network grid (multiples of 16 for the VNet).
+        overlap: fraction of a window shared with its neighbour along each axis, in [0, 1).
+        sw_batch_size: windows per forward pass.
+        mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
+        sigma_scale: Gaussian sigma as a fraction of the window size.
+        pad_value: value used to pad a volume smaller than a window (0 = the bottom of the intensity window).
+        amp: float16 autocast on CUDA (never on the CPU).
+    """
+
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    overlap: float = InferenceSettings.overlap
+    sw_batch_size: int = 1
+    mode: str = InferenceSettings.blending
+    sigma_scale: float = InferenceSettings.sigma_scale
+    pad_value: float = 0.0
+    amp: bool = InferenceSettings.amp
+
+    def __post_init__(self) -> None:
+        if len(self.roi_size) != 3 or any(int(s) < 1 for s in self.roi_size):
+            raise ValueError(f"roi_size must be three positive sizes, got {self.roi_size}")
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if int(self.sw_batch_size) < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if self.mode not in BLENDINGS:
+            raise ValueError(f"mode must be one of {', '.join(BLENDINGS)}, got {self.mode!r}")

@@ -1,4 +1,5 @@
-"""Running an ensemble of networks on one batch of windows (CPS trains two: their logits are averaged)."""
+"""Running an ensemble of networks on one batch of windows (CPS trains two: their logits are averaged); the one
+ensemble of inference and of validation during training (both through scdl.inference.sliding_window)."""
 
 from __future__ import annotations
 
@@ -39,17 +40,3 @@ def mean_logits(logits: Sequence[Tensor]) -> Tensor:
     if len(logits) > 1:
         total /= len(logits)
     return total
-
-
-class Ensemble(nn.Module):
-    """An ``nn.Module`` whose forward is the mean of its members' logits: (B, 1, D, H, W) -> (B, C, D, H, W)."""
-
-    def __init__(self, networks: Sequence[nn.Module], amp: bool = True):
-        super().__init__()
-        if not networks:
-            raise ValueError("an ensemble needs at least one network")
-        self.members = nn.ModuleList(networks)
-        self.amp = amp
-
-    def forward(self, x: Tensor) -> Tensor:
-        return mean_logits(member_logits(list(self.members), x, self.amp))

@@ -27,42 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from scdl.inference.config import WindowConfig
 from scdl.inference.ensemble import member_logits, mean_logits
-from scdl.models.card import BLENDINGS, DEFAULT_BLENDING
 from scdl.inference.uncertainty import member_uncertainty
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """Sliding-window settings (defaults: the paper's 96^3 window).
-
-    Attributes:
-        roi_size: window size (d, h, w) in voxels of the network grid (multiples of 16 for the VNet).
-        overlap: fraction of a window shared with its neighbour along each axis, in [0, 1).
-        sw_batch_size: windows per forward pass.
-        mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
-        sigma_scale: Gaussian sigma as a fraction of the window size.
-        pad_value: value used to pad a volume smaller than a window (0 = the bottom of the intensity window).
-        amp: float16 autocast on CUDA (never on the CPU).
-    """
-
-    roi_size: tuple[int, int, int] = (96, 96, 96)
-    overlap: float = 0.5
-    sw_batch_size: int = 1
-    mode: str = DEFAULT_BLENDING.value
-    sigma_scale: float = 0.125
-    pad_value: float = 0.0
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        if len(self.roi_size) != 3 or any(int(s) < 1 for s in self.roi_size):
-            raise ValueError(f"roi_size must be three positive sizes, got {self.roi_size}")
-        if not 0.0 <= float(self.overlap) < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if int(self.sw_batch_size) < 1:
-            raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
-        if self.mode not in BLENDINGS:
-            raise ValueError(f"mode must be one of {', '.join(BLENDINGS)}, got {self.mode!r}")
+from scdl.processing.windows import scan_interval
 
 
 @dataclass
@@ -84,17 +52,6 @@ class WindowOutputs:
     n_windows: int = 0
     n_classes: int = 0
     extras: dict = field(default_factory=dict)
-
-
-def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:
-    """Step between window starts per axis: ``int(roi * (1 - overlap))`` (at least 1), as MONAI computes it."""
-    steps = []
-    for size, roi in zip(image_size, roi_size):
-        if roi == size:
-            steps.append(int(roi))
-        else:
-            steps.append(max(int(roi * (1.0 - overlap)), 1))
-    return tuple(steps)
 
 
 def window_starts(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> list[tuple[int, int, int]]:
