@@ -163,6 +163,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/sample_cohort.py
   scdl/training/sampling.py
   scdl/training/schedule.py
+  scdl/training/settings.py
   scdl/training/step.py
   scdl/training/trainer.py
   scdl/training/validation.py

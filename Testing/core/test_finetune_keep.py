@@ -349,10 +349,15 @@ def test_keep_is_on_for_partial_cases_with_init_only() -> None:
     annotated, with weight 0, and for runs configured before the setting existed (resumed)."""
     from scdl.training.trainer import Trainer
 
-    def trainer(init, partial, **finetune):
+    from scdl.training.settings import TrainConfig
+
+    def trainer(init, partial, old=False, **finetune):
         t = Trainer.__new__(Trainer)
-        t.config = resolve_config("cpu", overrides=[f"finetune.{k}={v}" for k, v in finetune.items()])
-        t.config["init"] = init
+        config = resolve_config("cpu", overrides=[f"finetune.{k}={v}" for k, v in finetune.items()])
+        config["init"] = init
+        if old:                                     # a run's config.json written before the setting existed
+            del config["finetune"]["keep_weight"]
+        t.config = TrainConfig.from_dict(config)
         t.partial = partial
         return t
 
@@ -360,6 +365,4 @@ def test_keep_is_on_for_partial_cases_with_init_only() -> None:
     assert not trainer(None, True).keeps_init_knowledge()
     assert not trainer({"model": "m"}, False).keeps_init_knowledge()
     assert not trainer({"model": "m"}, True, keep_weight=0).keeps_init_knowledge()
-    old = trainer({"model": "m"}, True)
-    del old.config["finetune"]["keep_weight"]
-    assert not old.keeps_init_knowledge()
+    assert not trainer({"model": "m"}, True, old=True).keeps_init_knowledge()

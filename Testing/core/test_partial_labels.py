@@ -304,6 +304,7 @@ def test_norm_stats_setting(tmp_path: Path) -> None:
     statistics while the affine weights still learn; anything else is one clear error."""
     from scdl.errors import ScdlError
     from scdl.training.config import resolve_config
+    from scdl.training.settings import TrainConfig
     from scdl.training.trainer import Trainer
 
     assert resolve_config("cpu")["finetune"]["norm_stats"] == "update"
@@ -312,7 +313,7 @@ def test_norm_stats_setting(tmp_path: Path) -> None:
     torch.manual_seed(0)
     for mode, changes in (("update", True), ("frozen", False)):
         trainer = Trainer.__new__(Trainer)
-        trainer.config = resolve_config("cpu", overrides=[f"finetune.norm_stats={mode}"])
+        trainer.config = TrainConfig.from_dict(resolve_config("cpu", overrides=[f"finetune.norm_stats={mode}"]))
         trainer.step = TrainingStep.build({"name": "vnet", "n_classes": 3, "n_filters": 2}, framework="supervised")
         bn = next(m for m in trainer.step.modules() if isinstance(m, torch.nn.BatchNorm3d))
         before = bn.running_mean.clone()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scdl.events import AnnotationEvent, PlanEvent, ProblemEvent
 from scdl.progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from scdl.training.settings import TrainConfig
 
 EPILOG = """\
 examples:
@@ -130,13 +133,14 @@ def _cuda_available() -> bool:
         return False
 
 
-def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
-    """(config, run_dir, resume) from the arguments. Without ``--preset`` (and no preset in ``--config``) the
+def _resolve(args: argparse.Namespace) -> tuple["TrainConfig", Path, bool]:
+    """(config, run_dir, resume) from the arguments: the settings resolved (``scdl.training.config``) and
+    converted once into the typed, frozen ``TrainConfig``. Without ``--preset`` (and no preset in ``--config``) the
     preset follows the device (``choose_preset``: cpu without CUDA); ``args.preset_note`` says why."""
     from scdl.errors import ScdlError
     from scdl.training.runfolder import RunFolder, load_run_config
-    from scdl.training.config import (DEFAULT_PRESET, apply_overrides, deep_update, load_config_file, resolve_config,
-                                      validate_config)
+    from scdl.training.config import DEFAULT_PRESET, apply_overrides, deep_update, load_config_file, resolve_config
+    from scdl.training.settings import TrainConfig
 
     resume = args.resume is not None
     if args.previous_checkpoint and not resume:
@@ -169,8 +173,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
             flags.setdefault("data", {})["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
         config = deep_update(config, {k: v for k, v in flags.items() if v is not None})
         config = apply_overrides(config, args.overrides)
-        validate_config(config)
-        return config, run_dir, True
+        return TrainConfig.from_dict(config), run_dir, True      # validated, typed, frozen
     if not args.out and not args.check_only:
         raise ScdlError("no run folder given.", fix="add --out RUN_DIR (checkpoints, logs and the model go there).")
     run_dir = Path(args.out or ".").expanduser()         # --check-only writes nothing there
@@ -209,7 +212,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
             o.split("=", 1)[0].strip() == "patch_size" for o in args.overrides):
         values["patch_size"] = "init"       # fine-tuning: the init model's patch (Trainer resolves it)
     config = resolve_config(preset or DEFAULT_PRESET.value, args.config, values, args.overrides, init=args.init)
-    return config, run_dir, False
+    return TrainConfig.from_dict(config), run_dir, False      # validated, typed, frozen
 
 
 def _print_plan(trainer: Any, progress: ProgressReporter, note: str, check_only: bool) -> None:
@@ -262,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(args.progress)
     config, run_dir, resume = _resolve(args)
-    if not config.get("cohort"):
+    if not config.cohort:
         from scdl.training.runfolder import CONFIG, RunFolder
 
         raise ScdlError(f"this run's {CONFIG} does not say where its cases came from (it was not started by "
@@ -274,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         with RunFolder(run_dir).lock():
             iteration = use_previous(run_dir)
         progress.message(f"continuing from the previous checkpoint (iteration {iteration})")
-    cohort = load_cohort(config["cohort"])
+    cohort = load_cohort(dict(config.cohort))
     init = None if resume else args.init
     trainer = Trainer(config, cohort, run_dir, device=args.device, init=init, progress=progress, resume=resume)
     note = getattr(args, "preset_note", "")

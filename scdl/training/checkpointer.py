@@ -114,7 +114,7 @@ class Checkpointer:
             raise ScdlError(f"the checkpoint was trained with framework {state.get('framework')}, the config says "
                             f"{self.framework}.", self.folder.checkpoint,
                             "resume without changing the framework.")
-        for line in check_resume_settings(state.get("config"), dict(self.settings()), self.folder.config,
+        for line in check_resume_settings(_as_written(state.get("config")), dict(self.settings()), self.folder.config,
                                           self.folder.path):
             self.progress.message(line)
         try:
@@ -145,3 +145,16 @@ class Checkpointer:
         self.validator.restore(state.get("best") or {}, state.get("baseline") or {})
         self.last = int(state["iteration"])
         return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
+
+
+def _as_written(trained: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """The settings a checkpoint stored, as ``config.json`` writes them today (keys an older SCDL did not
+    write take the values ``scdl.training.settings`` gives them, so that they do not read as changes)."""
+    if not trained:
+        return None if trained is None else dict(trained)
+    from scdl.training.settings import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(trained).to_dict()
+    except ScdlError:                   # refused today (an older SCDL's values): compared as stored
+        return dict(trained)

@@ -12,7 +12,8 @@ The one owner of what ``--init`` changes in the settings as well: the **training
 (:data:`INHERITED`: optimiser, step and SCDL loss settings, sampling, augmentation, batch) as a layer between
 the preset and the user's ``--config`` / flags / ``--set`` (:func:`recipe_layer`, used by
 ``scdl.training.config.resolve_config(..., init=...)``); the grid, the network and the patch come from the
-card's preprocessing and architecture (the trainer). :func:`inherited_line` is the log line that says so.
+card's preprocessing and architecture (:func:`adjust_to_init`, a new configuration for the trainer).
+:func:`inherited_line` is the log line that says so.
 No torch at import (the SCDLTrain panel resolves settings with it).
 """
 
@@ -26,6 +27,8 @@ from scdl.errors import ScdlError
 
 if TYPE_CHECKING:
     import torch
+
+    from scdl.training.settings import TrainConfig
 
 #: Groups of the training config a fine-tune takes from the init model's recipe (unless the user sets them).
 #: ``network`` and ``preprocessing`` come from the card itself (architecture, preprocessing) and ``patch_size``
@@ -155,6 +158,29 @@ class InitModel:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return dict(self.card["preprocessing"])
+
+
+def adjust_to_init(config: "TrainConfig", init: InitModel) -> "TrainConfig":
+    """The run's configuration fitted to the init model (a new one; ``config`` is not changed): the network's
+    width, norm and input channels and the preprocessing from its card, ``patch_size`` "init" -> the patch it was
+    trained with (its card's sliding window: same BN regime, same inference window; an explicit patch wins),
+    and ``init`` records the model (``model``, ``id``, ``networks``) beside what the resolution recorded."""
+    from dataclasses import replace
+
+    from scdl.training.config import DEFAULTS
+
+    arch = init.architecture
+    pre = init.preprocessing
+    init_patch = pre.pop("patch_size", None)
+    changes: dict[str, Any] = {
+        "network": replace(config.network, n_filters=int(arch["n_filters"]), norm=str(arch["norm"]),
+                           in_channels=int(arch["in_channels"])),
+        "preprocessing": pre,
+        "init": {**dict(config.init or {}), "model": init.source, "id": init.card.get("id"),
+                 "networks": len(init.state_dicts)}}
+    if config.patch_size == "init":
+        changes["patch_size"] = [int(v) for v in (init_patch or DEFAULTS["patch_size"])]
+    return config.replace(**changes)
 
 
 def load_init_model(ref: str) -> InitModel:

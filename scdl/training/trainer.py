@@ -36,7 +36,7 @@ from scdl.progress import ProgressReporter, SilentProgress
 from scdl.training import runfolder
 from scdl.training.checkpointer import Checkpointer, Learners
 from scdl.training.cohort import Cohort
-from scdl.training.config import DEFAULTS, Framework, save_config, validate_config
+from scdl.training.config import save_config
 from scdl.training.distributed import DistEnv
 from scdl.training.meter import Meter
 from scdl.training.optim import make_optimizer
@@ -44,6 +44,7 @@ from scdl.training.problems import CohortReport
 from scdl.training.record import RunRecord
 from scdl.training.runfolder import RunFolder, load_run_config  # noqa: F401 - load_run_config: its old place
 from scdl.training.runlog import RunLog
+from scdl.training.settings import TrainConfig, as_train_config
 from scdl.training.validator import Validator
 
 if TYPE_CHECKING:
@@ -70,12 +71,13 @@ class TrainResult:
     report: Optional[CohortReport] = None
 
 
-def _preprocessing_block(config: dict[str, Any]) -> dict[str, Any]:
+def _preprocessing_block(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """The card's preprocessing section for this run (training patch = sliding window)."""
     from scdl.processing.config import PreprocessConfig
 
-    block = dict(config["preprocessing"])
-    block["patch_size"] = [int(p) for p in config["patch_size"]]
+    config = as_train_config(config)
+    block = config.to_dict()["preprocessing"]
+    block["patch_size"] = list(config.patch)
     try:
         return PreprocessConfig.from_card(block).to_card()
     except ValueError as err:
@@ -93,11 +95,11 @@ class Trainer:
     construction on; the stage that fills it is named beside it.
     """
 
-    def __init__(self, config: dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *, device: str = "auto",
-                 init: Optional[str] = None, progress: Optional[ProgressReporter] = None,
+    def __init__(self, config: TrainConfig | dict[str, Any], cohort: Cohort, run_dir: os.PathLike | str, *,
+                 device: str = "auto", init: Optional[str] = None, progress: Optional[ProgressReporter] = None,
                  resume: bool = False):
-        # the inputs
-        self.config = config
+        # the inputs (a settings tree is converted once: scdl.training.settings)
+        self.config: TrainConfig = as_train_config(config)
         self.cohort = cohort
         self.run_dir = Path(run_dir)
         self.folder = RunFolder(self.run_dir)                # the names of its files
@@ -174,30 +176,21 @@ class Trainer:
         if self.init_ref:
             from scdl.training.finetune import load_init_model
 
+            from scdl.training.finetune import adjust_to_init
+
             self.init = load_init_model(self.init_ref)
-            arch = self.init.architecture
-            self.config["network"].update(n_filters=int(arch["n_filters"]), norm=str(arch["norm"]),
-                                          in_channels=int(arch["in_channels"]))
-            pre = self.init.preprocessing
-            init_patch = pre.pop("patch_size", None)
-            if self.config.get("patch_size") == "init":
-                # the patch the init model was trained with (and its card's sliding window): same BN regime,
-                # same inference window; an explicit --set patch_size wins
-                self.config["patch_size"] = [int(v) for v in (init_patch or DEFAULTS["patch_size"])]
-            self.config["preprocessing"] = pre
-            resolved = dict(self.config.get("init") or {})
-            self.config["init"] = {**resolved, "model": self.init.source, "id": self.init.card.get("id"),
-                                   "networks": len(self.init.state_dicts)}
+            resolved = dict(self.config.init or {})
+            self.config = adjust_to_init(self.config, self.init)
             if "inherit" in resolved:            # resolve_config(..., init=...) applied the recipe: say what
                 from scdl.training.finetune import inherited_line
 
-                self.progress.message(inherited_line(self.config["init"]))
+                self.progress.message(inherited_line(self.config.init))
             else:
                 self.progress.message("fine-tuning without the init model's training recipe (the settings were "
                                       "resolved without it: resolve_config(..., init=MODEL) inherits it).")
-        if self.config.get("patch_size") == "init":
+        if self.config.patch_size == "init":
             raise ScdlError("patch_size 'init' needs --init MODEL.", fix="give --set patch_size=[x,y,z] or --init MODEL.")
-        labels = self.config["labels"]
+        labels = self.config.labels
         if labels in (None, "", "init"):
             if self.init is None:
                 raise ScdlError("labels 'init' needs --init MODEL.", fix="give --labels TABLE or --init MODEL.")
@@ -213,7 +206,6 @@ class Trainer:
         from scdl.training.hashing import HashIndex
 
         self.setup()
-        validate_config(self.config)
         if not check_only and self.dist.is_main:
             from scdl.io.atomic import probe_writable
 
@@ -221,17 +213,17 @@ class Trainer:
             if not self.resume:
                 self.folder.check_new_run()                # a user's folder or a run: refused before the work
         self.preprocessing = _preprocessing_block(self.config)
-        data = self.config["data"]
-        cache = PreprocessCache(data.get("cache_dir"), self.preprocessing, self.target,
-                                self.config["sampling"]["max_locations_per_class"])
+        data = self.config.data
+        cache = PreprocessCache(data.cache_dir, self.preprocessing, self.target,
+                                self.config.sampling.max_locations_per_class)
         self.cache = cache
         assert self.dist is not None and self.target is not None
         payload = None
         if self.dist.is_main:
             report, prepared = check_cohort(
-                self.cohort, self.target, framework=self.config["framework"],
-                labeled_batch=self.config["labeled_batch"], unlabeled_batch=self.config["unlabeled_batch"],
-                cache=cache, prepare=not check_only, resample_labels=bool(data.get("resample_labels")),
+                self.cohort, self.target, framework=self.config.framework.value,
+                labeled_batch=self.config.labeled_batch, unlabeled_batch=self.config.unlabeled_batch,
+                cache=cache, prepare=not check_only, resample_labels=data.resample_labels,
                 hash_index=HashIndex(cache.root / "hashes.json"), progress=self.progress,
                 init_classes=self._init_classes())
             payload = (report, {row: str(c.folder) for row, c in prepared.items()})
@@ -313,11 +305,11 @@ class Trainer:
         from scdl.training.step import TrainingStep
 
         cfg = self.config
-        seed_everything(int(cfg["seed"]))
-        net = cfg["network"]
-        self.arch = {"name": "vnet", "in_channels": int(net.get("in_channels", 1)), "n_classes": int(self.target.num_classes),
-                     "n_filters": int(net["n_filters"]), "norm": str(net["norm"])}
-        step = TrainingStep.build(self.arch, framework=cfg["framework"], step=cfg["step"], scdl=cfg["scdl"])
+        seed_everything(cfg.seed)
+        net = cfg.network
+        self.arch = {"name": "vnet", "in_channels": net.in_channels, "n_classes": int(self.target.num_classes),
+                     "n_filters": net.n_filters, "norm": net.norm}
+        step = TrainingStep.build(self.arch, framework=cfg.framework.value, step=dict(cfg.step), scdl=dict(cfg.scdl))
         self.init_report = None
         if self.init is not None:
             from scdl.training.finetune import initialise_from
@@ -329,32 +321,30 @@ class Trainer:
             self.progress.emit(InitEvent(**self.init_report))
         self._add_keep_term(step)
         # the resolved step settings (every key, paper defaults included) go into config.json
-        cfg["step"] = step.config.to_dict()
         from dataclasses import asdict
 
-        cfg["scdl"] = asdict(step.scdl_config)
+        self.config = cfg = cfg.replace(step=step.config.to_dict(), scdl=asdict(step.scdl_config))
         step.to(self.device)
-        if use_sync_batchnorm(cfg["distributed"]["sync_batchnorm"], self.dist, self.device):
+        if use_sync_batchnorm(cfg.distributed.sync_batchnorm, self.dist, self.device):
             step = torch.nn.SyncBatchNorm.convert_sync_batchnorm(step)
         self.step = step
         self.model: torch.nn.Module = step
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            unused = cfg["distributed"].get("find_unused_parameters", "auto")
+            unused = cfg.distributed.find_unused_parameters
             if unused == "auto":      # SCDL ablations leave parts of the head without gradient
                 c = step.scdl_config
                 unused = step.scdl is not None and not (c.use_cdba and c.use_sac and c.use_kl)
             self.model = DDP(step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                              find_unused_parameters=bool(unused))
-        opt = cfg["optimizer"]
-        self.optimizer = make_optimizer(list(step.trainable_parameters()), opt)
+        self.optimizer = make_optimizer(list(step.trainable_parameters()), cfg.optimizer.to_dict())
         from scdl.training.schedule import poly_scheduler
 
-        self.scheduler = poly_scheduler(self.optimizer, int(cfg["iterations"]), float(opt["poly_power"]))
-        self.use_amp = bool(cfg["amp"]) and self.device.type == "cuda"
+        self.scheduler = poly_scheduler(self.optimizer, cfg.iterations, cfg.optimizer.poly_power)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
         # CPU: bfloat16 autocast needs no gradient scaler (same exponent range as float32)
-        self.cpu_bfloat16 = bool(cfg.get("cpu_bfloat16", False)) and self.device.type == "cpu"
+        self.cpu_bfloat16 = cfg.cpu_bfloat16 and self.device.type == "cpu"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     def annotation_summary(self) -> list[dict[str, Any]]:
@@ -365,7 +355,7 @@ class Trainer:
             return []
         names = {int(e.value): e.name for e in self.target.entries if int(e.value) != 0}
         init = self._init_classes() or set()
-        keep_on = self.init is not None and float(self.config["finetune"].get("keep_weight", 0.0)) > 0
+        keep_on = self.init is not None and self.config.finetune.keep_weight > 0
         rows = list(self.cohort.labeled_train)
         out = []
         for case, mask in zip(rows, self._annotation_masks(rows)):
@@ -392,24 +382,24 @@ class Trainer:
 
         cfg = self.config
         teachers = 0
-        if (self.init is not None and float(cfg["finetune"].get("keep_weight", 0.0)) > 0
+        if (self.init is not None and cfg.finetune.keep_weight > 0
                 and is_partial_cohort(self._annotation_masks(list(self.cohort.labeled_train)))):
             teachers = len(self.init.state_dicts)
         device = str(self.device) if self.device is not None else str(self.device_request)
-        run = estimate_run(cfg, device, teachers)
-        return {"preset": cfg.get("preset"), "preset_note": preset_note, "framework": cfg["framework"],
-                "iterations": int(cfg["iterations"]), "patch_size": [int(v) for v in cfg["patch_size"]],
-                "labeled_batch": int(cfg["labeled_batch"]), "unlabeled_batch": int(cfg["unlabeled_batch"]),
-                "accumulate": int(cfg.get("accumulate", 1)), "device": device, "keep_teachers": teachers,
+        tree = cfg.to_dict()            # scdl.training.estimate reads the settings tree (the panel's too)
+        run = estimate_run(tree, device, teachers)
+        return {"preset": cfg.preset, "preset_note": preset_note, "framework": cfg.framework.value,
+                "iterations": cfg.iterations, "patch_size": list(cfg.patch),
+                "labeled_batch": cfg.labeled_batch, "unlabeled_batch": cfg.unlabeled_batch,
+                "accumulate": cfg.accumulate, "device": device, "keep_teachers": teachers,
                 "seconds_per_iteration": run.seconds_per_iteration, "total_seconds": run.total_seconds,
                 "peak_memory_mib": run.peak_memory_mib, "extrapolated": run.extrapolated,
-                "text": plan_line(cfg, device, preset_note, teachers)}
+                "text": plan_line(tree, device, preset_note, teachers)}
 
     def keeps_init_knowledge(self) -> bool:
         """The "keep what you know" distillation is on: --init (also when resumed), a partially annotated
         cohort and ``finetune.keep_weight`` > 0 (a run configured before the setting existed: off)."""
-        return bool(self.config.get("init")) and self.partial and float(
-            (self.config.get("finetune") or {}).get("keep_weight", 0.0)) > 0
+        return bool(self.config.init) and self.partial and self.config.finetune.keep_weight > 0
 
     def _add_keep_term(self, step: Any) -> None:
         """Plug ``scdl.training.keep.KeepKnowledge`` into the step (see :meth:`keeps_init_knowledge`): the init
@@ -421,7 +411,7 @@ class Trainer:
         from scdl.networks.vnet import build_network
         from scdl.training.keep import KeepKnowledge
 
-        count = len(self.init.state_dicts) if self.init is not None else int(self.config["init"].get("networks", 2))
+        count = len(self.init.state_dicts) if self.init is not None else int(self.config.init.get("networks", 2))
         teachers = [build_network(self.arch) for _ in range(count)]
         if self.init is not None:
             from scdl.training.finetune import adapt_state_dict, class_correspondence
@@ -430,13 +420,13 @@ class Trainer:
             for net, state in zip(teachers, self.init.state_dicts):
                 net.load_state_dict(adapt_state_dict(state, net.state_dict(), pairs), strict=True)
         taught = np.logical_or.reduce(np.stack(self.labeled_masks), axis=0)
-        ft = self.config["finetune"]
-        step.add_term(KeepKnowledge(teachers, taught, float(ft["keep_weight"]), float(ft.get("keep_temperature", 2.0))))
+        ft = self.config.finetune
+        step.add_term(KeepKnowledge(teachers, taught, ft.keep_weight, ft.keep_temperature))
         names = {int(e.value): e.name for e in self.target.entries}
         kept = [names[v] for v in sorted(names) if v and not taught[v]]
         self.progress.message(f"keep what you know: the initial model ({count} network(s), frozen) teaches the "
-                              f"classes a case does not annotate (finetune.keep_weight {ft['keep_weight']}, "
-                              f"temperature {ft.get('keep_temperature', 2.0)}; on unlabeled cases: "
+                              f"classes a case does not annotate (finetune.keep_weight {ft.keep_weight}, "
+                              f"temperature {ft.keep_temperature}; on unlabeled cases: "
                               f"{', '.join(kept) or 'none'}).")
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -475,8 +465,8 @@ class Trainer:
         from scdl.io.atomic import remove_stale_partials
 
         threads = torch.get_num_threads()
-        if int(self.config.get("threads") or 0) > 0:
-            torch.set_num_threads(int(self.config["threads"]))
+        if self.config.threads > 0:
+            torch.set_num_threads(self.config.threads)
         if self.dist.is_main:
             for path in remove_stale_partials(self.run_dir):      # left by a killed checkpoint write
                 self.progress.message(f"removed the unfinished temporary file {path.name} of an earlier run")
@@ -498,45 +488,44 @@ class Trainer:
         labeled, unlabeled, val_cases = self._cases()
         self._announce_partial_labels()              # before the step is built: it decides the keep term
         self._build()
-        total = int(cfg["iterations"])
+        total = cfg.iterations
         end = total if stop_at is None else min(int(stop_at), total)
-        patch = tuple(reversed([int(p) for p in cfg["patch_size"]]))      # (x, y, z) -> (D, H, W)
+        patch = tuple(reversed(cfg.patch))      # (x, y, z) -> (D, H, W)
         class_names = [e.name for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
         self.log = RunLog(self.run_dir, class_names)
         self.meter = Meter(log=self.log, progress=self.progress, dist=self.dist, device=self.device, total=total,
-                           log_every=int(cfg["log_every"]))
-        v = cfg["validation"]
+                           log_every=cfg.log_every)
+        v = cfg.validation
         source = self.report.validation_source if self.report else "val"
         self.validator = Validator(step=self.step, cases=val_cases, masks=self.val_masks, patch=patch,
-                                   target=self.target, every=int(v["every"]), total=total, overlap=float(v["overlap"]),
-                                   sw_batch_size=int(v["sw_batch_size"]), mode=str(v["mode"]), amp=self.use_amp,
+                                   target=self.target, every=v.every, total=total, overlap=v.overlap,
+                                   sw_batch_size=v.sw_batch_size, mode=v.mode, amp=self.use_amp,
                                    device=self.device, dist=self.dist, progress=self.progress, log=self.log,
                                    folder=self.folder, source=source, echo=self.meter.echo)
         self.checkpoints = Checkpointer(
             folder=self.folder, learners=Learners(self.step, self.optimizer, self.scheduler, self.scaler),
             validator=self.validator, log=self.log, dist=self.dist, progress=self.progress,
-            every=int(cfg["checkpoint_every"]), iterations=total, framework=str(cfg["framework"]),
-            settings=lambda: self.config, save_settings=lambda: save_config(self.config, self.folder.config))
+            every=cfg.checkpoint_every, iterations=total, framework=cfg.framework.value,
+            settings=self.config.to_dict, save_settings=lambda: save_config(self.config.to_dict(), self.folder.config))
         start = 0
         if self.resume:
             start, self.meter.elapsed0 = self.checkpoints.restore()
             self.log.resume(start)
-            self.progress.message(f"resuming {self.run_dir} at iteration {start} of {cfg['iterations']}")
+            self.progress.message(f"resuming {self.run_dir} at iteration {start} of {cfg.iterations}")
         elif self.dist.is_main:
-            save_config(cfg, self.folder.config)
+            save_config(cfg.to_dict(), self.folder.config)
         pad_value = float(self.preprocessing.get("padding", {}).get("value", 0.0))
-        unlabeled_batch = int(cfg["unlabeled_batch"]) if Framework(cfg["framework"]).uses_unlabeled else 0
-        dataset = StepBatches(labeled, unlabeled, patch, cfg["labeled_batch"], unlabeled_batch,
-                              cfg["sampling"]["class_prob"], cfg["augment"], int(cfg["seed"]),
+        tree = cfg.to_dict()            # the data workers take the augment and synth groups as plain dicts
+        dataset = StepBatches(labeled, unlabeled, patch, cfg.labeled_batch, cfg.unlabeled_per_step,
+                              cfg.sampling.class_prob, tree["augment"], cfg.seed,
                               rank=self.dist.rank, world_size=self.dist.world_size, pad_value=pad_value,
-                              accumulate=int(cfg["accumulate"]), synth=cfg.get("synth"),
+                              accumulate=cfg.accumulate, synth=tree["synth"],
                               annotated=self.labeled_masks if self.partial else None,
-                              small_classes=self._class_values(cfg["sampling"].get("small_classes", [])),
-                              small_prob=float(cfg["sampling"].get("small_prob", 0.0)))
-        workers = int(cfg["data"]["num_workers"])
-        loader = make_loader(dataset, start, workers, cfg["data"].get("prefetch_factor", 2),
-                             pin_memory=self.device.type == "cuda", seed=int(cfg["seed"]))
-        self.progress.emit(StartEvent(iteration=start, iterations=total, framework=cfg["framework"],
+                              small_classes=self._class_values(cfg.sampling.small_classes),
+                              small_prob=cfg.sampling.small_prob)
+        loader = make_loader(dataset, start, cfg.data.num_workers, cfg.data.prefetch_factor,
+                             pin_memory=self.device.type == "cuda", seed=cfg.seed)
+        self.progress.emit(StartEvent(iteration=start, iterations=total, framework=cfg.framework.value,
                                       device=str(self.device), world_size=self.dist.world_size,
                                       run_dir=str(self.run_dir), labeled=len(labeled), unlabeled=len(unlabeled),
                                       validation=len(val_cases), validation_source=source))
@@ -580,9 +569,9 @@ class Trainer:
             raise
 
     def _optimiser_step(self, batches: Iterator[dict[str, Any]], iteration: int) -> tuple[dict[str, float], float, float]:
-        total = int(self.config["iterations"])
+        total = self.config.iterations
         dev = self.device
-        acc = int(self.config.get("accumulate", 1))
+        acc = self.config.accumulate
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.model.train()
         self._freeze_norm_stats()
@@ -623,7 +612,7 @@ class Trainer:
     def _freeze_norm_stats(self) -> None:
         """``finetune.norm_stats`` "frozen": batch-norm layers normalise with their running statistics and do not
         update them; their weight and bias still learn. "update" (default): normal training."""
-        if self.config.get("finetune", {}).get("norm_stats", "update") == "frozen":
+        if self.config.finetune.norm_stats == "frozen":
             for module in self.step.networks.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -650,7 +639,7 @@ class Trainer:
         from scdl.training.distributed import barrier
         from scdl.training.packaging import package_run
 
-        total = int(self.config["iterations"])
+        total = self.config.iterations
         self._check_replicas(iteration)
         self.checkpoints.save(iteration, elapsed, curves=True)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
@@ -684,7 +673,7 @@ class Trainer:
         """The frozen record of the run at ``iteration`` (what packaging reads)."""
         report = self.report
         return RunRecord(run_dir=self.run_dir, model_dir=self.folder.model_dir, best_file=self.folder.best,
-                         config=json.loads(json.dumps(self.config, default=str)), arch=dict(self.arch),
+                         config=self.config.to_dict(), arch=dict(self.arch),
                          preprocessing=dict(self.preprocessing), labels=self.target, iteration=int(iteration),
                          elapsed_s=float(elapsed), last_networks=tuple(self.step.network_state_dicts()),
                          cohort_source=self.cohort.source, summary=dict(self.cohort.summary()),
