@@ -150,10 +150,12 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/estimate.py
   scdl/training/finetune.py
   scdl/training/hashing.py
+  scdl/training/inherit.py
   scdl/training/keep.py
   scdl/training/meter.py
   scdl/training/optim.py
   scdl/training/packaging.py
+  scdl/training/precision.py
   scdl/training/problems.py
   scdl/training/record.py
   scdl/training/resume.py

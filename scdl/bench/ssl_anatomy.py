@@ -67,8 +67,6 @@ ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (
     Anatomy("s0006", "totalsegmentator_dataset/s0006_masks", "totalsegmentator-dataset/s0006",
             "abdomen, 1.5 mm, mask folder; no oesophagus; no image"),
 )}
-DEFAULT_TRAIN: tuple[str, ...] = ("s0004", "s0006")
-DEFAULT_TEST: tuple[str, ...] = ("A", "s0001")
 #: Patient B: the demo sample, held out of every training and benchmark (never read here).
 HELD_OUT: tuple[str, ...] = ("totalsegmentator_fixtures/example_ct_dicom", "totalsegmentator_fixtures/example_seg_dicom.nii.gz")
 PHASES: tuple[str, ...] = ("native", "arterial", "portal")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scdl.events import DiceEvent, SampleEvent
+from scdl.labels.protocol import LabelTableLike
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -104,7 +105,7 @@ def load_sample_info(folder: Optional[Path] = None) -> dict[str, Any]:
     return info
 
 
-def _reference_in_model_numbering(truth: Any, table_name: str, model_table: Any) -> Any:
+def _reference_in_model_numbering(truth: Any, table_name: str, model_table: LabelTableLike) -> Any:
     """The sample's label map renumbered into the model's classes by name (for the overlay's contours)."""
     import SimpleITK as sitk
 

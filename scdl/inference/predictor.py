@@ -24,6 +24,7 @@ import numpy as np
 from scdl.errors import ScdlError
 from scdl.inference.config import InferenceSettings
 from scdl.inference.device import resolve_device, with_cpu_fallback
+from scdl.labels.protocol import LabelTableLike
 from scdl.progress import Progress, ProgressReporter
 
 
@@ -47,7 +48,7 @@ class SegmentationResult:
     uncertainty: Any = None
     confidence: dict[str, Optional[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    table: Any = None
+    table: Optional[LabelTableLike] = None
     device: str = "cpu"
     n_windows: int = 0
 

@@ -16,7 +16,6 @@ from typing import Any, Optional, Sequence, Union
 
 from scdl.errors import ScdlError
 
-STATE_DICT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
 
 

@@ -29,7 +29,7 @@ def lineage(cohort: dict[str, Any], described: dict[str, Any], prov: dict[str, A
     return [*cohort.get("lineage", []), stage]
 
 
-def _data_lines(cohort: dict[str, Any], described: dict[str, Any], text: Mapping[str, str]) -> list[str]:
+def _data_lines(described: dict[str, Any], text: Mapping[str, str]) -> list[str]:
     """The card's ``provenance.data``: one line per labeled case, anatomy map, the phantoms, validation CT."""
     ph = described["phantoms"]
     data = [text["labeled"].format(patient=c["patient"], description=c["description"],
@@ -107,7 +107,7 @@ def build_card(run_card: dict[str, Any], cohort: dict[str, Any], described: dict
             n_filters=arch["n_filters"], spacing=" x ".join(f"{float(v):g}" for v in pre.get("spacing_mm") or []),
             n_maps=len(described.get("anatomy", [])), scored_as=text["scored_as"][role], headline=headline),
         provenance={
-            "data": _data_lines(cohort, described, text["data"]), "data_licence": licences,
+            "data": _data_lines(described, text["data"]), "data_licence": licences,
             "framework": prov.get("framework"),
             "iterations": int(prov.get("iterations") or training.get("iteration") or 0),
             "training_time_s": prov.get("training_time_s"), "validation_metrics": validation,

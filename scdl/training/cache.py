@@ -29,6 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from scdl.io.atomic import atomic_dir
+from scdl.labels.protocol import LabelTableLike
 
 #: Bump when the stored layout or the preprocessing code changes meaning.
 CACHE_VERSION = 1
@@ -41,7 +42,7 @@ def default_cache_dir() -> Path:
     return user_home() / "cache" / "preprocessed"
 
 
-def table_fingerprint(table: Any) -> list[list[Any]]:
+def table_fingerprint(table: LabelTableLike) -> list[list[Any]]:
     """(value, name) pairs of a LabelTable: what matters for mapping label values by name."""
     if table is None:
         return []

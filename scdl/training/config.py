@@ -197,20 +197,20 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
                 if part in node:
                     raise ScdlError(f"--set {key}: {part!r} is not a group of settings.",
                                     fix="see RUN_DIR/config.json or docs/training.md for the setting names.")
-                if not _open_group(out, parts):
+                if not _open_group(parts):
                     raise ScdlError(f"--set {key}: unknown setting {part!r}.",
                                     fix="see docs/training.md for the setting names.")
                 node[part] = {}
             node = node[part]
         leaf = parts[-1]
-        if leaf not in node and not _open_group(out, parts):
+        if leaf not in node and not _open_group(parts):
             raise ScdlError(f"--set {key}: unknown setting {leaf!r}.",
                             fix="see docs/training.md (or a run's config.json) for the setting names.")
         node[leaf] = parse_value(value)
     return out
 
 
-def _open_group(config: Mapping[str, Any], parts: list[str]) -> bool:
+def _open_group(parts: list[str]) -> bool:
     """Groups whose keys are checked later by their owner (the step's dataclasses)."""
     return parts[0] in OPEN_GROUPS
 
@@ -261,7 +261,7 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
     (flags) -> ``overrides``.
 
     ``init``: the ``--init`` model (path or id, or its card as a dict): its training recipe is inherited
-    (``scdl.training.finetune.recipe_layer``) unless ``finetune.inherit`` is false; ``config["init"]`` then
+    (:func:`recipe_layer`) unless ``finetune.inherit`` is false; ``config["init"]`` then
     records the model, what was inherited and what the user's layers kept (``finetune.inherited_line``)."""
     if preset not in PRESET_VALUES:
         raise ScdlError(f"unknown preset {preset!r}.", fix=f"use one of {', '.join(PRESETS)}.")
@@ -279,20 +279,34 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
 
     config = layers({})
     if init is not None:
-        from scdl.training import finetune
+        from scdl.training import inherit as recipes
 
-        card = dict(init) if isinstance(init, Mapping) else finetune.load_init_card(init)
+        card = dict(init) if isinstance(init, Mapping) else recipes.load_init_card(init)
         inherit = config["finetune"].get("inherit", True) is not False
-        layer = finetune.recipe_layer(card) if inherit else {}
+        recipe = recipes.recipe_config(card)
+        layer = recipe_layer(card) if inherit else {}
         if layer:
             config = layers(layer)
-        inherited, yours = finetune.inherited_settings(layer, base, config)
+        inherited, yours = recipes.inherited_settings(layer, base, config)
         config["init"] = {**(config.get("init") or {}),
                           "model": str(init) if not isinstance(init, Mapping) else card.get("id"),
-                          "id": card.get("id"), "inherit": inherit, "recipe": bool(finetune.recipe_config(card)),
+                          "id": card.get("id"), "inherit": inherit, "recipe": bool(recipe),
                           "inherited": inherited, "yours": yours}
     validate_config(config)
     return config
+
+
+def recipe_layer(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a fine-tune from ``card`` inherits: its recipe resolved as it was trained (defaults ->
+    its preset -> its config), the ``scdl.training.inherit.INHERITED`` groups of it. Empty when the card
+    records no recipe."""
+    from scdl.training import inherit
+
+    recipe = inherit.recipe_config(card)
+    if not recipe:
+        return {}
+    trained = deep_update(deep_update(DEFAULTS, PRESET_VALUES.get(str(recipe.get("preset") or "paper"), {})), recipe)
+    return inherit.inherited_groups(trained, DEFAULTS)
 
 
 def validate_config(config: Mapping[str, Any]) -> None:

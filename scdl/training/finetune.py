@@ -10,8 +10,8 @@ networks start from their own fresh initialisation and the report says so.
 The one owner of what ``--init`` changes in the settings as well: the **training recipe** of the init model
 (its card's ``provenance.recipe.config``; ``scdl train`` writes it into every card it makes) is inherited
 (:data:`INHERITED`: optimiser, step and SCDL loss settings, sampling, augmentation, batch) as a layer between
-the preset and the user's ``--config`` / flags / ``--set`` (:func:`recipe_layer`, used by
-``scdl.training.config.resolve_config(..., init=...)``); the grid, the network and the patch come from the
+the preset and the user's ``--config`` / flags / ``--set`` (``scdl.training.config.recipe_layer``, used by
+``resolve_config(..., init=...)``; ``scdl.training.inherit``); the grid, the network and the patch come from the
 card's preprocessing and architecture (:func:`adjust_to_init`, a new configuration for the trainer).
 :func:`inherited_line` is the log line that says so.
 No torch at import (the SCDLTrain panel resolves settings with it).
@@ -21,103 +21,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from scdl.errors import ScdlError
+from scdl.training.inherit import (  # noqa: F401 - the inherited recipe's names, also used from here
+    INHERITED,
+    RECIPE_KEYS,
+    inherited_settings,
+    load_init_card,
+    recipe_config,
+    recipe_of,
+)
+from scdl.training.config import recipe_layer  # noqa: F401 - the inherited recipe's layer, also used from here
 
 if TYPE_CHECKING:
     import torch
 
     from scdl.training.settings import TrainConfig
-
-#: Groups of the training config a fine-tune takes from the init model's recipe (unless the user sets them).
-#: ``network`` and ``preprocessing`` come from the card itself (architecture, preprocessing) and ``patch_size``
-#: from its ``preprocessing.patch_size``; iterations, validation, data and the seed stay the run's own.
-INHERITED: tuple[str, ...] = ("optimizer", "step", "scdl", "sampling", "augment", "synth", "labeled_batch",
-                              "unlabeled_batch", "accumulate")
-#: What ``scdl train`` records as the recipe of the cards it writes (the inherited groups and what the card
-#: already states in its own words).
-RECIPE_KEYS: tuple[str, ...] = ("preset", "framework", "patch_size", "network", "preprocessing") + INHERITED
-
-
-def load_init_card(ref: Any) -> dict[str, Any]:
-    """The card of the package named by ``ref`` (path or id), without reading its weights."""
-    from scdl.models.catalog import resolve_model
-    from scdl.models.package import ModelPackage
-
-    return dict(ModelPackage.load(resolve_model(str(ref)), verify=False).card)
-
-
-def recipe_config(card: Mapping[str, Any]) -> Optional[dict[str, Any]]:
-    """The card's recorded training settings (``provenance.recipe.config``), or None."""
-    recipe = ((card or {}).get("provenance") or {}).get("recipe") or {}
-    config = recipe.get("config") if isinstance(recipe, Mapping) else None
-    return dict(config) if isinstance(config, Mapping) and config else None
-
-
-def recipe_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved run config that a card records as its recipe (:data:`RECIPE_KEYS`)."""
-    return json.loads(json.dumps({k: config[k] for k in RECIPE_KEYS if k in config}, default=str))
-
-
-def _known(tree: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, Any]:
-    """``tree`` without the keys ``reference`` does not have (a recipe from another version of SCDL)."""
-    out = {}
-    for key, value in tree.items():
-        if key not in reference:
-            continue
-        if isinstance(value, Mapping) and isinstance(reference[key], Mapping) and reference[key]:
-            out[key] = _known(value, reference[key])
-        else:
-            out[key] = value
-    return out
-
-
-def recipe_layer(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a fine-tune from ``card`` inherits: its recipe resolved as it was trained (defaults ->
-    its preset -> its config), the :data:`INHERITED` groups of it. Empty when the card records no recipe."""
-    from dataclasses import fields
-
-    from scdl.method.config import SCDLConfig
-    from scdl.training.config import DEFAULTS, PRESET_VALUES, deep_update
-
-    recipe = recipe_config(card)
-    if not recipe:
-        return {}
-    preset = str(recipe.get("preset") or "paper")
-    trained = deep_update(deep_update(DEFAULTS, PRESET_VALUES.get(preset, {})), recipe)
-    layer = {k: trained[k] for k in INHERITED if k in trained and trained[k] is not None}
-    layer = _known(layer, DEFAULTS)
-    if isinstance(layer.get("scdl"), Mapping):
-        names = {f.name for f in fields(SCDLConfig)}
-        layer["scdl"] = {k: v for k, v in layer["scdl"].items() if k in names}
-    return layer
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping) and tree:
-        out: dict[str, Any] = {}
-        for key in sorted(tree, key=str):
-            out.update(_flat(tree[key], f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: tree}
-
-
-def inherited_settings(layer: Mapping[str, Any], before: Mapping[str, Any],
-                       after: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(inherited, yours)``: the recipe's settings that changed the run (``before``: the preset's config,
-    ``after``: the resolved one) and those the user set to something else (``{key: [recipe, yours]}``)."""
-    recipe, base, final = _flat(dict(layer)), _flat(dict(before)), _flat(dict(after))
-    inherited, yours = {}, {}
-    for key, value in recipe.items():
-        if json.dumps(value, default=str) == json.dumps(base.get(key), default=str):
-            continue                                    # the preset says the same: nothing inherited
-        if json.dumps(value, default=str) == json.dumps(final.get(key), default=str):
-            inherited[key] = value
-        else:
-            yours[key] = [value, final.get(key)]
-    return inherited, yours
-
 
 def inherited_line(init: Mapping[str, Any]) -> str:
     """One log line: what the run inherited from the init model's recipe (``config["init"]``)."""

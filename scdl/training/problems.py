@@ -12,8 +12,6 @@ from typing import Any, Optional
 
 from scdl.errors import ScdlError, one_line
 
-SEVERITIES: tuple[str, ...] = ("error", "warning")
-
 
 @dataclass(frozen=True)
 class CohortProblem:

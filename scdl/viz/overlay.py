@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from scdl.io.atomic import atomic_path
+from scdl.labels.protocol import LabelTableLike
 
 #: Default CT display window (abdomen soft tissue), HU.
 ABDOMEN_WINDOW = (-160.0, 240.0)
@@ -51,7 +52,7 @@ def _table_rgb(entry: Any) -> tuple[float, float, float]:
     return rgb[:3]
 
 
-def legend_from_table(table: Any, preview: bool = True) -> dict[int, tuple[str, tuple[float, float, float]]]:
+def legend_from_table(table: LabelTableLike, preview: bool = True) -> dict[int, tuple[str, tuple[float, float, float]]]:
     """value -> (name, (r, g, b) in [0, 1]) from a ``LabelTable``.
 
     ``preview``: the preview palette (:data:`PREVIEW_COLOURS`) for the structures it names; other structures
