@@ -35,6 +35,7 @@ from scdl.release.commands import log
 from scdl.release.recipe import RECIPE
 from scdl.release.scoring import segment_and_score, summarise_scores
 from scdl.release.training import run_train
+from scdl.training.runfolder import RunFolder, recipe_files
 
 #: every recipe-4 switch off (the HU table's widening and the bone fix are not switches: every arm has them)
 OFF = {"synth.random_hu_prob": 0.0, "synth.liver_like_prob": 0.0, "synth.calcify_prob": 0.0,
@@ -127,20 +128,21 @@ def run_arm(name: str, work: Path, init: Path, out: Path, iterations: int, devic
         return json.loads(done.read_text(encoding="utf-8"))
     what, settings, with_map = ARMS[name]
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "config.json"
+    config = folder / "arm_settings.json"
     config.write_text(json.dumps(arm_config(recipe_config, settings, iterations), indent=2), encoding="utf-8")
     manifest = arm_manifest(work / "cohort" / "manifest.csv", folder, with_map)
     run_dir = folder / "train"
     t0 = time.monotonic()
-    if not (run_dir / "model" / "card.json").is_file():
+    run = RunFolder(run_dir)
+    if not (run.model_dir / LABELS_FILE).is_file():
         log(f"arm {name}: {what}")
         run_train(manifest, config, run_dir, iterations, device, work / "cache",
                   extra=("--init", str(init)))
     minutes = (time.monotonic() - t0) / 60
-    log_rows = list(csv.DictReader((run_dir / "log.csv").open(encoding="utf-8")))
+    log_rows = list(csv.DictReader(run.log.open(encoding="utf-8")))
     train_s = float(log_rows[-1]["elapsed_s"]) - float(log_rows[0]["elapsed_s"]) if len(log_rows) > 1 else None
     iters = int(log_rows[-1]["iteration"]) - int(log_rows[0]["iteration"]) if len(log_rows) > 1 else None
-    cases = score_arm(run_dir / "model", manifest, folder / "scores", device)
+    cases = score_arm(run.model_dir, manifest, folder / "scores", device)
     result = {"arm": name, "what": what, "settings": settings, "with_s0327": with_map, "iterations": iterations,
               "minutes": round(minutes, 1),
               "seconds_per_iteration": round(train_s / iters, 3) if train_s and iters else None,
@@ -190,14 +192,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="one sub-folder per arm, results.json/.md")
     parser.add_argument("--iterations", type=int, default=200, help="the equal budget (default 200)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="arms, in this order")
-    parser.add_argument("--recipe", type=Path, default=RECIPE, help="recipe folder (its config.json)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="recipe folder (its training config)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     manifest = args.work / "cohort" / "manifest.csv"
     if not manifest.is_file():
         parser.error(f"{manifest}: no cohort; build one with bench/train_default_model.py --out {args.work}")
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe_config = json.loads((args.recipe / "config.json").read_text(encoding="utf-8"))
+    recipe_config = json.loads(recipe_files(args.recipe)[0].read_text(encoding="utf-8"))
     reference_file = args.out / "init_scores.json"
     if not reference_file.is_file():
         cases = score_arm(args.init, manifest, args.out / "init_scores", args.device)

@@ -37,16 +37,16 @@ def test_a_full_disk_between_checkpoints(leave: int, fails: str, manifest: Path,
     with _tmpfs(tmp_path, 16 * 1024) as disk:
         run = disk / "run"
         saved: list[int] = []
-        original = Progress.event
+        original = Progress.emit
 
-        def event_then_fill(self, name, **fields):
-            original(self, name, **fields)
-            if name == "checkpoint":              # checkpoint and log.csv written; then the disk fills up
-                saved.append(int(fields["iteration"]))
+        def emit_then_fill(self, record):
+            original(self, record)
+            if record.kind == "checkpoint":       # checkpoint and log.csv written; then the disk fills up
+                saved.append(int(record.iteration))
                 if len(saved) == 1:
                     _fill(disk, leave)
 
-        monkeypatch.setattr(Progress, "event", event_then_fill)
+        monkeypatch.setattr(Progress, "emit", emit_then_fill)
         code = run_scdl(["train", "--cohort", str(manifest), "--out", str(run), "--preset", "cpu", "--framework",
                       "supervised", "--iterations", "8", "--device", "cpu", "--progress", "none",
                       "--cache-dir", str(tmp_path / "cache"), *[a for s in TINY for a in ("--set", s)]])
@@ -63,7 +63,7 @@ def test_a_full_disk_between_checkpoints(leave: int, fails: str, manifest: Path,
         assert not [p.name for p in run.iterdir() if ".partial-" in p.name]
         assert ckpt.load_checkpoint(run / "checkpoint.pt")["iteration"] == 2        # the previous one, intact
         (disk / "filler.bin").unlink()
-        monkeypatch.setattr(Progress, "event", original)
+        monkeypatch.setattr(Progress, "emit", original)
         assert run_scdl(["train", "--resume", str(run), "--progress", "none"]) == 0, capsys.readouterr().err[-3000:]
         assert ckpt.load_checkpoint(run / "checkpoint.pt")["iteration"] == 8
         assert (run / "model" / "card.json").is_file()
