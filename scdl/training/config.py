@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "sgd",       # paper: SGD; "adamw" (ours) learns faster in a few hundred CPU iterations
                   "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9, "nesterov": False},
     "amp": True,                        # CUDA only; ignored on CPU
-    "cpu_bfloat16": False,              # ours: bfloat16 autocast of the training step on CPU (bench/step.py: 0.55x)
+    "cpu_bfloat16": False,              # ours: bfloat16 autocast on CPU; float32 where the CPU lacks bf16 kernels
     "threads": 0,                       # torch CPU threads (0: torch's default); 1 is faster on a busy shared CPU
     "network": {"name": "vnet", "in_channels": 1, "n_filters": 16, "norm": "batch"},
     "labels": "synapse",                # the classes the model learns (bundled table name or CSV path)

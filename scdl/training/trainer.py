@@ -345,6 +345,13 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         # CPU: bfloat16 autocast needs no gradient scaler (same exponent range as float32)
         self.cpu_bfloat16 = cfg.cpu_bfloat16 and self.device.type == "cpu"
+        if self.cpu_bfloat16:
+            from scdl.training.precision import cpu_bfloat16_supported
+
+            if not cpu_bfloat16_supported():         # measured 17x slower without bfloat16 kernels
+                self.cpu_bfloat16 = False
+                self.progress.warning("cpu_bfloat16: this CPU has no bfloat16 kernels (oneDNN: AVX-512 or newer), "
+                                      "where bfloat16 is many times slower than float32; training in float32.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     def annotation_summary(self) -> list[dict[str, Any]]:
