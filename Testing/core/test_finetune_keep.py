@@ -140,7 +140,10 @@ RECIPE = {"preset": "cpu", "framework": "cps-scdl", "iterations": 999, "optimize
 def test_fine_tune_inherits_the_recipe_unless_overridden(tmp_path: Path) -> None:
     paper = resolve_config("paper")
     config = resolve_config("paper", init=_card(RECIPE))
-    assert config["optimizer"]["name"] == "adamw" and config["optimizer"]["lr"] == 0.003
+    # the inherited rate times finetune.lr_scale (0.1: measured with bench/finetune_protocol.py, docs/training.md)
+    assert config["optimizer"]["name"] == "adamw" and config["optimizer"]["lr"] == pytest.approx(0.0003)
+    assert config["init"]["lr_scaled"] == [0.003, pytest.approx(0.0003)]
+    assert resolve_config("paper", overrides=["finetune.lr_scale=1"], init=_card(RECIPE))["optimizer"]["lr"] == 0.003
     assert config["scdl"]["kl_reduction"] == "tokens" and config["augment"]["slab"] is True
     # the recipe's preset counts as well (cpu: intensity + noise augmentation), the run's own settings do not
     assert config["augment"]["intensity"] is True and config["sampling"]["class_prob"] == 0.5
@@ -153,13 +156,14 @@ def test_fine_tune_inherits_the_recipe_unless_overridden(tmp_path: Path) -> None
 
     line = inherited_line(init)
     assert line.startswith("fine-tuning hospital-model with its training recipe") and 'optimizer.name="adamw"' in line
+    assert "x finetune.lr_scale" in line
     # the user's layers win: --set, flags, a config file
     file = tmp_path / "mine.json"
     file.write_text(json.dumps({"augment": {"slab": False}}))
     config = resolve_config("paper", file, {"iterations": 50}, ["optimizer.lr=0.0005"], init=_card(RECIPE))
     assert config["optimizer"] == {**paper["optimizer"], "name": "adamw", "lr": 0.0005}
     assert config["augment"]["slab"] is False and config["iterations"] == 50
-    assert config["init"]["yours"]["optimizer.lr"] == [0.003, 0.0005]
+    assert config["init"]["yours"]["optimizer.lr"] == [0.003, 0.0005] and "lr_scaled" not in config["init"]
     assert "your settings kept: " in inherited_line(config["init"]) and "augment.slab=false" in inherited_line(config["init"])
     # switched off; a card without a recipe (an imported checkpoint of the authors)
     off = resolve_config("paper", overrides=["finetune.inherit=false"], init=_card(RECIPE))

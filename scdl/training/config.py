@@ -133,7 +133,11 @@ DEFAULTS: dict[str, Any] = {
     # is a layer between the preset and --config/flags/--set; ``keep_weight`` / ``keep_temperature``: the
     # "keep what you know" distillation from the frozen init model on the classes a case does not annotate
     # (scdl.training.keep; on for partially annotated cohorts, 0 = off; T = 2 as in Learning without Forgetting)
-    "finetune": {"norm_stats": "update", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0},
+    # ``lr_scale``: the inherited learning rate times this, unless the user sets optimizer.lr (measured with
+    # bench/finetune_protocol.py, docs/training.md: AdamW at the recipe's 0.01 moved the organs a liver-only case
+    # does not draw by up to -0.2 Dice; at 0.001 they stayed within -0.06 while the liver gained +0.06...+0.11)
+    "finetune": {"norm_stats": "update", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0,
+                 "lr_scale": 0.1},
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
@@ -265,6 +269,7 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
     records the model, what was inherited and what the user's layers kept (``finetune.inherited_line``)."""
     if preset not in PRESET_VALUES:
         raise ScdlError(f"unknown preset {preset!r}.", fix=f"use one of {', '.join(PRESETS)}.")
+    overrides = list(overrides)
     base = deep_update(DEFAULTS, PRESET_VALUES[preset])
     base["preset"] = str(preset)
     file_values = load_config_file(file) if file is not None else None
@@ -292,8 +297,29 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
                           "model": str(init) if not isinstance(init, Mapping) else card.get("id"),
                           "id": card.get("id"), "inherit": inherit, "recipe": bool(recipe),
                           "inherited": inherited, "yours": yours}
+        scale = config["finetune"].get("lr_scale", 1.0)
+        user_lr = _user_sets(("optimizer", "lr"), file_values, values, overrides)
+        if "lr" in layer.get("optimizer", {}) and not user_lr and isinstance(scale, (int, float)) and scale != 1:
+            recipe_lr = float(config["optimizer"]["lr"])   # the inherited rate, scaled for a fine-tune
+            config["optimizer"]["lr"] = recipe_lr * float(scale)
+            config["init"]["lr_scaled"] = [recipe_lr, config["optimizer"]["lr"]]
     validate_config(config)
     return config
+
+
+def _user_sets(path: tuple[str, ...], file_values: Optional[Mapping[str, Any]], values: Optional[Mapping[str, Any]],
+               overrides: list[str]) -> bool:
+    """Whether the user's layers (config file, flags, ``--set``) give a value at ``path``."""
+    for tree in (file_values or {}, values or {}):
+        node: Any = tree
+        for part in path:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            if node is not None:
+                return True
+    return any(str(o).split("=", 1)[0].strip() == ".".join(path) for o in overrides)
 
 
 def recipe_layer(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -377,6 +403,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
     weight = finetune.get("keep_weight", 0.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise bad("finetune.keep_weight", f"{weight!r} is not a number >= 0.", "use e.g. 1 (0 switches it off).")
+    lr_scale = finetune.get("lr_scale", 1.0)
+    if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
+        raise bad("finetune.lr_scale", f"{lr_scale!r} is not a number > 0.", "use e.g. 0.1 (1 keeps the recipe's rate).")
     temperature = finetune.get("keep_temperature", 2.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise bad("finetune.keep_temperature", f"{temperature!r} is not a number > 0.", "use e.g. 2.")

@@ -53,6 +53,10 @@ def inherited_line(init: Mapping[str, Any]) -> str:
     parts = ", ".join(f"{k}={show(v)}" for k, v in inherited.items()) or "nothing the preset does not already say"
     line = (f"fine-tuning {name} with its training recipe (card provenance.recipe): inherited {parts}; grid, network "
             "and patch from its card")
+    scaled = init.get("lr_scaled")
+    if scaled:
+        line += (f"; learning rate {show(scaled[1])} = the recipe's {show(scaled[0])} x finetune.lr_scale "
+                 "(a fine-tune moves less; --set optimizer.lr=... to choose it)")
     yours = init.get("yours") or {}
     if yours:
         line += "; your settings kept: " + ", ".join(f"{k}={show(v[1])} (recipe {show(v[0])})" for k, v in yours.items())

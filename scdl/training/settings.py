@@ -153,6 +153,7 @@ class FinetuneSettings(_Section):
     inherit: bool
     keep_weight: float
     keep_temperature: float
+    lr_scale: float
 
 
 _SECTIONS: dict[str, type] = {"optimizer": OptimizerSettings, "network": NetworkSettings,
