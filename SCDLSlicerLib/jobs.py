@@ -122,10 +122,12 @@ class SegmentJob(ChildJob):
 def extract_confidence(tracker: ProgressTracker) -> dict[str, Optional[float]]:
     """Find the per-organ confidence among the child's events (an event named ``confidence`` or any event /
     final line with a ``confidence`` mapping of organ name -> number)."""
+    from scdl.events import EventKind  # stdlib only; not at module load
+
     candidates = []
-    if "confidence" in tracker.events:
-        candidates.append(tracker.events["confidence"])
-    candidates += [data for name, data in tracker.events.items() if name != "confidence"]
+    if EventKind.CONFIDENCE in tracker.events:            # keyed by event name: a member is its string
+        candidates.append(tracker.events[EventKind.CONFIDENCE])
+    candidates += [data for name, data in tracker.events.items() if name != EventKind.CONFIDENCE]
     candidates.append(tracker.result)
     for data in candidates:
         for key in ("confidence", "values", "organs"):

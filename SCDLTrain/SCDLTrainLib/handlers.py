@@ -506,11 +506,11 @@ class TrainPanelHandlers:
                 "review": self._finishReview}
 
     def _showProgress(self, kind, job, lines) -> None:
+        described = self.logic.describedEvents()      # the event kinds the log shows as a sentence
         for line in lines if kind != "review" else ():
             if line.kind in ("warning", "error", "message", "cancelled", "log"):
                 self._appendLog(line.text if line.kind == "log" else f"{line.kind}: {line.text}")
-            elif line.kind == "event" and line.name in ("validation", "checkpoint", "model", "init", "start", "plan",
-                                                         "annotation"):
+            elif line.kind == "event" and line.event_kind in described:
                 self._appendLog(self.logic.describeEvent(line.data))
         if kind == "train":
             self.ui.progressBar.value = int(job.monitor.percent)

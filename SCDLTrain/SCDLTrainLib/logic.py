@@ -19,8 +19,6 @@ from SCDLTrainLib import curves, estimate, export, handoff, options, scenecohort
 
 #: Cohort sources, in the order of the source selector.
 COHORT_SOURCES = ("scene", "folders", "manifest")
-#: The paper's iteration count and patch edge (METHOD.md; ``scdl.training.config.DEFAULTS``).
-PAPER_ITERATIONS, PAPER_PATCH = 17000, 96
 
 
 #
@@ -43,6 +41,11 @@ class SCDLTrainParameterNode:
     runsFolder, runName - where the next run goes (``runsFolder/runName``).
     runFolder - the current or last run (resume, curves, result).
     trainedModelId - the model the last finished run registered.
+
+    The core owns the defaults of framework, iterations, patchSize, labeledBatch, unlabeledBatch and cpuPreset
+    (``SCDLTrainLogic.coreDefaults``); the class body cannot import the core (module load stays light), so it
+    holds placeholders there, and ``SCDLTrainLogic.getParameterNode`` gives a node without a saved value the
+    core's.
     """
 
     cohortSource: str = "scene"
@@ -54,14 +57,14 @@ class SCDLTrainParameterNode:
     valFraction: Annotated[float, WithinRange(0.0, 0.9)] = 0.2
     segmentMapping: str = ""
     initModel: str = ""
-    framework: str = "cps-scdl"
+    framework: str = ""                                          # placeholder: the core's (see above)
     scdlWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
-    iterations: Annotated[int, WithinRange(1, 1000000)] = PAPER_ITERATIONS
-    patchSize: Annotated[int, WithinRange(0, 256)] = PAPER_PATCH
-    labeledBatch: Annotated[int, WithinRange(1, 64)] = 2
-    unlabeledBatch: Annotated[int, WithinRange(0, 64)] = 2
+    iterations: Annotated[int, WithinRange(1, 1000000)] = 1      # placeholder
+    patchSize: Annotated[int, WithinRange(0, 256)] = 0           # placeholder
+    labeledBatch: Annotated[int, WithinRange(1, 64)] = 1         # placeholder
+    unlabeledBatch: Annotated[int, WithinRange(0, 64)] = 0       # placeholder
     device: str = "auto"
-    cpuPreset: bool = False
+    cpuPreset: bool = False                                      # placeholder
     advanced: str = ""
     runsFolder: str = ""
     runName: str = ""
@@ -93,7 +96,31 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         commands.ensure_core_importable()
 
     def getParameterNode(self):
-        return SCDLTrainParameterNode(super().getParameterNode())
+        """The module's parameter node; a parameter of :meth:`coreDefaults` that the node holds no value for
+        (a new scene) gets the core's default, a saved value (a loaded scene) is kept."""
+        node = super().getParameterNode()
+        unsaved = {name: value for name, value in self.coreDefaults().items() if not node.HasParameter(name)}
+        wrapper = SCDLTrainParameterNode(node)
+        if unsaved:
+            wasModified = wrapper.StartModify()
+            try:
+                for name, value in unsaved.items():
+                    setattr(wrapper, name, value)
+            finally:
+                wrapper.EndModify(wasModified)
+        return wrapper
+
+    @staticmethod
+    def coreDefaults() -> dict:
+        """The core's defaults of the panel's parameters (names of SCDLTrainParameterNode), read from
+        ``scdl.training.config`` through ``options.core_defaults`` (the CPU preset check box: the default
+        preset is ``cpu``)."""
+        from scdl.training.config import Preset
+
+        core = options.core_defaults()
+        return {"framework": core["framework"], "iterations": core["iterations"], "patchSize": core["patch_size"],
+                "labeledBatch": core["labeled_batch"], "unlabeledBatch": core["unlabeled_batch"],
+                "cpuPreset": core["preset"] == Preset.CPU}
 
     # -- models and classes -------------------------------------------------------------------------
     def listModels(self) -> list:
@@ -339,33 +366,15 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def describeEvent(data: dict) -> str:
-        """A log line for a training event."""
-        event = data.get("event")
-        if event == "validation" and data.get("baseline"):
-            return _("before fine-tuning (the initial model): validation mean Dice {dice:.4f}").format(
-                dice=float(data.get("mean_dice") or float("nan")))
-        if event == "plan":
-            return str(data.get("text") or "")
-        if event == "annotation":
-            return "\n".join(f"{c.get('case')}: " + tables.case_annotation_text(c) for c in data.get("cases") or [])
-        if event == "validation":
-            return _("validation at iteration {iteration}: mean Dice {dice:.4f} (best {best:.4f} at {best_it})").format(
-                iteration=data.get("iteration"), dice=float(data.get("mean_dice") or float("nan")),
-                best=float(data.get("best_mean_dice") or float("nan")), best_it=data.get("best_iteration"))
-        if event == "checkpoint":
-            return _("checkpoint at iteration {iteration}").format(iteration=data.get("iteration"))
-        if event == "model":
-            return _("model package written: {path}").format(path=data.get("path"))
-        if event == "start":
-            return _("training {framework} on {device}: iterations {start}..{end}, {labeled} labeled, {unlabeled} "
-                     "unlabeled, {val} validation case(s)").format(
-                framework=data.get("framework"), device=data.get("device"), start=data.get("iteration"),
-                end=data.get("iterations"), labeled=data.get("labeled"), unlabeled=data.get("unlabeled"),
-                val=data.get("validation"))
-        if event == "init":
-            return _("initialised from {model}: {n} classes kept, new: {new}").format(
-                model=data.get("init"), n=len(data.get("matched") or []), new=", ".join(data.get("new") or []) or "-")
-        return str(data)
+        """A log line for a training event (the line's object; :meth:`describedEvents` are the kinds with a
+        sentence of their own, any other is shown as it came)."""
+        describe = _eventDescribers().get(_eventKind(data))
+        return describe(data) if describe is not None else str(data)
+
+    @staticmethod
+    def describedEvents() -> frozenset:
+        """The ``scdl.events.EventKind`` members :meth:`describeEvent` writes a sentence for (the panel logs those)."""
+        return frozenset(_eventDescribers())
 
     # -- hand-off ------------------------------------------------------------------------------------
     def startRegistration(self, modelDir, replace: bool = False):
@@ -466,3 +475,51 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
 
     def installDependencies(self, plan: deps.InstallPlan) -> None:
         deps.install(plan)
+
+
+#
+# Training events as log lines (describeEvent)
+#
+
+
+def _eventKind(data: dict):
+    """The ``scdl.events.EventKind`` of a line's object (None: no event, or one this core does not know)."""
+    from scdl.events import EventKind
+
+    event = data.get("event")
+    return EventKind(event) if isinstance(event, str) and event in EventKind.values() else None
+
+
+def _describeValidation(data: dict) -> str:
+    if data.get("baseline"):
+        return _("before fine-tuning (the initial model): validation mean Dice {dice:.4f}").format(
+            dice=float(data.get("mean_dice") or float("nan")))
+    return _("validation at iteration {iteration}: mean Dice {dice:.4f} (best {best:.4f} at {best_it})").format(
+        iteration=data.get("iteration"), dice=float(data.get("mean_dice") or float("nan")),
+        best=float(data.get("best_mean_dice") or float("nan")), best_it=data.get("best_iteration"))
+
+
+def _describeStart(data: dict) -> str:
+    return _("training {framework} on {device}: iterations {start}..{end}, {labeled} labeled, {unlabeled} "
+             "unlabeled, {val} validation case(s)").format(
+        framework=data.get("framework"), device=data.get("device"), start=data.get("iteration"),
+        end=data.get("iterations"), labeled=data.get("labeled"), unlabeled=data.get("unlabeled"),
+        val=data.get("validation"))
+
+
+def _eventDescribers() -> dict:
+    """``scdl.events.EventKind`` -> the function that turns that kind's line object into a log line."""
+    from scdl.events import EventKind
+
+    return {
+        EventKind.PLAN: lambda data: str(data.get("text") or ""),
+        EventKind.ANNOTATION: lambda data: "\n".join(f"{c.get('case')}: " + tables.case_annotation_text(c)
+                                                     for c in data.get("cases") or []),
+        EventKind.VALIDATION: _describeValidation,
+        EventKind.CHECKPOINT: lambda data: _("checkpoint at iteration {iteration}").format(
+            iteration=data.get("iteration")),
+        EventKind.MODEL: lambda data: _("model package written: {path}").format(path=data.get("path")),
+        EventKind.START: _describeStart,
+        EventKind.INIT: lambda data: _("initialised from {model}: {n} classes kept, new: {new}").format(
+            model=data.get("init"), n=len(data.get("matched") or []), new=", ".join(data.get("new") or []) or "-"),
+    }

@@ -61,6 +61,24 @@ def uses_unlabeled(name: str) -> bool:
         return True
 
 
+def core_defaults() -> dict[str, Any]:
+    """The core's defaults of the settings the panel offers, by :class:`TrainOptions` field: framework and preset
+    (``scdl.training.config.DEFAULT_FRAMEWORK`` / ``DEFAULT_PRESET``), iterations, patch edge and batches
+    (``DEFAULTS``). The core owns them; they are read when needed, never at module load (no ``scdl`` import
+    here at file scope). The SCDL weight is the exception: its owner, ``scdl.method.SCDLConfig.lam``, is in a
+    package that imports torch, so :attr:`TrainOptions.scdl_weight` states the paper's 0.1 itself."""
+    from scdl.training.config import DEFAULT_FRAMEWORK, DEFAULT_PRESET, DEFAULTS
+
+    return {"framework": DEFAULT_FRAMEWORK.value, "preset": DEFAULT_PRESET.value,
+            "iterations": int(DEFAULTS["iterations"]), "patch_size": int(DEFAULTS["patch_size"][0]),
+            "labeled_batch": int(DEFAULTS["labeled_batch"]), "unlabeled_batch": int(DEFAULTS["unlabeled_batch"])}
+
+
+def _core_default(name: str) -> Any:
+    """A :class:`TrainOptions` field whose default is the core's (:func:`core_defaults`), read per instance."""
+    return field(default_factory=lambda: core_defaults()[name])
+
+
 def parse_advanced(text: str) -> list[str]:
     """``key = value`` lines -> ``["key=value", ...]`` (blank lines and ``#`` comments skipped).
 
@@ -91,19 +109,21 @@ class TrainOptions:
         patch_size: edge of the cubic patch; 0 = automatic: the initial model's patch when fine-tuning
             (what it was trained and slides with), else the preset's.
         advanced: ``key=value`` overrides (applied last).
+
+    Framework, iterations, preset, patch edge and batches default to the core's (:func:`core_defaults`).
     """
 
     run_dir: Path
     cohort: dict[str, Any]
-    framework: str = "cps-scdl"
-    iterations: int = 17000
+    framework: str = _core_default("framework")
+    iterations: int = _core_default("iterations")
     init: Optional[str] = None
     device: str = "auto"
-    preset: str = "paper"
+    preset: str = _core_default("preset")
     scdl_weight: float = 0.1
-    patch_size: int = 96
-    labeled_batch: int = 2
-    unlabeled_batch: int = 2
+    patch_size: int = _core_default("patch_size")
+    labeled_batch: int = _core_default("labeled_batch")
+    unlabeled_batch: int = _core_default("unlabeled_batch")
     advanced: list[str] = field(default_factory=list)
 
     # -- command lines -----------------------------------------------------------------------------

@@ -59,14 +59,28 @@ class CheckJob(ChildJob):
 
     def poll(self) -> list[ChildLine]:
         lines = super().poll()
+        takers = self._takers()
         for line in lines:
-            if line.kind == "event" and line.name == "problem":
-                self.problems.append({k: v for k, v in line.data.items() if k != "event"})
-            elif line.kind == "event" and line.name == "annotation":
-                self.annotation = [dict(c) for c in line.data.get("cases") or [] if isinstance(c, dict)]
-            elif line.kind == "event" and line.name == "plan":
-                self.plan = {k: v for k, v in line.data.items() if k != "event"}
+            take = takers.get(line.event_kind) if line.kind == "event" else None
+            if take is not None:
+                take(line.data)
         return lines
+
+    def _takers(self) -> dict:
+        """``scdl.events.EventKind`` -> the method that keeps that kind's line object (other kinds: ignored)."""
+        from scdl.events import EventKind
+
+        return {EventKind.PROBLEM: self._take_problem, EventKind.ANNOTATION: self._take_annotation,
+                EventKind.PLAN: self._take_plan}
+
+    def _take_problem(self, data: dict) -> None:
+        self.problems.append({k: v for k, v in data.items() if k != "event"})
+
+    def _take_annotation(self, data: dict) -> None:
+        self.annotation = [dict(c) for c in data.get("cases") or [] if isinstance(c, dict)]
+
+    def _take_plan(self, data: dict) -> None:
+        self.plan = {k: v for k, v in data.items() if k != "event"}
 
     def result(self) -> Optional[CohortCheck]:
         """The check's outcome once the child ended (None while running or when cancelled)."""

@@ -47,6 +47,21 @@ def test_the_log_describes_plan_annotation_and_the_validation_before(slicer_app)
     assert describe(before) == "before fine-tuning (the initial model): validation mean Dice 0.6100"
 
 
+def test_the_log_describes_the_events_by_kind(slicer_app):
+    from scdl.events import EventKind
+
+    from SCDLTrain import SCDLTrainLogic
+
+    assert SCDLTrainLogic.describedEvents() == {EventKind.PLAN, EventKind.ANNOTATION, EventKind.VALIDATION,
+                                                EventKind.CHECKPOINT, EventKind.MODEL, EventKind.START, EventKind.INIT}
+    describe = SCDLTrainLogic.describeEvent
+    assert describe({"event": "checkpoint", "iteration": 100, "path": "c.pt"}) == "checkpoint at iteration 100"
+    assert describe({"event": "init", "init": "m", "matched": ["liver"], "new": []}) == (
+        "initialised from m: 1 classes kept, new: -")
+    for other in ({"event": "iteration", "iteration": 3}, {"event": "a-newer-kind"}, {"event": ["no", "name"]}):
+        assert describe(other) == str(other)                            # shown as it came
+
+
 def test_the_result_shows_dice_per_organ_before_and_after(slicer_app):
     from SCDLTrain import SCDLTrainLogic
 

@@ -144,14 +144,27 @@ def test_parameter_names_in_the_ui_are_parameters_with_the_ui_ranges():
         assert limits and (limits[0].minimum, limits[0].maximum) == (props["minimum"], props["maximum"]), name
 
 
-def test_parameter_node_defaults_are_the_cores(slicer_app):
-    """The panel's defaults (evaluated at module load, where the core is not imported) are the core config's."""
-    from scdl.training.config import DEFAULT_FRAMEWORK, DEFAULT_PRESET, DEFAULTS
+def test_the_panels_defaults_are_read_from_the_core(slicer_app, tmp_path, monkeypatch):
+    """Framework, iterations, patch, batches and preset: the panel's defaults and ``TrainOptions``' are the core
+    configuration's, read when a node or options are made (a patched core value appears); a scene's saved value
+    is kept, and a node that lacks some (an older scene) gets the core's for those only."""
+    from scdl.training import config
 
     import SCDLTrain
-    from SCDLTrainLib import logic
+    from SCDLTrainLib import options
 
-    assert logic.PAPER_ITERATIONS == DEFAULTS["iterations"] and [logic.PAPER_PATCH] * 3 == list(DEFAULTS["patch_size"])
+    monkeypatch.setattr(config, "DEFAULT_FRAMEWORK", config.Framework.CPS)
+    monkeypatch.setattr(config, "DEFAULT_PRESET", config.Preset.CPU)
+    for key, value in {"iterations": 1234, "patch_size": [64, 64, 64], "labeled_batch": 3, "unlabeled_batch": 5}.items():
+        monkeypatch.setitem(config.DEFAULTS, key, value)
     node = SCDLTrain.SCDLTrainLogic().getParameterNode()
-    assert (node.framework, node.iterations, node.patchSize, node.cpuPreset) == (
-        DEFAULT_FRAMEWORK, DEFAULTS["iterations"], DEFAULTS["patch_size"][0], DEFAULT_PRESET == "cpu")
+    assert (node.framework, node.iterations, node.patchSize, node.labeledBatch, node.unlabeledBatch, node.cpuPreset) == (
+        "cps", 1234, 64, 3, 5, True)
+    opts = options.TrainOptions(run_dir=tmp_path, cohort={})
+    assert (opts.framework, opts.iterations, opts.patch_size, opts.labeled_batch, opts.unlabeled_batch, opts.preset) == (
+        "cps", 1234, 64, 3, 5, "cpu")
+    node.iterations, node.framework = 77, "supervised"                  # the scene's values
+    node.parameterNode.UnsetParameter("labeledBatch")                   # an older scene without this one
+    monkeypatch.setitem(config.DEFAULTS, "labeled_batch", 4)
+    again = SCDLTrain.SCDLTrainLogic().getParameterNode()
+    assert (again.iterations, again.framework, again.patchSize, again.labeledBatch) == (77, "supervised", 64, 4)
