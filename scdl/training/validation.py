@@ -9,7 +9,7 @@ Dice 0.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -18,13 +18,23 @@ from torch import nn
 from scdl.inference.config import InferenceSettings
 from scdl.inference.sliding_window import WindowConfig, predict_volume
 from scdl.metrics.dice import dice_per_class
+from scdl.progress import ProgressReporter
 from scdl.training.cache import CachedCase
+
+
+class ValidationScores(TypedDict):
+    """What :func:`validate` returns (C: classes with background; the lists cover the C-1 foreground classes)."""
+
+    dice: list[float]
+    mean_dice: float
+    per_case: list[list[float]]
+    found: list[float]
 
 
 def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: Sequence[int], n_classes: int,
              device: torch.device, *, overlap: float = InferenceSettings.overlap, sw_batch_size: int = 2,
-             mode: str = InferenceSettings.blending, amp: bool = True, progress: Any = None,
-             annotated: Optional[Sequence[np.ndarray]] = None) -> dict[str, Any]:
+             mode: str = InferenceSettings.blending, amp: bool = True, progress: Optional[ProgressReporter] = None,
+             annotated: Optional[Sequence[np.ndarray]] = None) -> ValidationScores:
     """Mean logits of ``networks`` on every case, Dice per class.
 
     Args:
@@ -32,6 +42,7 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
         patch: window (D, H, W).
         overlap, sw_batch_size, mode, amp: the sliding window (:class:`scdl.inference.sliding_window.WindowConfig`).
         annotated: per case a bool (C,) of its annotated classes (None: every class of every case).
+        progress: checked for cancellation before each case (None: not cancellable).
     Returns:
         ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...],
         "found": [C-1 floats: share of the cases whose ground truth has the class where the prediction has
@@ -69,5 +80,5 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
     hits = np.stack(found) if found else np.full((1, n_classes - 1), np.nan)
     with np.errstate(invalid="ignore"):
         found_share = [float(np.nanmean(col)) if np.isfinite(col).any() else float("nan") for col in hits.T]
-    return {"dice": [float(d) for d in dice], "mean_dice": mean, "per_case": [[float(v) for v in c] for c in per_case],
-            "found": found_share}
+    return ValidationScores(dice=[float(d) for d in dice], mean_dice=mean,
+                            per_case=[[float(v) for v in c] for c in per_case], found=found_share)
