@@ -10,11 +10,15 @@ the CT's grid and scored against the reference with ``scdl.metrics`` (Dice per o
 - ``none``: the network's argmax as it is;
 - ``largest_large``: the largest connected component of the large, one-piece organs only (liver, spleen,
   kidneys, stomach, aorta: :data:`LARGE_ORGANS`);
-- ``largest_all``: the largest connected component of every organ (the card's ``keep_largest_component``).
+- ``largest_all``: the largest connected component of every organ (the card's ``keep_largest_component``);
+- ``logits``: a second pass with ``label_resampling="logits"`` (the logits resampled linearly onto the CT grid,
+  argmax there, instead of the argmax on the model grid resampled nearest-neighbour);
+- ``logits_largest_large``: ``logits``, then the largest component of the large organs.
 
 Printed: per variant the mean over the cases of the headline mean (organs the reference contains) and the
 per-organ mean Dice, and per variant the organs that lose more than 0.01 against ``none``. The model card's
-``inference.largest_component_organs`` is chosen from this table (docs/inference.md).
+``inference.largest_component_organs`` and ``inference.label_resampling`` are chosen from this table
+(docs/inference.md).
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import numpy as np
 
 #: The one-piece large organs of the Synapse table (issue 27: +0.9 Dice points on real CT, no organ worse).
 LARGE_ORGANS: tuple[str, ...] = ("liver", "spleen", "right kidney", "left kidney", "stomach", "aorta")
-VARIANTS: tuple[str, ...] = ("none", "largest_large", "largest_all")
+VARIANTS: tuple[str, ...] = ("none", "largest_large", "largest_all", "logits", "logits_largest_large")
 
 
-def _variant(labels: np.ndarray, name: str, values: list[int]) -> np.ndarray:
+def _variant(nearest: np.ndarray, logits: np.ndarray, name: str, values: list[int]) -> np.ndarray:
     from scdl.processing.postprocess import keep_largest_component
 
-    if name == "none":
+    labels = logits if name.startswith("logits") else nearest
+    if name in ("none", "logits"):
         return labels
     return keep_largest_component(labels, None if name == "largest_all" else values)
 
@@ -60,13 +65,17 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     for row in rows:
         case = Path(row["image"]).name.split(".")[0]
         image = read_ct(row["image"])
-        result = segment_image(image, pkg, device="cpu", keep_largest=False, confidence=False)
+        result = segment_image(image, pkg, device="cpu", keep_largest=False, confidence=False,
+                               label_resampling="nearest")
         pred = sitk.GetArrayFromImage(result.labels)
+        pred_logits = sitk.GetArrayFromImage(segment_image(image, pkg, device="cpu", keep_largest=False,
+                                                           confidence=False, label_resampling="logits").labels)
         gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=result.labels, resample=True))
         gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
         spacing = tuple(float(s) for s in result.labels.GetSpacing())[::-1]
         for variant in VARIANTS:
-            scores, _ = evaluate_arrays(_variant(pred, variant, large), gt, spacing, pkg.labels, gt_table)
+            scores, _ = evaluate_arrays(_variant(pred, pred_logits, variant, large), gt, spacing, pkg.labels,
+                                        gt_table)
             out[variant]["cases"][case] = summary(scores)["dice"]
             for s in scores:
                 if s.gt_voxels > 0:

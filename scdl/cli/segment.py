@@ -6,6 +6,7 @@ import argparse
 import math
 
 from scdl.events import ConfidenceEvent
+from scdl.models.card import LABEL_RESAMPLINGS
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -59,6 +60,10 @@ def register(subparsers) -> None:
                         help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 1)")
     parser.add_argument("--keep-largest", action="store_true", default=None,
                         help="keep only the largest connected component of each organ")
+    parser.add_argument("--label-resampling", choices=LABEL_RESAMPLINGS, default=None,
+                        help="how labels reach the CT's grid: 'nearest' (argmax on the model grid, then nearest "
+                             "neighbour) or 'logits' (logits resampled linearly onto the CT grid, argmax there; "
+                             "smoother borders on fine CT grids). Default: the model card's (docs/inference.md)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the model card's warnings in full (by default only at a model's first use "
                              "on this machine)")
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         sw_batch_size=args.sw_batch_size,
         keep_largest=args.keep_largest,
+        label_resampling=args.label_resampling,
         verbose=args.verbose or progress.mode == "json",      # a program (the Slicer module) decides itself
     )
     timings = {k: round(v, 3) for k, v in result.timings.items()}

@@ -25,10 +25,17 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from scdl.errors import ScdlError
-from scdl.models.card import BLENDINGS, DEFAULT_INFERENCE, Blending  # noqa: F401 - Blending: importable here too
+from scdl.models.card import (  # noqa: F401 - Blending, LabelResampling: importable here too
+    BLENDINGS,
+    DEFAULT_INFERENCE,
+    DEFAULT_LABEL_RESAMPLING,
+    LABEL_RESAMPLINGS,
+    Blending,
+    LabelResampling,
+)
 
 _KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component",
-          "largest_component_organs", "cpu_channels_last"}
+          "largest_component_organs", "cpu_channels_last", "label_resampling"}
 
 
 #: On the CPU, windows of at most this many voxels go 4 per forward, bigger ones 1. Measured (2 cores, torch
@@ -60,6 +67,11 @@ class InferenceSettings:
             float32 time idle (0.64x under load) with every label identical. Not taken, measured in the same
             runs: bfloat16 autocast (0.62x, but 0.008 % of the voxels change label), ``torch.compile`` (0.85x idle,
             1.44x under load, 2.3 min to compile on first use).
+        label_resampling: how the answer reaches the CT's grid (:class:`LabelResampling`): ``"nearest"``
+            (argmax on the model grid, labels resampled nearest-neighbour) or ``"logits"`` (the blended logits
+            resampled linearly onto the CT grid, one class at a time, argmax there: smoother borders on a CT
+            finer than the model grid, memory about 9 bytes per CT voxel). Chosen on validation:
+            docs/inference.md.
     """
 
     overlap: float = DEFAULT_INFERENCE["overlap"]
@@ -70,8 +82,13 @@ class InferenceSettings:
     keep_largest_component: bool = DEFAULT_INFERENCE["keep_largest_component"]
     largest_component_organs: tuple[str, ...] = ()
     cpu_channels_last: bool = True
+    label_resampling: str = DEFAULT_LABEL_RESAMPLING.value
 
     def __post_init__(self) -> None:
+        if str(self.label_resampling) not in LABEL_RESAMPLINGS:
+            raise ValueError(f"label_resampling must be one of {', '.join(LABEL_RESAMPLINGS)}, "
+                             f"not {self.label_resampling!r}")
+        object.__setattr__(self, "label_resampling", str(self.label_resampling))
         organs = self.largest_component_organs
         if isinstance(organs, str) or not all(isinstance(o, str) for o in organs or ()):
             raise ValueError(f"largest_component_organs must be a list of organ names, not {organs!r}")
@@ -87,7 +104,8 @@ class InferenceSettings:
             settings.window_config((16, 16, 16), "cpu")  # validates the values
         except (TypeError, ValueError) as err:
             raise ScdlError(f"invalid inference settings: {err}",
-                            fix=f"use an overlap in [0, 1), a positive sw_batch_size, blending {'|'.join(BLENDINGS)}.") from err
+                            fix=f"use an overlap in [0, 1), a positive sw_batch_size, blending {'|'.join(BLENDINGS)}, "
+                                f"label_resampling {'|'.join(LABEL_RESAMPLINGS)}.") from err
         return settings
 
     def window_config(self, roi_size: tuple[int, int, int], device_type: str) -> WindowConfig:

@@ -9,7 +9,8 @@ This is the public entry point for the Slicer modules, ``scdl segment`` and ``sc
 
 Steps (progress phases): preprocess (reorient, resample, window) -> infer (sliding windows of the ensemble,
 argmax streamed slab by slab) -> postprocess (optional largest component, inverse resampling of the
-INTEGER labels onto the input grid, uncertainty resampled linearly).
+INTEGER labels onto the input grid, uncertainty resampled linearly; or, with ``label_resampling="logits"``,
+the logits resampled linearly onto the input grid class by class and the argmax taken there).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from scdl.errors import ScdlError
-from scdl.inference.config import InferenceSettings
+from scdl.inference.config import InferenceSettings, LabelResampling
 from scdl.inference.device import resolve_device, with_cpu_fallback
 from scdl.labels.protocol import LabelTableLike
 from scdl.progress import Progress, ProgressReporter
@@ -95,7 +96,7 @@ def _label_names(table) -> dict[int, str]:
 
 
 def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: ProgressReporter,
-                 uncertainty: bool, max_prob: bool, networks: Optional[Sequence] = None):
+                 uncertainty: bool, max_prob: bool, networks: Optional[Sequence] = None, keep_logits: bool = False):
     """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry."""
     import torch
 
@@ -122,7 +123,7 @@ def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, dev
 
         try:
             return predict_volume(arr, nets, config, dev, max_prob=max_prob, uncertainty=uncertainty,
-                                  on_batch=on_batch), dev
+                                  keep_logits=keep_logits, on_batch=on_batch), dev
         finally:
             if "phase" in phase_box:
                 phase_box["phase"].close()
@@ -143,6 +144,7 @@ def segment_image(
     overlap: Optional[float] = None,
     sw_batch_size: Optional[int] = None,
     keep_largest: Optional[bool] = None,
+    label_resampling: Optional[str] = None,
     confidence: bool = True,
     networks: Optional[Sequence] = None,
     channels_last: Optional[bool] = None,
@@ -155,7 +157,8 @@ def segment_image(
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA missing or out of memory -> CPU + warning).
         progress: reporter for the phases preprocess / infer / postprocess (default: silent).
         uncertainty: also compute the uncertainty map on the input grid.
-        overlap, sw_batch_size, keep_largest: override the card's ``inference`` section.
+        overlap, sw_batch_size, keep_largest, label_resampling: override the card's ``inference`` section
+            (``label_resampling``: ``"nearest"`` or ``"logits"``, :class:`scdl.inference.config.LabelResampling`).
         confidence: compute the per-organ mean max-probability.
         networks: use these (eval-mode) networks instead of ``package.build_networks`` (benchmarks, tests).
         channels_last: override ``InferenceSettings.cpu_channels_last`` (None: the setting, True).
@@ -174,7 +177,9 @@ def segment_image(
     pkg = load_package(package)
     card = pkg.card
     settings = InferenceSettings.from_card(card, overlap=overlap, sw_batch_size=sw_batch_size,
-                                           keep_largest_component=keep_largest, cpu_channels_last=channels_last)
+                                           keep_largest_component=keep_largest, cpu_channels_last=channels_last,
+                                           label_resampling=label_resampling)
+    via_logits = settings.label_resampling == LabelResampling.LOGITS
     timings: dict[str, float] = {}
     dev = resolve_device(device, warn=progress.warning)
 
@@ -187,7 +192,7 @@ def segment_image(
 
     t0 = time.perf_counter()
     outputs, used = _run_windows(arr, pkg, settings, pre.patch_size, dev, progress, uncertainty, confidence,
-                                 networks)
+                                 networks, keep_logits=via_logits)
     del arr
     timings["infer"] = time.perf_counter() - t0
 
@@ -198,7 +203,7 @@ def segment_image(
     steps = 1 + int(clean) + int(uncertainty) + int(confidence)
     with progress.phase("postprocess", steps) as phase:
         labels = outputs.labels.numpy()
-        if clean:
+        if clean and not via_logits:
             labels = keep_largest_component(labels, largest_values)
             phase.advance()
         organ_conf: dict[str, Optional[float]] = {}
@@ -209,7 +214,19 @@ def segment_image(
                                           _label_names(pkg.labels))
             phase.advance()
         outputs.max_prob = None
-        label_img = pre.inverse_labels(labels, ctx)
+        if via_logits:      # argmax on the CT grid; the largest component is then taken there
+            label_img = pre.inverse_argmax(outputs.logits.numpy(), ctx)
+            outputs.logits = None
+            if clean:
+                import SimpleITK as sitk
+
+                kept = keep_largest_component(sitk.GetArrayFromImage(label_img), largest_values)
+                cleaned = sitk.GetImageFromArray(kept)
+                cleaned.CopyInformation(label_img)
+                label_img = cleaned
+                phase.advance()
+        else:
+            label_img = pre.inverse_labels(labels, ctx)
         del labels
         phase.advance()
         unc_img = None

@@ -119,6 +119,7 @@ def segment_file(
     overlap: Optional[float] = None,
     sw_batch_size: Optional[int] = None,
     keep_largest: Optional[bool] = None,
+    label_resampling: Optional[str] = None,
     verbose: bool = False,
 ) -> SegmentFileResult:
     """Segment the CT at ``input_path`` and write the label map to ``output_path``.
@@ -133,7 +134,7 @@ def segment_file(
         preview: optional PNG with axial + coronal overlays and a legend.
         uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
         series_uid: the DICOM series to read when a folder holds several.
-        overlap, sw_batch_size, keep_largest: override the model card's inference settings.
+        overlap, sw_batch_size, keep_largest, label_resampling: override the model card's inference settings.
         verbose: show the model card's warnings in full even when they were shown before on this machine.
 
     Returns:
@@ -192,7 +193,8 @@ def segment_file(
         show_card_warnings(package.card, progress.warning, verbose=verbose, name=Path(package.path).name)
 
         result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
-                               overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest)
+                               overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest,
+                               label_resampling=label_resampling)
         _warn_if_empty(result, image, progress, package.card)
 
     t0 = time.perf_counter()

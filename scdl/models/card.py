@@ -40,6 +40,20 @@ class Blending(Choice):
 BLENDINGS: tuple[str, ...] = Blending.values()
 DEFAULT_BLENDING = Blending.GAUSSIAN
 
+
+class LabelResampling(Choice):
+    """How the network's answer reaches the CT's own grid (the card's ``inference.label_resampling``).
+
+    The networks run on the model grid (e.g. 3 mm); the CT usually has a finer one.
+    """
+
+    NEAREST = "nearest"     # argmax on the model grid, the integer labels resampled nearest-neighbour
+    LOGITS = "logits"       # the blended logits resampled linearly onto the CT grid, argmax there
+
+
+LABEL_RESAMPLINGS: tuple[str, ...] = LabelResampling.values()
+DEFAULT_LABEL_RESAMPLING = LabelResampling.NEAREST
+
 DEFAULT_INFERENCE: dict[str, Any] = {"overlap": 0.5, "blending": DEFAULT_BLENDING.value, "keep_largest_component": False}
 
 _FIX = "correct the model card (schema: docs/model_package.md) or re-create the package."
@@ -174,6 +188,9 @@ def validate_card(card: Any, path: Optional[os.PathLike | str] = None) -> dict[s
     organs = inference.get("largest_component_organs", [])
     if not isinstance(organs, list) or not all(isinstance(o, str) for o in organs):
         raise bad(f"field 'inference.largest_component_organs' must be a list of organ names, not {organs!r}.")
+    if inference.get("label_resampling", DEFAULT_LABEL_RESAMPLING.value) not in LABEL_RESAMPLINGS:
+        raise bad(f"field 'inference.label_resampling' must be one of {LABEL_RESAMPLINGS}, "
+                  f"not {inference['label_resampling']!r}.")
 
     prov = need("provenance", dict)
     need("created", str, prov, "provenance.")

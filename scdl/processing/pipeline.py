@@ -11,7 +11,7 @@ labels, linear for float maps) in one resampling pass, or by the inverse permuta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -127,7 +127,7 @@ class Preprocessor:
             del resampled
         else:
             view = ctx.reorientation.apply_array(sitk.GetArrayViewFromImage(image))
-            arr = np.ascontiguousarray(view, dtype=np.float32)
+            arr = np.array(view, dtype=np.float32, order="C", copy=True)   # writable: a float32 view is read-only
             del view
         arr = window_and_scale(arr, self.config.window, self.config.scale)
         return pad(arr, ctx.padding, self.config.padding_value), ctx
@@ -171,6 +171,41 @@ class Preprocessor:
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
         dtype, pixel = _label_pixel_type(hi, lo)
         return self._to_input_grid(arr.astype(dtype, copy=False), ctx, "nearest", pixel)
+
+    def inverse_argmax(self, logits: np.ndarray, ctx: PreprocessContext):
+        """Logits (C, D, H, W) on the network grid (padding included) -> argmax ``SimpleITK.Image`` on the input grid.
+
+        Each class's logits are resampled linearly onto the input grid, one class at a time, and the running
+        maximum decides the label: the memory is about 9 bytes per input voxel (a float32 maximum, a float32
+        class being compared, the labels), not C x 4. Where the model grid is a permutation/flip of the input
+        grid this equals :meth:`inverse_labels` of the argmax.
+        """
+        import SimpleITK as sitk
+
+        logits = np.asarray(logits)
+        if logits.ndim != 4:
+            raise ValueError(f"expected logits of shape (C, D, H, W), got {logits.shape}")
+        if not ctx.resampled:
+            return self.inverse_labels(np.argmax(logits, axis=0), ctx)
+        best: Optional[np.ndarray] = None
+        labels: Optional[np.ndarray] = None
+        dtype = np.uint8 if logits.shape[0] <= 256 else np.int32
+        for c in range(int(logits.shape[0])):
+            arr = self._unpad(logits[c], ctx).astype(np.float32, copy=False)
+            resampled = self._to_input_grid(arr, ctx, "linear", sitk.sitkFloat32)
+            channel = sitk.GetArrayViewFromImage(resampled)     # a view: ``resampled`` must outlive it
+            if best is None:
+                best = np.array(channel, dtype=np.float32)
+                labels = np.zeros(best.shape, dtype=dtype)
+                continue
+            higher = channel > best
+            labels[higher] = c
+            np.maximum(best, channel, out=best)
+        hi = int(labels.max()) if labels.size else 0
+        small, _ = _label_pixel_type(hi, 0)          # the same pixel type as inverse_labels would give
+        out = sitk.GetImageFromArray(labels.astype(small, copy=False))
+        ctx.input_grid.apply_to(out)
+        return out
 
     def inverse_scalar(self, values: np.ndarray, ctx: PreprocessContext):
         """Float (D, H, W) on the network grid (e.g. uncertainty) -> float32 ``SimpleITK.Image`` on the input grid (linear)."""
