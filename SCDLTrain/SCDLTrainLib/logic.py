@@ -42,7 +42,7 @@ class SCDLTrainParameterNode:
     runFolder - the current or last run (resume, curves, result).
     trainedModelId - the model the last finished run registered.
 
-    The core owns the defaults of framework, iterations, patchSize, labeledBatch, unlabeledBatch and cpuPreset
+    The core owns the defaults of framework, scdlWeight, iterations, patchSize, labeledBatch, unlabeledBatch and cpuPreset
     (``SCDLTrainLogic.coreDefaults``); the class body cannot import the core (module load stays light), so it
     holds placeholders there, and ``SCDLTrainLogic.getParameterNode`` gives a node without a saved value the
     core's.
@@ -58,7 +58,7 @@ class SCDLTrainParameterNode:
     segmentMapping: str = ""
     initModel: str = ""
     framework: str = ""                                          # placeholder: the core's (see above)
-    scdlWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.1
+    scdlWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.0      # placeholder
     iterations: Annotated[int, WithinRange(1, 1000000)] = 1      # placeholder
     patchSize: Annotated[int, WithinRange(0, 256)] = 0           # placeholder
     labeledBatch: Annotated[int, WithinRange(1, 64)] = 1         # placeholder
@@ -118,7 +118,8 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         from scdl.training.config import Preset
 
         core = options.core_defaults()
-        return {"framework": core["framework"], "iterations": core["iterations"], "patchSize": core["patch_size"],
+        return {"framework": core["framework"], "scdlWeight": core["scdl_weight"],
+                "iterations": core["iterations"], "patchSize": core["patch_size"],
                 "labeledBatch": core["labeled_batch"], "unlabeledBatch": core["unlabeled_batch"],
                 "cpuPreset": core["preset"] == Preset.CPU}
 

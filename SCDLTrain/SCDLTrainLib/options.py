@@ -64,12 +64,13 @@ def uses_unlabeled(name: str) -> bool:
 def core_defaults() -> dict[str, Any]:
     """The core's defaults of the settings the panel offers, by :class:`TrainOptions` field: framework and preset
     (``scdl.training.config.DEFAULT_FRAMEWORK`` / ``DEFAULT_PRESET``), iterations, patch edge and batches
-    (``DEFAULTS``). The core owns them; they are read when needed, never at module load (no ``scdl`` import
-    here at file scope). The SCDL weight is the exception: its owner, ``scdl.method.SCDLConfig.lam``, is in a
-    package that imports torch, so :attr:`TrainOptions.scdl_weight` states the paper's 0.1 itself."""
+    (``DEFAULTS``) and the SCDL weight (``scdl.method.config.SCDLConfig.lam``, the paper's λ). The core owns
+    them; they are read when needed, never at module load (no ``scdl`` import here at file scope; both core
+    modules import no torch)."""
+    from scdl.method.config import SCDLConfig
     from scdl.training.config import DEFAULT_FRAMEWORK, DEFAULT_PRESET, DEFAULTS
 
-    return {"framework": DEFAULT_FRAMEWORK.value, "preset": DEFAULT_PRESET.value,
+    return {"framework": DEFAULT_FRAMEWORK.value, "preset": DEFAULT_PRESET.value, "scdl_weight": float(SCDLConfig.lam),
             "iterations": int(DEFAULTS["iterations"]), "patch_size": int(DEFAULTS["patch_size"][0]),
             "labeled_batch": int(DEFAULTS["labeled_batch"]), "unlabeled_batch": int(DEFAULTS["unlabeled_batch"])}
 
@@ -120,7 +121,7 @@ class TrainOptions:
     init: Optional[str] = None
     device: str = "auto"
     preset: str = _core_default("preset")
-    scdl_weight: float = 0.1
+    scdl_weight: float = _core_default("scdl_weight")
     patch_size: int = _core_default("patch_size")
     labeled_batch: int = _core_default("labeled_batch")
     unlabeled_batch: int = _core_default("unlabeled_batch")

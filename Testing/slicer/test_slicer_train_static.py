@@ -145,19 +145,22 @@ def test_parameter_names_in_the_ui_are_parameters_with_the_ui_ranges():
 
 
 def test_the_panels_defaults_are_read_from_the_core(slicer_app, tmp_path, monkeypatch):
-    """Framework, iterations, patch, batches and preset: the panel's defaults and ``TrainOptions``' are the core
+    """Framework, SCDL weight, iterations, patch, batches and preset: the panel's defaults and ``TrainOptions``' are the core
     configuration's, read when a node or options are made (a patched core value appears); a scene's saved value
     is kept, and a node that lacks some (an older scene) gets the core's for those only."""
+    from scdl.method.config import SCDLConfig
     from scdl.training import config
 
     import SCDLTrain
     from SCDLTrainLib import options
 
+    monkeypatch.setattr(SCDLConfig, "lam", 0.25)
     monkeypatch.setattr(config, "DEFAULT_FRAMEWORK", config.Framework.CPS)
     monkeypatch.setattr(config, "DEFAULT_PRESET", config.Preset.CPU)
     for key, value in {"iterations": 1234, "patch_size": [64, 64, 64], "labeled_batch": 3, "unlabeled_batch": 5}.items():
         monkeypatch.setitem(config.DEFAULTS, key, value)
     node = SCDLTrain.SCDLTrainLogic().getParameterNode()
+    assert node.scdlWeight == 0.25 and options.TrainOptions(run_dir=tmp_path, cohort={}).scdl_weight == 0.25
     assert (node.framework, node.iterations, node.patchSize, node.labeledBatch, node.unlabeledBatch, node.cpuPreset) == (
         "cps", 1234, 64, 3, 5, True)
     opts = options.TrainOptions(run_dir=tmp_path, cohort={})
