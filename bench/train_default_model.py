@@ -10,13 +10,15 @@ Recipe (``Resources/Models/recipes/scdl-abdominal-ct/``): ``config.json`` is the
 1. cohort: patient A (TotalSegmentator silver labels, mapped to Synapse by name) is the labeled data, as two
    overlapping sub-volumes; anatomy cases (label maps, a new synthetic CT per sample) are labeled
    data too; synthetic phantoms (``scdl phantom``) are the unlabeled data; validation = CTs synthesised once
-   from the anatomy maps with unused seeds + one phantom. Patient B is held out: never trained on, never used to pick a checkpoint.
+   from an anatomy map kept out of training (s0328) + patient B (real CT, never trained on; from model 4 on it is the
+   validation case that picks the checkpoint and the ship decision, so its Dice is not a blind estimate).
 2. budget: unless ``--iterations`` is given, a short calibration run of ``scdl train`` measures iterations per
    second on this machine and the iteration count is set to fill ``--minutes``; a run that still overshoots
    the hard limit (``minutes x hard_limit_factor``) is stopped (SIGTERM, checkpoint) and packaged at the
    iteration it reached (``scdl train --resume RUN --iterations N``).
-3. ``scdl train``: validation every ``validation.every`` iterations on CTs synthesised from the anatomy maps
-   (``validation_synth``: new seeds, phases and deformations) and a phantom; the best checkpoint is shipped.
+3. ``scdl train``: validation every ``validation.every`` iterations on the CTs synthesised from the held-out map
+   (``validation_synth``: portal, native, arterial, a short slab, a scan ending in the liver) and patient B; the
+   best checkpoint is shipped.
 4. held-out metrics: ``scdl segment`` patient B's DICOM series, ``scdl evaluate`` against its label map
    (``--resample``, TotalSegmentator ids matched to Synapse by name): Dice, HD95, ASD per organ.
 5. package: the run's networks with a model card (training data and licences, framework, iterations, time,

@@ -20,6 +20,12 @@ def _bundled():
     return pkg.card, pkg.labels.names
 
 
+def _b_dice(card) -> str:
+    """Patient B's mean Dice as the card states it (two decimals): the text must show the card's own number."""
+    held = card["provenance"]["validation_metrics"]["held_out"]
+    return f"{held['totalsegmentator-fixtures/patient-B']['mean_dice_labelled_organs']:.2f}"
+
+
 def _catalog() -> list[dict]:
     data = json.loads((resources_dir() / "Catalog.json").read_text(encoding="utf-8"))
     return data["models"] if isinstance(data, dict) else data
@@ -38,8 +44,9 @@ def test_tooltip_of_the_bundled_model_is_compact() -> None:
     assert 4 <= len(lines) <= 7 and all(len(line) <= cardtext.TOOLTIP_WIDTH for line in lines), lines
     text = "\n".join(lines)
     assert not REPR.search(text) and "hd95" not in text
-    assert lines[0] == card["title"] and "version 4.0.0" in lines[1]
-    assert "13 classes + background" in lines and any(line.startswith("validation Dice 0.42") for line in lines)
+    assert lines[0] == card["title"] and f"version {card['version']}" in lines[1]
+    assert "13 classes + background" in lines and any(line.startswith(f"validation Dice {_b_dice(card)} (patient-B")
+                                                                for line in lines)
     assert lines[-1] == f"{len(card['warnings'])} warnings: see the model card"
     html = cardtext.card_tooltip_html(card, label_names=names)
     assert html.startswith("<p style='white-space:pre'><b>") and html.count("<br>") == len(lines) - 1
@@ -62,8 +69,8 @@ def test_full_card_text_html_markdown() -> None:
     text = cardtext.card_text(card, label_names=names, path="/p", networks=2)
     assert not REPR.search(text)
     first, second = text.splitlines()[:2]
-    assert first == card["title"] and second.split() == ["id:", "scdl-abdominal-ct", "(version", "4.0.0)"]
-    assert "spacing 3 x 3 x 3 mm" in text and "validation Dice 0.42" in text and "WARNING:" in text
+    assert first == card["title"] and second.split() == ["id:", "scdl-abdominal-ct", "(version", f"{card['version']})"]
+    assert "spacing 3 x 3 x 3 mm" in text and f"validation Dice {_b_dice(card)}" in text and "WARNING:" in text
     html = cardtext.card_html({**card, "title": "a <b> & c"})
     assert "a &lt;b&gt; &amp; c" in html and not REPR.search(html)
     md = cardtext.card_markdown(card, training_notes=["a note"])
@@ -93,4 +100,4 @@ def test_models_info_uses_it(capsys) -> None:
     assert main(["models", "info", "scdl-abdominal-ct"]) == 0
     out = capsys.readouterr().out
     card, names = _bundled()
-    assert out.startswith(card["title"] + "\n") and not REPR.search(out) and "validation Dice 0.42" in out
+    assert out.startswith(card["title"] + "\n") and not REPR.search(out) and f"validation Dice {_b_dice(card)}" in out

@@ -77,6 +77,7 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
     manifest, described = build_cohort(cohort, data, out / "cohort", options.smoke)
     calibration = None
     iterations = options.iterations or (SMOKE_ITERATIONS if options.smoke else None)
+    previous: dict[str, Any] = {}
     if options.package_only:
         previous = json.loads((out / "summary.json").read_text(encoding="utf-8")) if (out / "summary.json").is_file() else {}
         calibration = previous.get("calibration")
@@ -91,7 +92,10 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
         training = packaged_run(out / "train")
     else:
         training = train(manifest, config_path, out, iterations, options.device, cache, deadline, extra=extra)
-    training["init"] = init_identity(options.init)
+    # what the stage started from; --package-only keeps the identity its training run recorded (by then the
+    # installed model may already be this stage's)
+    recorded_init = previous.get("init") if options.package_only else None
+    training["init"] = init_identity(options.init) if options.init else recorded_init
     run_model = RunFolder(out / "train").model_dir
 
     run_pkg = ModelPackage.load(run_model, verify=True)
@@ -128,7 +132,7 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
         raise fail(f"{package}: {size:.1f} MB, over the {cohort['max_package_mb']} MB limit of a bundled model.")
     summary = {"package": str(package), "size_mb": round(size, 2), "iterations": card["provenance"]["iterations"],
                "training_time_s": card["provenance"]["training_time_s"], "held_out": held_out,
-               "calibration": calibration}
+               "calibration": calibration, "init": training["init"]}
     summary["demo"] = demo_check(package, resources, out / "demo", options.device, held_out)
     log(f"scdl demo with the package: {summary['demo']}")
     if compared is not None:
