@@ -298,9 +298,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     summary = out / "results.json"
     results: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
-    if results.get("iterations") not in (None, args.iterations) or (results.get("settings") or []) != list(args.set) \
-            or (results.get("inputs") or {}).get("spacing_mm", args.spacing or "the map's own grid") != (
-                args.spacing or "the map's own grid"):
+    grid = args.spacing or "the map's own grid"
+    if results and (results.get("iterations") not in (None, args.iterations)
+                    or (results.get("settings") or []) != list(args.set)
+                    or (results.get("inputs") or {}).get("spacing_mm", grid) != grid):
         ap.error(f"{out} holds results of other settings ({results.get('iterations')} iterations, "
                  f"--set {results.get('settings')}): use another --out")
     results.update({"iterations": args.iterations, "model": args.model, "rows": rows, "cases": list(cases),
