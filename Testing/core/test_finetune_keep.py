@@ -173,6 +173,23 @@ def test_fine_tune_inherits_the_recipe_unless_overridden(tmp_path: Path) -> None
     assert "records no training recipe" in inherited_line(bare["init"])
 
 
+def test_norm_stats_auto_freezes_only_a_recipe_fine_tune_at_the_scaled_rate() -> None:
+    """finetune.norm_stats "auto" (the default): frozen when the run inherits a recipe and scales its learning
+    rate (measured better, docs/training.md), update for a fresh run, a card without a recipe (the preset's SGD
+    0.01 collapsed with frozen statistics), a rate the user chose, or an explicit choice; the log line says it."""
+    from scdl.training.finetune import inherited_line
+
+    fine = resolve_config("paper", init=_card(RECIPE))
+    assert fine["finetune"]["norm_stats"] == "frozen" and fine["init"]["norm_stats_frozen"] is True
+    assert "batch-norm statistics frozen" in inherited_line(fine["init"])
+    assert resolve_config("cpu")["finetune"]["norm_stats"] == "update"
+    assert resolve_config("cpu", init=_card())["finetune"]["norm_stats"] == "update"
+    own_lr = resolve_config("paper", overrides=["optimizer.lr=0.0005"], init=_card(RECIPE))
+    assert own_lr["finetune"]["norm_stats"] == "update" and "batch-norm" not in inherited_line(own_lr["init"])
+    chosen = resolve_config("paper", overrides=["finetune.norm_stats=update"], init=_card(RECIPE))
+    assert chosen["finetune"]["norm_stats"] == "update" and "norm_stats_frozen" not in chosen["init"]
+
+
 def test_cards_of_scdl_train_record_their_recipe(tmp_path: Path) -> None:
     """A model trained by scdl train is a recipe for its own fine-tunes: the card records the settings."""
     from scdl.training.finetune import recipe_layer

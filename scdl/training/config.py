@@ -69,8 +69,9 @@ DEFAULT_PRESET = Preset.PAPER
 #: Optimisers of ``optimizer.name``: the paper's SGD (momentum, weight decay, poly decay) or AdamW (same decay).
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 
-#: ``finetune.norm_stats``: batch-norm running statistics while training (see DEFAULTS).
-NORM_STATS: tuple[str, ...] = ("update", "frozen")
+#: ``finetune.norm_stats``: batch-norm running statistics while training (see DEFAULTS); ``auto`` is resolved by
+#: :func:`resolve_config` to one of the other two.
+NORM_STATS: tuple[str, ...] = ("auto", "update", "frozen")
 
 #: The paper's setting (METHOD.md §2, §5). Values the paper does not state are marked "ours".
 DEFAULTS: dict[str, Any] = {
@@ -127,7 +128,11 @@ DEFAULTS: dict[str, Any] = {
     # BN: normalisation by the stored statistics, affine weights still learn). Measured on the validation CT
     # (patient A, all organs; bench/finetune_partial.py): fine-tuning the default model with frozen statistics
     # and the CPU preset's SGD (lr 0.01) collapsed (mean Dice 0.81 -> 0.03 after 30 iterations), with updated
-    # statistics it kept every organ (0.77 after 30, 0.82 after 200). Frozen is there for large-batch GPU runs.
+    # statistics it kept every organ (0.77 after 30, 0.82 after 200). "auto" (the default): frozen for a fine-tune
+    # that inherits a recipe at the scaled learning rate (``lr_scale`` below; AdamW 0.001 for the default model),
+    # update otherwise. Measured with bench/finetune_protocol.py (docs/training.md, issue 24): at 100 iterations
+    # from 4.0.0 and at 200 from 4.1.0, frozen statistics gained more on the drawn liver (patient B +0.19 vs +0.11,
+    # +0.31 vs +0.18) and kept the other organs as well or better (organs below -0.02: 3 vs 5, 7 vs 7).
     # --init only (docs/training.md "Fine-tuning"): ``inherit``: the init model's training recipe (its card's
     # provenance.recipe.config: optimizer, step, scdl, sampling, augment, batch; scdl.training.finetune.INHERITED)
     # is a layer between the preset and --config/flags/--set; ``keep_weight`` / ``keep_temperature``: the
@@ -136,7 +141,7 @@ DEFAULTS: dict[str, Any] = {
     # ``lr_scale``: the inherited learning rate times this, unless the user sets optimizer.lr (measured with
     # bench/finetune_protocol.py, docs/training.md: AdamW at the recipe's 0.01 moved the organs a liver-only case
     # does not draw by up to -0.2 Dice; at 0.001 they stayed within -0.06 while the liver gained +0.06...+0.11)
-    "finetune": {"norm_stats": "update", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0,
+    "finetune": {"norm_stats": "auto", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0,
                  "lr_scale": 0.1},
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
@@ -303,6 +308,11 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
             recipe_lr = float(config["optimizer"]["lr"])   # the inherited rate, scaled for a fine-tune
             config["optimizer"]["lr"] = recipe_lr * float(scale)
             config["init"]["lr_scaled"] = [recipe_lr, config["optimizer"]["lr"]]
+    if config["finetune"].get("norm_stats") == "auto":     # see DEFAULTS: frozen for a recipe fine-tune at the scaled rate
+        frozen = bool((config.get("init") or {}).get("lr_scaled"))
+        config["finetune"]["norm_stats"] = "frozen" if frozen else "update"
+        if frozen:
+            config["init"]["norm_stats_frozen"] = True
     validate_config(config)
     return config
 
@@ -415,7 +425,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
                   "model's recipe.")
     if config["finetune"]["norm_stats"] not in NORM_STATS:
         raise bad("finetune.norm_stats", f"{config['finetune']['norm_stats']!r} is not one of {', '.join(NORM_STATS)}.",
-                  "use update (the default) or frozen.")
+                  "use auto (the default: frozen for a fine-tune at the scaled learning rate), update or frozen.")
     if not isinstance(config["threads"], int) or config["threads"] < 0:
         raise bad("threads", f"{config['threads']!r} is not an integer >= 0.", "use 0 (torch's default) or 1, 2, ...")
     workers = config["data"]["num_workers"]

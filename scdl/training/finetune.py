@@ -57,6 +57,9 @@ def inherited_line(init: Mapping[str, Any]) -> str:
     if scaled:
         line += (f"; learning rate {show(scaled[1])} = the recipe's {show(scaled[0])} x finetune.lr_scale "
                  "(a fine-tune moves less; --set optimizer.lr=... to choose it)")
+    if init.get("norm_stats_frozen"):
+        line += ("; batch-norm statistics frozen (finetune.norm_stats auto; --set finetune.norm_stats=update to let "
+                 "them follow your scans)")
     yours = init.get("yours") or {}
     if yours:
         line += "; your settings kept: " + ", ".join(f"{k}={show(v[1])} (recipe {show(v[0])})" for k, v in yours.items())
