@@ -312,3 +312,17 @@ def test_float16_package_loads_into_float32_networks(tmp_path):
         b = half.build_networks()[0](x)
     assert next(half.build_networks()[0].parameters()).dtype == torch.float32
     assert torch.allclose(a, b, atol=1e-2 * float(a.abs().max()))
+
+
+def test_float16_overflow_names_the_weights_float16_cannot_hold():
+    """A batch-norm running variance above 65504 becomes infinite in float16 (stage 4c's did): the release keeps
+    float32 for such a model instead of failing on the non-finite check."""
+    import torch
+
+    from scdl.release.package import float16_overflow, half_states
+
+    states = [{"a.weight": torch.ones(3), "bn.running_var": torch.tensor([1.0, 7.0e4]),
+               "bn.num_batches_tracked": torch.tensor(10**6)}]
+    assert float16_overflow(states) == ["net0.bn.running_var"]
+    assert not torch.isfinite(half_states(states)[0]["bn.running_var"]).all()
+    assert float16_overflow([{"a.weight": torch.full((2,), 6.0e4)}]) == []

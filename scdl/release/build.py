@@ -16,7 +16,14 @@ from typing import Any, Optional, Sequence
 from scdl.release.card import build_card, machine_info
 from scdl.release.cohort import build_cohort
 from scdl.release.commands import fail, log
-from scdl.release.package import demo_check, half_states, install, package_size_mb, write_package
+from scdl.release.package import (
+    demo_check,
+    float16_overflow,
+    half_states,
+    install,
+    package_size_mb,
+    write_package,
+)
 from scdl.release.recipe import DEFAULT_DATA, RECIPE, load_card_text, load_recipe
 from scdl.release.scoring import held_out_metrics, labels_identical, ship_refusal, validation_scores
 from scdl.release.training import SMOKE_ITERATIONS, init_identity, measure_speed, packaged_run, plan_iterations, train
@@ -114,7 +121,11 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
     card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, options.smoke, compared,
                       text=text)
     package = write_package(card, run_pkg.state_dicts(), run_pkg.labels, out / "package", text=text)
-    if cohort.get("weights_float16") and not options.smoke:
+    too_big = float16_overflow(run_pkg.state_dicts()) if cohort.get("weights_float16") else []
+    if too_big:
+        log(f"float16 weights: {len(too_big)} tensor(s) hold values beyond float16's range (e.g. {too_big[0]}): "
+            "the package keeps float32")
+    if cohort.get("weights_float16") and not options.smoke and not too_big:
         # float16 weights halve the package (the repository grows by every shipped version): taken only if the
         # labels of every validation case are identical to float32's
         half = write_package({**card, "weights_dtype": "float16"}, half_states(run_pkg.state_dicts()),

@@ -33,6 +33,16 @@ def half_states(states: list[dict]) -> list[dict]:
     return [{k: (v.half() if v.is_floating_point() else v) for k, v in state.items()} for state in states]
 
 
+def float16_overflow(states: list[dict]) -> list[str]:
+    """Names (``net<i>.<key>``) of the finite float tensors that float16 cannot hold: a value beyond its range
+    (65504; e.g. a batch-norm running variance) would become infinite, so such weights stay float32."""
+    import torch
+
+    limit = float(torch.finfo(torch.float16).max)
+    return [f"net{i}.{k}" for i, state in enumerate(states) for k, v in state.items()
+            if v.is_floating_point() and v.numel() and float(v.abs().max()) > limit]
+
+
 def package_size_mb(folder: Path) -> float:
     """Size of a package folder's files in MB."""
     return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
