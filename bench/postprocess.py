@@ -4,7 +4,7 @@
         [--model OTHER ...] [--json out.json]
 
 For every model and every ``val`` row of a cohort manifest (image, label map, its label table), the CT is
-segmented ONCE (``segment_image`` without post-processing); then each variant is applied to the label map on
+segmented ONCE per resampling (``segment_image`` without post-processing, whatever the card says); then each variant is applied to the label map on
 the CT's grid and scored against the reference with ``scdl.metrics`` (Dice per organ on the native grid):
 
 - ``none``: the network's argmax as it is;
@@ -65,11 +65,12 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     for row in rows:
         case = Path(row["image"]).name.split(".")[0]
         image = read_ct(row["image"])
-        result = segment_image(image, pkg, device="cpu", keep_largest=False, confidence=False,
-                               label_resampling="nearest")
+        result = segment_image(image, pkg, device="cpu", keep_largest=False, largest_component_organs=(),
+                               confidence=False, label_resampling="nearest")
         pred = sitk.GetArrayFromImage(result.labels)
         pred_logits = sitk.GetArrayFromImage(segment_image(image, pkg, device="cpu", keep_largest=False,
-                                                           confidence=False, label_resampling="logits").labels)
+                                                           largest_component_organs=(), confidence=False,
+                                                           label_resampling="logits").labels)
         gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=result.labels, resample=True))
         gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
         spacing = tuple(float(s) for s in result.labels.GetSpacing())[::-1]

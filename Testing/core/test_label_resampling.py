@@ -136,3 +136,14 @@ def test_segment_image_with_logits_on_patient_b(tiny_model, patient_b_ct):
     assert b.labels.GetSize() == ct.GetSize() and b.labels.GetSpacing() == ct.GetSpacing()
     la, lb = sitk.GetArrayFromImage(a.labels), sitk.GetArrayFromImage(b.labels)
     assert 0.5 < float((la == lb).mean()) < 1.0
+
+
+def test_card_post_processing_can_be_switched_off_per_call(tiny_model):
+    """``largest_component_organs=()`` (what ``segment_image`` passes on) overrides a card that names organs
+    (bench/postprocess.py compares against no post-processing whatever the card says)."""
+    import json
+
+    card = json.loads((tiny_model / "card.json").read_text(encoding="utf-8"))
+    card["inference"]["largest_component_organs"] = ["liver"]
+    assert InferenceSettings.from_card(card).largest_component_organs == ("liver",)
+    assert InferenceSettings.from_card(card, largest_component_organs=()).largest_component_organs == ()

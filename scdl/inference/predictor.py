@@ -144,6 +144,7 @@ def segment_image(
     overlap: Optional[float] = None,
     sw_batch_size: Optional[int] = None,
     keep_largest: Optional[bool] = None,
+    largest_component_organs: Optional[Sequence[str]] = None,
     label_resampling: Optional[str] = None,
     confidence: bool = True,
     networks: Optional[Sequence] = None,
@@ -157,8 +158,9 @@ def segment_image(
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA missing or out of memory -> CPU + warning).
         progress: reporter for the phases preprocess / infer / postprocess (default: silent).
         uncertainty: also compute the uncertainty map on the input grid.
-        overlap, sw_batch_size, keep_largest, label_resampling: override the card's ``inference`` section
-            (``label_resampling``: ``"nearest"`` or ``"logits"``, :class:`scdl.inference.config.LabelResampling`).
+        overlap, sw_batch_size, keep_largest, largest_component_organs, label_resampling: override the card's
+            ``inference`` section (``largest_component_organs=()``: no organ; ``label_resampling``: ``"nearest"``
+            or ``"logits"``, :class:`scdl.inference.config.LabelResampling`).
         confidence: compute the per-organ mean max-probability.
         networks: use these (eval-mode) networks instead of ``package.build_networks`` (benchmarks, tests).
         channels_last: override ``InferenceSettings.cpu_channels_last`` (None: the setting, True).
@@ -178,7 +180,9 @@ def segment_image(
     card = pkg.card
     settings = InferenceSettings.from_card(card, overlap=overlap, sw_batch_size=sw_batch_size,
                                            keep_largest_component=keep_largest, cpu_channels_last=channels_last,
-                                           label_resampling=label_resampling)
+                                           label_resampling=label_resampling,
+                                           largest_component_organs=(None if largest_component_organs is None
+                                                                     else tuple(largest_component_organs)))
     via_logits = settings.label_resampling == LabelResampling.LOGITS
     timings: dict[str, float] = {}
     dev = resolve_device(device, warn=progress.warning)
