@@ -147,3 +147,24 @@ def test_card_post_processing_can_be_switched_off_per_call(tiny_model):
     card["inference"]["largest_component_organs"] = ["liver"]
     assert InferenceSettings.from_card(card).largest_component_organs == ("liver",)
     assert InferenceSettings.from_card(card, largest_component_organs=()).largest_component_organs == ()
+
+
+def test_largest_component_organs_flag_and_the_release_flags():
+    """``scdl segment --largest-component-organs`` (names, or 'none'), and the release scoring that applies a
+    recipe's card post-processing to a run's model, so held-out numbers and the demo are the shipped package's."""
+    import argparse
+
+    from scdl.cli import segment
+    from scdl.release.scoring import inference_flags
+
+    parser = argparse.ArgumentParser()
+    segment.register(parser.add_subparsers())
+    args = parser.parse_args(["segment", "ct.nii.gz", "-o", "x.nii.gz", "--largest-component-organs",
+                              "liver, right kidney"])
+    assert segment.organ_list(args.largest_component_organs) == ("liver", "right kidney")
+    assert segment.organ_list("none") == () and segment.organ_list("") == () and segment.organ_list(None) is None
+    assert inference_flags(None) == []
+    assert inference_flags({"largest_component_organs": ["liver", "aorta"], "label_resampling": "nearest"}) == [
+        "--largest-component-organs", "liver,aorta", "--label-resampling", "nearest"]
+    assert inference_flags({"keep_largest_component": True}) == ["--largest-component-organs", "none",
+                                                                  "--keep-largest"]

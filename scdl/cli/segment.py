@@ -60,6 +60,10 @@ def register(subparsers) -> None:
                         help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 1)")
     parser.add_argument("--keep-largest", action="store_true", default=None,
                         help="keep only the largest connected component of each organ")
+    parser.add_argument("--largest-component-organs", default=None, metavar="NAMES",
+                        help="keep the largest connected component of these organs only: names of the model's "
+                             "label table, comma-separated ('liver,spleen,right kidney'); 'none' for no organ "
+                             "(default: the model card's inference.largest_component_organs)")
     parser.add_argument("--label-resampling", choices=LABEL_RESAMPLINGS, default=None,
                         help="how labels reach the CT's grid: 'nearest' (argmax on the model grid, then nearest "
                              "neighbour) or 'logits' (logits resampled linearly onto the CT grid, argmax there; "
@@ -68,6 +72,14 @@ def register(subparsers) -> None:
                         help="show the model card's warnings in full (by default only at a model's first use "
                              "on this machine)")
     parser.set_defaults(func=run)
+
+
+def organ_list(text: "str | None") -> "tuple[str, ...] | None":
+    """``--largest-component-organs``: None (not given) -> None; ``none`` or empty -> (); else the names."""
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if names in ((), ("none",)) else names
 
 
 def _print_confidence(confidence: dict, stream) -> None:
@@ -106,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         sw_batch_size=args.sw_batch_size,
         keep_largest=args.keep_largest,
         label_resampling=args.label_resampling,
+        largest_component_organs=organ_list(args.largest_component_organs),
         verbose=args.verbose or progress.mode == "json",      # a program (the Slicer module) decides itself
     )
     timings = {k: round(v, 3) for k, v in result.timings.items()}

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from scdl.errors import ScdlError
 from scdl.io.atomic import atomic_path
@@ -120,6 +120,7 @@ def segment_file(
     sw_batch_size: Optional[int] = None,
     keep_largest: Optional[bool] = None,
     label_resampling: Optional[str] = None,
+    largest_component_organs: Optional[Sequence[str]] = None,
     verbose: bool = False,
 ) -> SegmentFileResult:
     """Segment the CT at ``input_path`` and write the label map to ``output_path``.
@@ -134,7 +135,8 @@ def segment_file(
         preview: optional PNG with axial + coronal overlays and a legend.
         uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
         series_uid: the DICOM series to read when a folder holds several.
-        overlap, sw_batch_size, keep_largest, label_resampling: override the model card's inference settings.
+        overlap, sw_batch_size, keep_largest, label_resampling, largest_component_organs: override the model
+            card's inference settings (``largest_component_organs=()``: no organ).
         verbose: show the model card's warnings in full even when they were shown before on this machine.
 
     Returns:
@@ -194,7 +196,8 @@ def segment_file(
 
         result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
                                overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest,
-                               label_resampling=label_resampling)
+                               label_resampling=label_resampling,
+                               largest_component_organs=largest_component_organs)
         _warn_if_empty(result, image, progress, package.card)
 
     t0 = time.perf_counter()

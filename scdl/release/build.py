@@ -113,7 +113,8 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
     compared = None
     if not options.smoke and (installed_pkg / "card.json").is_file():
         # the ship decision: the new build against the installed model on the SAME validation cases
-        compared = {"new": validation_scores(run_model, manifest, out / "validation" / "new", options.device),
+        compared = {"new": validation_scores(run_model, manifest, out / "validation" / "new", options.device,
+                                             cohort.get("inference")),
                     "installed": validation_scores(installed_pkg, manifest, out / "validation" / "installed",
                                                    options.device)}
         compared["installed_version"] = json.loads((installed_pkg / "card.json").read_text(encoding="utf-8")).get("version")

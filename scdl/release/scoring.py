@@ -9,16 +9,30 @@ import math
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from scdl.models.card import LABELS_FILE
 from scdl.release.commands import log, run_scdl, scdl_command
 
 
+def inference_flags(inference: Optional[Mapping[str, Any]]) -> list[str]:
+    """``scdl segment`` flags that apply a recipe's card ``inference`` post-processing to a run's model (whose own
+    card has the trainer's defaults), so that the numbers are those of the package that ships."""
+    if not inference:
+        return []
+    flags = ["--largest-component-organs", ",".join(inference.get("largest_component_organs") or []) or "none"]
+    if inference.get("keep_largest_component"):
+        flags.append("--keep-largest")
+    if inference.get("label_resampling"):
+        flags += ["--label-resampling", str(inference["label_resampling"])]
+    return flags
+
+
 def segment_and_score(package: Path, image: Path | str, label: Path | str, gt_labels: str, out: Path, name: str,
-                      device: str) -> tuple[dict[str, Any], str, float]:
+                      device: str, inference: Optional[Mapping[str, Any]] = None) -> tuple[dict[str, Any], str, float]:
     """``scdl segment`` ``image`` with ``package`` into ``out/name.nii.gz``, then ``scdl evaluate`` it against
-    ``label`` (table ``gt_labels``, matched by name; ``--resample``) into ``out/name.json``.
+    ``label`` (table ``gt_labels``, matched by name; ``--resample``) into ``out/name.json``. ``inference``: a card
+    ``inference`` section to apply instead of the package's own (:func:`inference_flags`).
 
     Returns (the JSON report, the printed table, seconds of the segmentation).
     """
@@ -26,7 +40,7 @@ def segment_and_score(package: Path, image: Path | str, label: Path | str, gt_la
     pred, report = out / f"{name}.nii.gz", out / f"{name}.json"
     t0 = time.monotonic()
     run_scdl(scdl_command("segment", str(image), "-o", str(pred), "--model", str(package), "--device", device,
-                          "--progress", "none"), stdout=subprocess.DEVNULL)
+                          "--progress", "none", *inference_flags(inference)), stdout=subprocess.DEVNULL)
     seconds = time.monotonic() - t0
     table = run_scdl(scdl_command("evaluate", str(pred), str(label), "--labels", str(Path(package) / LABELS_FILE),
                                   "--gt-labels", gt_labels, "--resample", "--json", str(report)),
@@ -35,22 +49,25 @@ def segment_and_score(package: Path, image: Path | str, label: Path | str, gt_la
 
 
 def held_out_metrics(package: Path, cohort: dict[str, Any], data: Path, out: Path, device: str) -> dict[str, Any]:
-    """``scdl segment`` + ``scdl evaluate`` of every held-out patient; per-organ scores from the JSON report."""
+    """``scdl segment`` + ``scdl evaluate`` of every held-out patient; per-organ scores from the JSON report. The
+    recipe's card post-processing (``cohort["inference"]``) is applied: the numbers of the package that ships."""
     results = {}
     for case in cohort["held_out"]:
         name = case["patient"].rsplit("/", 1)[-1]
         scores, table, seconds = segment_and_score(package, data / case["image"], data / case["label"],
-                                                   case["labels"], out, name, device)
+                                                   case["labels"], out, name, device, cohort.get("inference"))
         log(f"held-out {case['patient']}:\n{table}")
         results[case["patient"]] = summarise_scores(scores, seconds)
     return results
 
 
-def validation_scores(package: Path, manifest: Path, out: Path, device: str) -> dict[str, Any]:
+def validation_scores(package: Path, manifest: Path, out: Path, device: str,
+                      inference: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """:func:`segment_and_score` of a package on the ``val`` rows of a cohort manifest, on each case's own grid:
     ``{"cases": {name: mean Dice over its labelled organs}, "mean": mean over the cases}``.
 
     This is how a new build and the installed model are compared before installing (same cases, same code).
+    ``inference``: the card post-processing to apply (the new build: its recipe's; the installed model: None, its own).
     """
     import csv
 
@@ -60,7 +77,8 @@ def validation_scores(package: Path, manifest: Path, out: Path, device: str) -> 
     for row in rows:
         name = Path(row["image"]).name.split(".")[0]
         scores, _, _ = segment_and_score(package, row["image"], row["label"],
-                                         row["labels"] or str(Path(package) / LABELS_FILE), out, name, device)
+                                         row["labels"] or str(Path(package) / LABELS_FILE), out, name, device,
+                                         inference)
         cases[name] = summarise_scores(scores)["mean_dice_labelled_organs"]
     mean = round(sum(cases.values()) / len(cases), 4) if cases else None
     return {"cases": cases, "mean": mean}
