@@ -45,17 +45,13 @@ class TrainPanelHandlers:
 
     def _modify(self, **values) -> None:
         """Set several parameters with one modified event (the panel's own changes: no preset side effect)."""
-        node = self._parameterNode
         self._updating = True
-        wasModified = node.StartModify()
         try:
-            for key, value in values.items():
-                setattr(node, key, value)
+            options.set_parameters(self._parameterNode, values)
         finally:
-            node.EndModify(wasModified)
             self._updating = False
         if self._seen:
-            self._seen["cpuPreset"] = node.cpuPreset  # set by the panel, not toggled by the user
+            self._seen["cpuPreset"] = self._parameterNode.cpuPreset  # set by the panel, not toggled by the user
         self._onParameterNodeModified()
 
     def _onWidgetEdited(self, name) -> None:

@@ -102,12 +102,7 @@ class SCDLTrainLogic(ScriptedLoadableModuleLogic):
         unsaved = {name: value for name, value in self.coreDefaults().items() if not node.HasParameter(name)}
         wrapper = SCDLTrainParameterNode(node)
         if unsaved:
-            wasModified = wrapper.StartModify()
-            try:
-                for name, value in unsaved.items():
-                    setattr(wrapper, name, value)
-            finally:
-                wrapper.EndModify(wasModified)
+            options.set_parameters(wrapper, unsaved)
         return wrapper
 
     @staticmethod

@@ -75,6 +75,16 @@ def core_defaults() -> dict[str, Any]:
             "labeled_batch": int(DEFAULTS["labeled_batch"]), "unlabeled_batch": int(DEFAULTS["unlabeled_batch"])}
 
 
+def set_parameters(node: Any, values: dict[str, Any]) -> None:
+    """Set several parameters of a parameter node wrapper with one Modified event (StartModify/EndModify)."""
+    was_modified = node.StartModify()
+    try:
+        for name, value in values.items():
+            setattr(node, name, value)
+    finally:
+        node.EndModify(was_modified)
+
+
 def _core_default(name: str) -> Any:
     """A :class:`TrainOptions` field whose default is the core's (:func:`core_defaults`), read per instance."""
     return field(default_factory=lambda: core_defaults()[name])
