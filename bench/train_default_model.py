@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Optional
 
 from scdl.release.build import ReleaseOptions, build_release, score_packages
+from scdl.release.cohort import SMOKE_VALIDATION_VOXELS
 from scdl.release.recipe import DEFAULT_DATA, RECIPE
 from scdl.release.training import SMOKE_ITERATIONS
 
@@ -66,8 +67,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="fine-tune from this model package (path or id) instead of a fresh start; 3.0.0 was "
                              "trained with --init <the 2.0.0 package> (git show 79aeb6e:Resources/Models/...)")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"pipeline check: {SMOKE_ITERATIONS} iterations, 2 unlabeled phantoms; installs only "
-                             "into an explicit --resources folder")
+                        help=f"pipeline check: {SMOKE_ITERATIONS} iterations, 3 unlabeled phantoms, the validation CTs "
+                             f"cut to {'x'.join(map(str, SMOKE_VALIDATION_VOXELS))} voxels; installs only into an "
+                             "explicit --resources folder")
     parser.add_argument("--force-install", action="store_true",
                         help="install even when the new build scores below the installed model on the validation "
                              "cases (by default it is then kept in --out only)")

@@ -6,11 +6,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from scdl.release.commands import fail, log, run_scdl, scdl_command
 from scdl.release.recipe import recipe_path
 from scdl.training.cohort import MANIFEST_NAME, write_manifest
+
+#: ``--smoke``: each synthesised validation CT is cut to at most this many voxels (x, y, z) around its labels, so
+#: the pipeline check synthesises and validates the recipe's cases (same count, seeds, phases, cuts) on a
+#: fraction of the volume: one sliding window each (the full CTs took most of the smoke run).
+SMOKE_VALIDATION_VOXELS = (64, 64, 32)
 
 
 def z_crops(image_path: Path, label_path: Path, out: Path, fraction: float) -> list[tuple[Path, Path]]:
@@ -67,7 +72,8 @@ def build_cohort(cohort: dict[str, Any], data: Path, out: Path, smoke: bool) -> 
             raise fail(f"{label}: training data missing (give the shared data folder with --data).")
         rows.append({"image": "", "label": str(label), "split": "train", "labels": case["labels"]})
         described["anatomy"].append(case)
-    described["validation_synth"] = synth_validation(cohort, data, out / "val_synth", rows)
+    described["validation_synth"] = synth_validation(cohort, data, out / "val_synth", rows,
+                                                     SMOKE_VALIDATION_VOXELS if smoke else None)
     described["validation_real"] = []
     for case in cohort.get("validation_real", []):      # real CT that validates (never trains): patient B
         image, label = recipe_path(case["image"], data), recipe_path(case["label"], data)
@@ -126,13 +132,65 @@ def keep_slices(image: Path, label: Path, z_keep: list[float]) -> None:
             sitk.WriteImage(sitk.RegionOfInterest(img, [nx, ny, z1 - z0], [0, 0, z0]), str(tmp), True)
 
 
-def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[dict[str, str]]) -> list[dict]:
+def _labels_box(label: Any, size: Sequence[float]) -> tuple[list[int], list[int]]:
+    """(start, extent) in voxels (x, y, z) of a box of at most ``size`` voxels of the SimpleITK image ``label``,
+    centred on the bounding box of its labels (on the grid's centre when there are none), inside the grid."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    found = np.nonzero(sitk.GetArrayFromImage(label))                 # (z, y, x) index arrays
+    start, extent = [], []
+    for axis, n in enumerate(label.GetSize()):
+        width = max(1, min(int(round(size[axis])), n))
+        idx = found[2 - axis]
+        centre = (int(idx.min()) + int(idx.max())) // 2 if idx.size else n // 2
+        start.append(min(max(centre - width // 2, 0), n - width))
+        extent.append(width)
+    return start, extent
+
+
+def crop_around_labels(image: Path, label: Path, size: Sequence[int]) -> None:
+    """Cut a CT and its label map (same grid) in place to at most ``size`` voxels (x, y, z) around the labels
+    (:func:`_labels_box`); geometry kept."""
+    import SimpleITK as sitk
+
+    from scdl.io.atomic import atomic_path
+
+    lab = sitk.ReadImage(str(label))
+    start, extent = _labels_box(lab, size)
+    for path, img in ((image, sitk.ReadImage(str(image))), (label, lab)):
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(sitk.RegionOfInterest(img, extent, start), str(tmp), True)
+
+
+def smoke_source(label: Path, out: Path, size_mm: Sequence[float]) -> Path:
+    """``--smoke``: a copy of an anatomy's label map file cut to a box of ``size_mm`` (x, y, z) around its labels
+    (``scdl synth`` then works on a fraction of the volume); a mask folder is returned as it is."""
+    import SimpleITK as sitk
+
+    from scdl.io.atomic import atomic_path
+
+    target = out / f"smoke_source_{label.name}"
+    if not label.is_file():
+        return label
+    if not target.is_file():
+        lab = sitk.ReadImage(str(label))
+        start, extent = _labels_box(lab, [mm / sp for mm, sp in zip(size_mm, lab.GetSpacing())])
+        with atomic_path(target) as tmp:
+            sitk.WriteImage(sitk.RegionOfInterest(lab, extent, start), str(tmp), True)
+    return target
+
+
+def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[dict[str, str]],
+                     crop: Sequence[int] | None = None) -> list[dict]:
     """Synthesise the recipe's validation CTs (``validation_synth``) once and add them to ``rows`` as ``val``.
 
     Each case is ``scdl synth`` of an anatomy's label map with its own seed and phase (``--augment``: elastic
     deformation), written with its label map on the CT's grid. The trainer seeds each training synthesis with
     the sequence (run seed, step, stream, sample), never with a single integer as here, so no validation
-    image is a training image.
+    image is a training image. ``crop`` (x, y, z voxels; ``--smoke``: :data:`SMOKE_VALIDATION_VOXELS`): each case
+    is synthesised from its label map cut to a box a quarter larger (:func:`smoke_source`), then cut to ``crop``
+    voxels around its labels (:func:`crop_around_labels`).
     """
     spec = cohort.get("validation_synth") or {}
     anatomies = {c["patient"]: c for c in [*cohort.get("anatomy", []), *cohort.get("validation_anatomy", [])]}
@@ -143,16 +201,22 @@ def synth_validation(cohort: dict[str, Any], data: Path, out: Path, rows: list[d
             raise fail(f"recipe: validation_synth case {index} names {case['anatomy']!r}, not an anatomy case.")
         name = f"val_{index}_{case['anatomy'].rsplit('/', 1)[-1]}_{case['phase']}"
         image, label = out / f"{name}.nii.gz", out / f"{name}_labels.nii.gz"
-        cmd = scdl_command("synth", str(data / source["label"]), "--labels", source["labels"], "-o", str(image),
+        out.mkdir(parents=True, exist_ok=True)
+        anatomy = data / source["label"]
+        if crop:
+            anatomy = smoke_source(anatomy, out, [1.25 * v * float(spec.get("spacing_mm", 3.0)) for v in crop])
+        cmd = scdl_command("synth", str(anatomy), "--labels", source["labels"], "-o", str(image),
                            "--label-out", str(label), "--seed", str(case["seed"]), "--phase", case["phase"],
                            "--spacing", str(spec.get("spacing_mm", 3.0)),
                            *(["--augment"] if spec.get("augment") else []))
-        out.mkdir(parents=True, exist_ok=True)
         run_scdl(cmd, stdout=subprocess.DEVNULL)
         if case.get("z_keep"):
             keep_slices(image, label, case["z_keep"])
+        if crop:
+            crop_around_labels(image, label, crop)
         rows.append({"image": str(image), "label": str(label), "split": "val", "labels": source["labels"]})
         made.append({**case, "image": str(image), "label": str(label)})
     if made:
-        log(f"validation: {len(made)} CT(s) synthesised from the anatomy maps -> {out}")
+        cut = f" (smoke: cut to {'x'.join(str(v) for v in crop)} voxels around the labels)" if crop else ""
+        log(f"validation: {len(made)} CT(s) synthesised from the anatomy maps{cut} -> {out}")
     return made
