@@ -20,6 +20,8 @@ import SimpleITK as sitk
 from scdl.cli.demo import NIFTI, OVERLAY, SCORES, SEGMENTATION, load_sample_info, training_status
 from scdl.cli.main import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PATIENT_A = "totalsegmentator-fixtures/patient-A"
 PATIENT_B = "totalsegmentator-fixtures/patient-B"
 

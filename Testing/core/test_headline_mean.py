@@ -23,6 +23,8 @@ import SimpleITK as sitk
 from scdl.cli.demo import NIFTI, SCORES, load_sample_info
 from scdl.cli.main import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture()
 def demo_with_known_prediction(repo_root, tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ from scdl.inference.config import InferenceSettings, LabelResampling
 from scdl.models.card import validate_card
 from scdl.processing.pipeline import Preprocessor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CFG = {"mode": "spacing", "spacing_mm": [3.0, 3.0, 3.0], "orientation": "LPS", "patch_size": [16, 16, 16],
        "window": [-125.0, 275.0], "scale": [0.0, 1.0]}
 

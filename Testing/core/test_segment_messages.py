@@ -14,6 +14,8 @@ import SimpleITK as sitk
 from dicom_series import write_ct_series
 from scdl.cli.main import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture()
 def finds_nothing(monkeypatch):
