@@ -20,6 +20,8 @@ from scdl.models.download import download_file, git_blob_id, git_blob_id_bytes
 from scdl.models.package import ModelPackage
 from scdl.networks.vnet import build_network
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

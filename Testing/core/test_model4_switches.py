@@ -12,6 +12,8 @@ from scdl.synth.engine import LIVER_LIKE_TISSUES, RANDOM_HU_TISSUES, SYNTH_DEFAU
 from scdl.synth.layout import make_layout
 from scdl.synth.tissues import HU, Tissue, tissue_lut
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TS = LabelTable.load("totalsegmentator_v2")
 LUT = tissue_lut(TS)
 V = {e.name: int(e.value) for e in TS.entries}

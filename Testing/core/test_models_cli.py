@@ -18,6 +18,8 @@ from scdl.models.listing import list_models
 from scdl.models.package import ModelPackage
 from scdl.networks.vnet import VNet, build_network
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):

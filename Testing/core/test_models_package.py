@@ -18,6 +18,8 @@ from scdl.models.manifest import sha256_file
 from scdl.models.package import ModelPackage, save_package
 from scdl.networks.vnet import build_network
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
