@@ -185,6 +185,9 @@ def segment_image(
                                                                      else tuple(largest_component_organs)))
     via_logits = settings.label_resampling == LabelResampling.LOGITS
     timings: dict[str, float] = {}
+    # organ names checked before any work (a wrong name is the user's, and one clear line)
+    largest_values = (None if settings.keep_largest_component
+                      else _organ_values(pkg.labels, settings.largest_component_organs))
     dev = resolve_device(device, warn=progress.warning)
 
     t0 = time.perf_counter()
@@ -201,8 +204,6 @@ def segment_image(
     timings["infer"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    largest_values = (None if settings.keep_largest_component
-                      else _organ_values(pkg.labels, settings.largest_component_organs))
     clean = settings.keep_largest_component or bool(largest_values)
     steps = 1 + int(clean) + int(uncertainty) + int(confidence)
     with progress.phase("postprocess", steps) as phase:
