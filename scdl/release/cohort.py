@@ -121,15 +121,22 @@ def keep_slices(image: Path, label: Path, z_keep: list[float]) -> None:
     ``z_keep`` = [low, high) of the z axis, in place: a short scan, or one that ends inside organs."""
     import SimpleITK as sitk
 
-    from scdl.io.atomic import atomic_path
-
     for path in (image, label):
         img = sitk.ReadImage(str(path))
         nx, ny, nz = img.GetSize()
         z0 = int(round(float(z_keep[0]) * nz))
         z1 = max(z0 + 1, int(round(float(z_keep[1]) * nz)))
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(sitk.RegionOfInterest(img, [nx, ny, z1 - z0], [0, 0, z0]), str(tmp), True)
+        _write_region(path, img, [nx, ny, z1 - z0], [0, 0, z0])
+
+
+def _write_region(path: Path, img: Any, extent: Sequence[int], start: Sequence[int]) -> None:
+    """Replace ``path`` (atomically) by the region ``start``/``extent`` (voxels x, y, z) of the SimpleITK ``img``."""
+    import SimpleITK as sitk
+
+    from scdl.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(sitk.RegionOfInterest(img, list(extent), list(start)), str(tmp), True)
 
 
 def _labels_box(label: Any, size: Sequence[float]) -> tuple[list[int], list[int]]:
@@ -154,13 +161,10 @@ def crop_around_labels(image: Path, label: Path, size: Sequence[int]) -> None:
     (:func:`_labels_box`); geometry kept."""
     import SimpleITK as sitk
 
-    from scdl.io.atomic import atomic_path
-
     lab = sitk.ReadImage(str(label))
     start, extent = _labels_box(lab, size)
     for path, img in ((image, sitk.ReadImage(str(image))), (label, lab)):
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(sitk.RegionOfInterest(img, extent, start), str(tmp), True)
+        _write_region(path, img, extent, start)
 
 
 def smoke_source(label: Path, out: Path, size_mm: Sequence[float]) -> Path:
