@@ -139,6 +139,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/training/__init__.py
   scdl/training/annotation.py
   scdl/training/augment.py
+  scdl/training/averaging.py
   scdl/training/cache.py
   scdl/training/checkpoint.py
   scdl/training/checkpointer.py

@@ -23,6 +23,7 @@ from scdl.training import checkpoint as ckpt
 from scdl.training.distributed import DistEnv
 from scdl.training.runfolder import RunFolder
 from scdl.training.runlog import RunLog
+from scdl.training.averaging import WeightAverage
 from scdl.training.validator import Validator
 
 
@@ -44,12 +45,15 @@ class Checkpointer:
         every: ``checkpoint_every`` (iterations between periodic saves).
         settings: the run's settings as ``config.json`` holds them (``() -> dict``; stored in each checkpoint).
         save_settings: writes ``config.json`` (a resumed run: the settings it continues with).
+        average: the running mean of the weights (``averaging.enabled``; saved and restored with the rest).
     """
 
     def __init__(self, *, folder: RunFolder, learners: Learners, validator: Validator, log: RunLog, dist: DistEnv,
                  progress: ProgressReporter, every: int, iterations: int, framework: str,
-                 settings: Callable[[], Mapping[str, Any]], save_settings: Callable[[], None]):
+                 settings: Callable[[], Mapping[str, Any]], save_settings: Callable[[], None],
+                 average: Optional[WeightAverage] = None):
         self.folder = folder
+        self.average = average
         self.learners = learners
         self.validator = validator
         self.log = log
@@ -79,7 +83,8 @@ class Checkpointer:
                 "rng": rngs, "sampler": {"next_step": int(iteration)}, "best": dict(self.validator.best),
                 "baseline": dict(self.validator.baseline),
                 "elapsed_s": float(elapsed), "framework": self.framework, "world_size": self.dist.world_size,
-                "config": json.loads(json.dumps(self.settings(), default=str))}    # what --resume compares
+                "config": json.loads(json.dumps(self.settings(), default=str)),    # what --resume compares
+                "average": None if self.average is None else self.average.state_dict()}
 
     def save(self, iteration: int, elapsed: float, curves: bool = False) -> None:
         """Flush the logs (``curves``: and redraw curves.png), then write ``checkpoint.pt`` atomically (rank 0)."""
@@ -143,6 +148,8 @@ class Checkpointer:
                                   f"{self.dist.world_size}: random states restart from process 0's.")
         restore_rng(rngs[self.dist.rank if self.dist.rank < len(rngs) else 0])
         self.validator.restore(state.get("best") or {}, state.get("baseline") or {})
+        if self.average is not None and state.get("average"):
+            self.average.load_state_dict(state["average"])
         self.last = int(state["iteration"])
         return int(state["iteration"]), float(state.get("elapsed_s", 0.0))
 

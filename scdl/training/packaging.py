@@ -30,10 +30,12 @@ def model_id_for(run_dir: Path, when: Optional[float] = None) -> str:
 def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any], preprocessing: dict[str, Any],
                   ensemble: int, iteration: int, chosen: int, elapsed: float, best: dict[str, Any],
                   cohort_source: Any, summary: dict[str, int], validation_source: Optional[str],
-                  world_size: int, baseline: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  world_size: int, baseline: Optional[dict[str, Any]] = None,
+                  averaged: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report).
 
     ``baseline``: the ``--init`` model's validation before fine-tuning (``validation_metrics.before``).
+    ``averaged``: the packaged weights are a mean (``scdl.training.averaging``; a best's own ``averaged`` wins).
     ``provenance.recipe.config`` records the settings a later fine-tune inherits (scdl.training.finetune)."""
     from scdl.models.card import new_card
     from scdl.training.finetune import recipe_of
@@ -48,12 +50,17 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
         if baseline:
             metrics["before"] = {"mean_dice": baseline["mean_dice"], "dice": baseline["dice"],
                                  "model": (config.get("init") or {}).get("id") or (config.get("init") or {}).get("model")}
+        if best.get("averaged"):
+            metrics["averaged"] = dict(best["averaged"])
     framework = config["framework"]
+    averaged = (best or {}).get("averaged") or averaged
+    weights = (f"the mean of the weights of {averaged['count']} checkpoints (iterations {averaged['first']}.."
+               f"{averaged['last']}, averaging.enabled)" if averaged else f"weights of iteration {chosen}")
     return new_card(
         id=model_id_for(run_dir), title=f"SCDL {framework} model trained in {run_dir.name}",
         architecture=arch, preprocessing=preprocessing, ensemble=ensemble,
         description=(f"Trained with scdl train ({framework}, {iteration} iterations, preset {config.get('preset')}); "
-                     f"weights of iteration {chosen}."),
+                     f"{weights}."),
         provenance={"data": f"{cohort_source} ({summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
                             f"{summary['val']} validation cases)",
                     "data_licence": "that of the training data (not recorded by scdl train)",
@@ -81,7 +88,8 @@ def package_run(record: RunRecord, progress: ProgressReporter) -> Path:
                          chosen=chosen, elapsed=record.elapsed_s, best=dict(record.best),
                          cohort_source=record.cohort_source, summary=dict(record.summary),
                          validation_source=record.validation_source, world_size=record.world_size,
-                         baseline=dict(record.baseline))
+                         baseline=dict(record.baseline),
+                         averaged=None if record.best else (dict(record.averaged) if record.averaged else None))
     try:
         out = save_package(record.model_dir, card, list(states), record.labels)
     except ScdlError as err:            # e.g. a full disk: the final checkpoint is saved, so a resume packages again

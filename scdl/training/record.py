@@ -33,3 +33,4 @@ class RunRecord:
     world_size: int
     best: Mapping[str, Any] = field(default_factory=dict)       # the best validation (iteration, mean_dice, dice)
     baseline: Mapping[str, Any] = field(default_factory=dict)   # --init: the init model's validation
+    averaged: Optional[Mapping[str, Any]] = None    # last_networks are a weight mean (averaging, no validation)

@@ -156,10 +156,19 @@ class FinetuneSettings(_Section):
     lr_scale: float
 
 
+@dataclass(frozen=True)
+class AveragingSettings(_Section):
+    """``averaging``: the running mean of the networks' weights from ``start`` x iterations on
+    (``scdl.training.averaging``)."""
+
+    enabled: bool
+    start: float
+
+
 _SECTIONS: dict[str, type] = {"optimizer": OptimizerSettings, "network": NetworkSettings,
                               "sampling": SamplingSettings, "augment": AugmentSettings, "data": DataSettings,
                               "validation": ValidationSettings, "distributed": DistributedSettings,
-                              "finetune": FinetuneSettings}
+                              "finetune": FinetuneSettings, "averaging": AveragingSettings}
 _OPEN: tuple[str, ...] = ("preprocessing", "synth", "cohort", "init", "step", "scdl")
 
 
@@ -181,6 +190,7 @@ class TrainConfig:
     labels: Optional[str]               # bundled table name or CSV path; "init": the --init model's classes
     checkpoint_every: int
     log_every: int
+    averaging: AveragingSettings
     optimizer: OptimizerSettings
     network: NetworkSettings
     sampling: SamplingSettings

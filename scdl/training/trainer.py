@@ -45,6 +45,7 @@ from scdl.training.record import RunRecord
 from scdl.training.runfolder import RunFolder, load_run_config  # noqa: F401 - load_run_config: its old place
 from scdl.training.runlog import RunLog
 from scdl.training.settings import TrainConfig, as_train_config
+from scdl.training.averaging import WeightAverage
 from scdl.training.validator import Validator
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class Trainer:
         self.meter: Optional[Meter] = None                   # the logging window, the clock, the display
         self.validator: Optional[Validator] = None           # validation when due, the best networks
         self.checkpoints: Optional[Checkpointer] = None      # checkpoint.pt: periodic save, restore
+        self.average: Optional[WeightAverage] = None         # averaging.enabled: the running mean of the weights
         self._lock: Any = None                               # runfolder.RunLock while this run writes the folder
 
     @property
@@ -452,6 +454,8 @@ class Trainer:
                     self.meter.update(iteration, terms, lr, wait)
                     if self.validator.due(iteration):
                         self.validator.validate(iteration)
+                    if self.average is not None and self.average.due(iteration):
+                        self.average.add(iteration, self.step.network_state_dicts())
                     if self.checkpoints.due(iteration, end):
                         self.checkpoints.save(iteration, self.meter.elapsed())
                     self.meter.tick(iteration)
@@ -509,8 +513,11 @@ class Trainer:
                                    sw_batch_size=v.sw_batch_size, mode=v.mode, amp=self.use_amp,
                                    device=self.device, dist=self.dist, progress=self.progress, log=self.log,
                                    folder=self.folder, source=source, echo=self.meter.echo)
+        self.average = (WeightAverage(start=cfg.averaging.start, every=cfg.checkpoint_every, total=total)
+                        if cfg.averaging.enabled else None)
         self.checkpoints = Checkpointer(
             folder=self.folder, learners=Learners(self.step, self.optimizer, self.scheduler, self.scaler),
+            average=self.average,
             validator=self.validator, log=self.log, dist=self.dist, progress=self.progress,
             every=cfg.checkpoint_every, iterations=total, framework=cfg.framework.value,
             settings=self.config.to_dict, save_settings=lambda: save_config(self.config.to_dict(), self.folder.config))
@@ -648,6 +655,8 @@ class Trainer:
 
         total = self.config.iterations
         self._check_replicas(iteration)
+        if iteration >= total:
+            self._validate_average()
         self.checkpoints.save(iteration, elapsed, curves=True)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
                              elapsed_s=elapsed, report=self.report)
@@ -659,6 +668,15 @@ class Trainer:
             result.model_dir = package_run(self.record(iteration, elapsed), self.progress)
         barrier(self.dist)
         return result
+
+    def _validate_average(self) -> None:
+        """A finished run with ``averaging.enabled``: the mean of two or more checkpoints' weights validated like
+        a checkpoint (the best when it beats the best checkpoint; scdl.training.averaging)."""
+        average = self.average
+        if average is None or average.count < 2 or self.validator.every < 0:
+            return
+        networks = average.networks(self.step.network_state_dicts())
+        self.validator.validate_averaged(networks, average.summary())
 
     def _check_replicas(self, iteration: int) -> None:
         """Distributed runs: the parameters must be the same on every process (an event reports the largest
@@ -676,14 +694,24 @@ class Trainer:
             self.progress.warning(f"the {self.dist.world_size} processes ended with different weights "
                                   f"(largest difference {spread:.3g}); the model of process 0 is saved.")
 
+    def _last_networks(self) -> list[dict[str, Any]]:
+        """The networks a run without a best validation packages: the mean of the weights with
+        ``averaging.enabled`` (two or more joined), else the last."""
+        last = self.step.network_state_dicts()
+        if self.average is not None and self.average.count >= 2:
+            return self.average.networks(last)
+        return last
+
     def record(self, iteration: int, elapsed: float) -> RunRecord:
         """The frozen record of the run at ``iteration`` (what packaging reads)."""
         report = self.report
         return RunRecord(run_dir=self.run_dir, model_dir=self.folder.model_dir, best_file=self.folder.best,
                          config=self.config.to_dict(), arch=dict(self.arch),
                          preprocessing=dict(self.preprocessing), labels=self.target, iteration=int(iteration),
-                         elapsed_s=float(elapsed), last_networks=tuple(self.step.network_state_dicts()),
+                         elapsed_s=float(elapsed), last_networks=tuple(self._last_networks()),
                          cohort_source=self.cohort.source, summary=dict(self.cohort.summary()),
                          validation_source=report.validation_source if report is not None else None,
                          world_size=self.dist.world_size, best=dict(self.best),
-                         baseline=dict(self.validator.baseline) if self.validator is not None else {})
+                         baseline=dict(self.validator.baseline) if self.validator is not None else {},
+                         averaged=(self.average.summary() if self.average is not None and self.average.count >= 2
+                                   else None))

@@ -9,6 +9,7 @@ validated once at iteration 0 (the baseline, ``validation_metrics.before`` of th
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -76,6 +77,37 @@ class Validator:
     def restore(self, best: dict[str, Any], baseline: dict[str, Any]) -> None:
         """The best and the baseline of a resumed run (from its checkpoint)."""
         self.best, self.baseline = dict(best or {}), dict(baseline or {})
+
+    def validate_averaged(self, networks: Sequence[Any], averaged: dict[str, Any]) -> None:
+        """The mean of the weights of ``averaged["count"]`` checkpoints (``scdl.training.averaging``) at the end
+        of the run: validated on the same cases; written into ``best.pt`` when it beats the best checkpoint
+        (``best["averaged"]`` says what it is made of). No ``validation.csv`` row (the row of the last iteration
+        is the last weights'); a line and the best in the result."""
+        from scdl.training.validation import validate
+
+        if self.dist.is_main and self.cases:
+            nets = [copy.deepcopy(net) for net in self.step.networks]
+            for net, state in zip(nets, networks):
+                net.load_state_dict(state)
+            result = validate(nets, self.cases, self.patch, int(self.target.num_classes), self.device,
+                              overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode, amp=self.amp,
+                              progress=None if self.dist.enabled else self.progress, annotated=self.masks)
+            entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+            dice = {e.name: float(result["dice"][int(e.value) - 1]) for e in entries}
+            mean = float(result["mean_dice"])
+            previous = self.best.get("mean_dice", -1.0)
+            span = f"iterations {averaged.get('first')}..{averaged.get('last')}"
+            if math.isfinite(mean) and mean > previous:
+                self.best = {"iteration": int(averaged.get("last") or self.total), "mean_dice": mean, "dice": dice,
+                             "averaged": dict(averaged)}
+                ckpt.save_checkpoint(self.folder.best, {"iteration": self.best["iteration"], "best": dict(self.best),
+                                                        "networks": [dict(n) for n in networks]})
+                verdict = f"the best (checkpoint best {previous:.4f}): packaged"
+            else:
+                verdict = f"not better than the best checkpoint ({previous:.4f} at iteration {self.best.get('iteration')})"
+            self.progress.message(f"the mean of the weights of {averaged.get('count')} checkpoints ({span}): "
+                                  f"validation mean Dice {mean:.4f}, {verdict}")
+        barrier(self.dist)
 
     def validate(self, iteration: int, baseline: bool = False) -> None:
         """Dice per class on the validation cases; the best networks into ``best.pt``. ``baseline``: the init
