@@ -31,7 +31,10 @@ Rows, all from ``--init scdl-abdominal-ct --preset cpu`` with the same seed, dat
 - ``keep-frozen-bn`` (optional): the keep row with batch-norm running statistics frozen (``finetune.norm_stats``):
   does the new scanner's statistics, not the weights, move the other organs?
 - ``keep-w5`` (optional): the keep row with five times the distillation weight;
-- ``keep-lr0.001-frozen-bn`` (optional): the two that helped most, together.
+- ``keep-lr0.001-frozen-bn`` (optional): the two that helped most, together;
+- ``keep-lr0.001-frozen-bn-wise`` (optional): that row's weights mixed with the initial model's, half and half
+  (``finetune.interpolate=0.5``, WiSE-FT). Every other named row sets ``finetune.interpolate=1`` (the fine-tuned
+  weights alone), so that it stays what its name says when the defaults change.
 
 Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other organ within -0.02.
 
@@ -65,15 +68,19 @@ DRAWN = "liver"
 SEEDS = {"train": 1, "unlabeled": (2, 3), "scored": 4}
 #: row -> (annotated column of the labeled case, extra ``scdl train`` settings)
 ROWS: dict[str, tuple[str, list[str]]] = {
-    # the first rows at the recipe's learning rate 0.01 (what every --init run used before finetune.lr_scale)
-    "background": ("", ["optimizer.lr=0.01"]),
-    "marginal": (DRAWN, ["finetune.keep_weight=0", "optimizer.lr=0.01"]),
-    "keep": (DRAWN, ["optimizer.lr=0.01"]),
-    "marginal-sgd": (DRAWN, ["finetune.keep_weight=0", "finetune.inherit=false"]),
-    "keep-lr0.001": (DRAWN, ["optimizer.lr=0.001"]),    # = today's default (finetune.lr_scale 0.1 of 0.01)
-    "keep-frozen-bn": (DRAWN, ["optimizer.lr=0.01", "finetune.norm_stats=frozen"]),
-    "keep-w5": (DRAWN, ["optimizer.lr=0.01", "finetune.keep_weight=5"]),
-    "keep-lr0.001-frozen-bn": (DRAWN, ["optimizer.lr=0.001", "finetune.norm_stats=frozen"]),
+    # the first rows at the recipe's learning rate 0.01 (what every --init run used before finetune.lr_scale);
+    # every named row packages the fine-tuned weights alone (finetune.interpolate=1) unless its name ends in -wise
+    "background": ("", ["optimizer.lr=0.01", "finetune.interpolate=1"]),
+    "marginal": (DRAWN, ["finetune.keep_weight=0", "optimizer.lr=0.01", "finetune.interpolate=1"]),
+    "keep": (DRAWN, ["optimizer.lr=0.01", "finetune.interpolate=1"]),
+    "marginal-sgd": (DRAWN, ["finetune.keep_weight=0", "finetune.inherit=false", "finetune.interpolate=1"]),
+    "keep-lr0.001": (DRAWN, ["optimizer.lr=0.001", "finetune.interpolate=1"]),    # lr_scale 0.1 of 0.01
+    "keep-frozen-bn": (DRAWN, ["optimizer.lr=0.01", "finetune.norm_stats=frozen", "finetune.interpolate=1"]),
+    "keep-w5": (DRAWN, ["optimizer.lr=0.01", "finetune.keep_weight=5", "finetune.interpolate=1"]),
+    "keep-lr0.001-frozen-bn": (DRAWN, ["optimizer.lr=0.001", "finetune.norm_stats=frozen", "finetune.interpolate=1"]),
+    # the same mixed with the initial model: 0.5 x initial + 0.5 x fine-tuned (WiSE-FT, finetune.interpolate)
+    "keep-lr0.001-frozen-bn-wise": (DRAWN, ["optimizer.lr=0.001", "finetune.norm_stats=frozen",
+                                            "finetune.interpolate=0.5"]),
     "default": (DRAWN, []),                              # whatever scdl train's defaults are now
 }
 DEFAULT_ROWS = ("background", "marginal", "keep", "keep-lr0.001")

@@ -112,10 +112,10 @@ def test_the_mean_is_validated_and_kept_only_when_better(manifest: Path, tmp_pat
         assert best["iteration"] == 6 and "averaged" not in best["best"]
     # forced both ways on the same run: a better mean replaces best.pt, a worse one leaves it
     trainer.validator.best = {"iteration": 6, "mean_dice": 2.0, "dice": {}}
-    trainer.validator.validate_averaged(mean, trainer.average.summary())
+    trainer.validator.validate_final(mean, "mean", {"averaged": trainer.average.summary()}, always=False)
     assert trainer.validator.best["mean_dice"] == 2.0
     trainer.validator.best = {"iteration": 6, "mean_dice": -0.5, "dice": {}}
-    trainer.validator.validate_averaged(mean, trainer.average.summary())
+    trainer.validator.validate_final(mean, "mean", {"averaged": trainer.average.summary()}, always=False)
     written = load_checkpoint(run / "best.pt")
     assert written["best"]["averaged"]["count"] == 3 and 0.0 <= written["best"]["mean_dice"] <= 1.0
     assert all(torch.equal(written["networks"][0][k], mean[0][k]) for k in mean[0])

@@ -303,7 +303,8 @@ def _predict(model_dir: Path, image: Path) -> np.ndarray:
 
 def test_liver_only_fine_tune_keeps_an_organ_it_does_not_draw(phantoms: Path, tiny_model: Path,
                                                                tmp_path: Path) -> None:
-    """The same tiny fine-tune (AdamW 0.01, 8 iterations) on a liver-only case with keep weight 0 and 1: with the
+    """The same tiny fine-tune (AdamW 0.01, 8 iterations, no interpolation with the initial model) on a liver-only
+    case with keep weight 0 and 1: with the
     initial model teaching the classes the case does not annotate, the voxels of the organ the initial model
     predicts most (not the liver) stay more of that organ than without; the recipe line and the keep line are
     in the log, and the validation before fine-tuning is in the card."""
@@ -325,6 +326,7 @@ def test_liver_only_fine_tune_keeps_an_organ_it_does_not_draw(phantoms: Path, ti
         cfg = resolve_config("cpu", values={"labels": "init", "patch_size": "init", "iterations": 8},
                              overrides=["data.num_workers=0", "threads=1", "optimizer.name=adamw", "optimizer.lr=0.01",
                                         "validation.every=0", "log_every=1", f"finetune.keep_weight={weight}",
+                                        "finetune.interpolate=1",      # the keep term alone (no WiSE-FT mix)
                                         f'data.cache_dir="{tmp_path / "cache"}"'], init=str(tiny_model))
         run = tmp_path / f"run_{weight}"
         result = Trainer(cfg, load_manifest(manifest), run, device="cpu", init=str(tiny_model),
@@ -342,6 +344,43 @@ def test_liver_only_fine_tune_keeps_an_organ_it_does_not_draw(phantoms: Path, ti
         assert card["provenance"]["validation_metrics"]["before"]["mean_dice"] >= 0.0
         assert card["provenance"]["recipe"]["config"]["optimizer"]["name"] == "adamw"
     assert kept[1.0] > kept[0.0] + 0.1, kept            # measured here: 0.96 against 0.57
+
+
+@pytest.mark.parametrize("validation", [-1, 0])
+def test_fine_tune_is_interpolated_with_the_initial_model(phantoms: Path, tiny_model: Path, tmp_path: Path,
+                                                          validation: int) -> None:
+    """finetune.interpolate 0.4: the package holds exactly 0.6 x the initial weights + 0.4 x the trained ones
+    (validation off: the last; on: the best, validated again and recorded), and the card says so."""
+    import torch
+
+    from scdl.models.package import ModelPackage
+    from scdl.training.cohort import load_manifest
+    from scdl.training.trainer import Trainer
+
+    manifest = _liver_only(phantoms, tmp_path, val=validation >= 0)
+    cfg = resolve_config("cpu", values={"labels": "init", "patch_size": "init", "iterations": 4},
+                         overrides=["data.num_workers=0", "threads=1", "optimizer.name=adamw", "optimizer.lr=0.01",
+                                    f"validation.every={validation}", "finetune.interpolate=0.4",
+                                    f'data.cache_dir="{tmp_path / "cache"}"'], init=str(tiny_model))
+    trainer = Trainer(cfg, load_manifest(manifest), tmp_path / "run", device="cpu", init=str(tiny_model))
+    result = trainer.run()
+    trained = trainer.step.network_state_dicts()        # the last weights (the best: iteration 4, validated at 0 only)
+    init = ModelPackage.load(tiny_model).state_dicts()
+    packaged = ModelPackage.load(result.model_dir).state_dicts()
+    moved = 0
+    for n, (start, tuned, got) in enumerate(zip(init, trained, packaged)):
+        for key, value in got.items():
+            if not value.is_floating_point():
+                continue
+            want = 0.6 * start[key].double() + 0.4 * tuned[key].double()
+            assert torch.allclose(value.double(), want, atol=1e-6), key
+            moved += int(not torch.equal(value, tuned[key]))
+    assert moved > 10                                   # not the trained weights themselves
+    card = ModelPackage.load(result.model_dir).card
+    assert "0.6 x initial + 0.4 x fine-tuned (finetune.interpolate)" in card["description"]
+    if validation >= 0:
+        assert card["provenance"]["validation_metrics"]["interpolated"]["alpha"] == 0.4
+        assert result.best["interpolated"]["alpha"] == 0.4
 
 
 def test_protocol_verdict_and_table(repo_root: Path) -> None:

@@ -1,4 +1,5 @@
-"""Weight averaging of the segmentation networks over the end of a run (``averaging`` settings).
+"""Weight averaging of the segmentation networks: over the end of a run (``averaging`` settings) and, for a
+fine-tune, between the initial and the fine-tuned weights (``finetune.interpolate``).
 
 Stochastic Weight Averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
 Generalization", UAI 2018) and model soups (Wortsman et al., ICML 2022): the mean of the weights a run passes
@@ -12,6 +13,12 @@ Batch-norm running statistics are averaged like the weights (SWA recomputes them
 data; averaging them is what was measured for the default model, docs/default_model.md). Integer buffers (the
 batches-tracked counters) take the newest value. The mean is part of ``checkpoint.pt`` (an exact resume).
 Paper default: off (the SCDL paper does not average weights).
+
+Fine-tuning (``--init``): :func:`interpolate_state_dicts` mixes the initial model's weights with the fine-tuned
+ones, ``(1 - a) * initial + a * fine-tuned`` with ``a = finetune.interpolate`` (WiSE-FT: Wortsman et al.,
+"Robust fine-tuning of zero-shot models", CVPR 2022): most of the gain on what the fine-tuning cases draw, less
+drift on what they do not (measured with bench/finetune_protocol.py, docs/training.md). Output-layer rows of
+classes the initial model does not have keep their fine-tuned values.
 """
 
 from __future__ import annotations
@@ -44,6 +51,34 @@ def average_state_dicts(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Ten
             out[key] = (total / len(states)).to(last.dtype)
         else:
             out[key] = last.detach().clone()
+    return out
+
+
+def interpolate_state_dicts(start: Mapping[str, Tensor], tuned: Mapping[str, Tensor], alpha: float, *,
+                            head_keys: Sequence[str] = (), head_rows: Optional[Sequence[int]] = None
+                            ) -> dict[str, Tensor]:
+    """``(1 - alpha) * start + alpha * tuned`` for every floating tensor (computed in float64, returned in
+    ``tuned``'s dtype); other tensors from ``tuned``. For ``head_keys`` only the rows ``head_rows`` (output
+    channels the start model has) are mixed, the other rows stay ``tuned``'s (None: every row mixed)."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha {alpha!r} is not in [0, 1]")
+    if set(start) != set(tuned):
+        raise ValueError("the state dicts have different keys")
+    a = float(alpha)
+    out: dict[str, Tensor] = {}
+    for key, value in tuned.items():
+        ref = start[key]
+        if ref.shape != value.shape:
+            raise ValueError(f"{key}: shapes {tuple(ref.shape)} and {tuple(value.shape)} differ")
+        if not value.is_floating_point():
+            out[key] = value.detach().clone()
+            continue
+        mixed = (1.0 - a) * ref.detach().to(torch.float64) + a * value.detach().to(torch.float64).to(ref.device)
+        if key in head_keys and head_rows is not None:
+            keep = torch.ones(value.shape[0], dtype=torch.bool)
+            keep[[int(r) for r in head_rows if 0 <= int(r) < value.shape[0]]] = False
+            mixed[keep] = value.detach().to(torch.float64)[keep]
+        out[key] = mixed.to(dtype=value.dtype, device=value.device)
     return out
 
 

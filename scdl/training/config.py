@@ -146,8 +146,12 @@ DEFAULTS: dict[str, Any] = {
     # ``lr_scale``: the inherited learning rate times this, unless the user sets optimizer.lr (measured with
     # bench/finetune_protocol.py, docs/training.md: AdamW at the recipe's 0.01 moved the organs a liver-only case
     # does not draw by up to -0.2 Dice; at 0.001 they stayed within -0.06 while the liver gained +0.06...+0.11)
+    # ``interpolate``: the package holds (1 - a) x the init model's weights + a x the fine-tuned ones (WiSE-FT,
+    # scdl.training.averaging; 1 = the fine-tuned weights alone). Measured with bench/finetune_protocol.py (200
+    # iterations from 4.1.0, liver-only case; docs/training.md): a = 0.5 kept the liver gain at +0.056 / +0.240 /
+    # +0.001 (s0328 / B / A; +0.085 / +0.310 / +0.001 at a = 1) with 3 other organs below -0.02 instead of 7.
     "finetune": {"norm_stats": "auto", "inherit": True, "keep_weight": 1.0, "keep_temperature": 2.0,
-                 "lr_scale": 0.1},
+                 "lr_scale": 0.1, "interpolate": 0.5},
     "step": {},                          # overrides of scdl.training.step.StepConfig (paper defaults there)
     "scdl": {},                          # overrides of scdl.training.step.SCDLConfig (paper defaults there)
 }
@@ -426,6 +430,10 @@ def validate_config(config: Mapping[str, Any]) -> None:
     weight = finetune.get("keep_weight", 0.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
         raise bad("finetune.keep_weight", f"{weight!r} is not a number >= 0.", "use e.g. 1 (0 switches it off).")
+    interpolate = finetune.get("interpolate", 1.0)
+    if isinstance(interpolate, bool) or not isinstance(interpolate, (int, float)) or not 0.0 < interpolate <= 1.0:
+        raise bad("finetune.interpolate", f"{interpolate!r} is not a share in (0, 1].",
+                  "use e.g. 0.5 (half initial, half fine-tuned weights; 1 keeps the fine-tuned weights alone).")
     lr_scale = finetune.get("lr_scale", 1.0)
     if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
         raise bad("finetune.lr_scale", f"{lr_scale!r} is not a number > 0.", "use e.g. 0.1 (1 keeps the recipe's rate).")

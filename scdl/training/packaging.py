@@ -31,11 +31,12 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
                   ensemble: int, iteration: int, chosen: int, elapsed: float, best: dict[str, Any],
                   cohort_source: Any, summary: dict[str, int], validation_source: Optional[str],
                   world_size: int, baseline: Optional[dict[str, Any]] = None,
-                  averaged: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  averaged: Optional[dict[str, Any]] = None, interpolated: Optional[float] = None) -> dict[str, Any]:
     """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report).
 
     ``baseline``: the ``--init`` model's validation before fine-tuning (``validation_metrics.before``).
-    ``averaged``: the packaged weights are a mean (``scdl.training.averaging``; a best's own ``averaged`` wins).
+    ``averaged``: the packaged weights are a mean (``scdl.training.averaging``; a best's own ``averaged`` wins);
+    ``interpolated``: they are mixed with the init model (``finetune.interpolate``; idem).
     ``provenance.recipe.config`` records the settings a later fine-tune inherits (scdl.training.finetune)."""
     from scdl.models.card import new_card
     from scdl.training.finetune import recipe_of
@@ -50,12 +51,17 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
         if baseline:
             metrics["before"] = {"mean_dice": baseline["mean_dice"], "dice": baseline["dice"],
                                  "model": (config.get("init") or {}).get("id") or (config.get("init") or {}).get("model")}
-        if best.get("averaged"):
-            metrics["averaged"] = dict(best["averaged"])
+        for key in ("averaged", "interpolated"):
+            if best.get(key):
+                metrics[key] = dict(best[key])
     framework = config["framework"]
     averaged = (best or {}).get("averaged") or averaged
     weights = (f"the mean of the weights of {averaged['count']} checkpoints (iterations {averaged['first']}.."
                f"{averaged['last']}, averaging.enabled)" if averaged else f"weights of iteration {chosen}")
+    alpha = ((best or {}).get("interpolated") or {}).get("alpha", interpolated)
+    if alpha is not None:
+        weights += (f", mixed with the initial model: {1 - float(alpha):g} x initial + {float(alpha):g} x "
+                    "fine-tuned (finetune.interpolate)")
     return new_card(
         id=model_id_for(run_dir), title=f"SCDL {framework} model trained in {run_dir.name}",
         architecture=arch, preprocessing=preprocessing, ensemble=ensemble,
@@ -89,7 +95,8 @@ def package_run(record: RunRecord, progress: ProgressReporter) -> Path:
                          cohort_source=record.cohort_source, summary=dict(record.summary),
                          validation_source=record.validation_source, world_size=record.world_size,
                          baseline=dict(record.baseline),
-                         averaged=None if record.best else (dict(record.averaged) if record.averaged else None))
+                         averaged=None if record.best else (dict(record.averaged) if record.averaged else None),
+                         interpolated=None if record.best else record.interpolated)
     try:
         out = save_package(record.model_dir, card, list(states), record.labels)
     except ScdlError as err:            # e.g. a full disk: the final checkpoint is saved, so a resume packages again

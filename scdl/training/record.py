@@ -34,3 +34,4 @@ class RunRecord:
     best: Mapping[str, Any] = field(default_factory=dict)       # the best validation (iteration, mean_dice, dice)
     baseline: Mapping[str, Any] = field(default_factory=dict)   # --init: the init model's validation
     averaged: Optional[Mapping[str, Any]] = None    # last_networks are a weight mean (averaging, no validation)
+    interpolated: Optional[float] = None    # last_networks mixed with the init model (finetune.interpolate)

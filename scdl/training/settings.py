@@ -7,8 +7,9 @@ this frozen form (the trainer reads typed fields), :meth:`TrainConfig.to_dict` g
 new configuration (:meth:`TrainConfig.replace`, ``scdl.training.finetune.adjust_to_init``).
 
 Keys a run folder written by an older SCDL lacks take the default of :data:`scdl.training.config.DEFAULTS`,
-except those whose absence meant something else (:data:`MISSING`: ``finetune.keep_weight`` 0 = off for runs
-configured before the setting existed; ``synth`` None = the synthesis engine's own defaults).
+except those whose absence meant something else (:data:`MISSING`: ``finetune.keep_weight`` 0 and
+``finetune.interpolate`` 1 = off for runs configured before the settings existed; ``synth`` None = the synthesis
+engine's own defaults).
 
 Groups whose keys their owner checks (``step``/``scdl``: ``scdl.training.step``; ``preprocessing``: the
 card's schema, ``scdl.processing``; ``synth``: ``scdl.synth.engine``; ``cohort``, ``init``: records of
@@ -26,7 +27,8 @@ from typing import Any, Mapping, Optional, Union
 from scdl.training.config import DEFAULTS, Framework, Preset, deep_update, validate_config
 
 #: What an absent key meant before it existed (else: its DEFAULTS value); ``(group, key)`` or ``(key,)``.
-MISSING: dict[tuple[str, ...], Any] = {("finetune", "keep_weight"): 0.0, ("synth",): None}
+MISSING: dict[tuple[str, ...], Any] = {("finetune", "keep_weight"): 0.0, ("finetune", "interpolate"): 1.0,
+                                       ("synth",): None}
 
 
 def _frozen(value: Any) -> Any:
@@ -154,6 +156,7 @@ class FinetuneSettings(_Section):
     keep_weight: float
     keep_temperature: float
     lr_scale: float
+    interpolate: float
 
 
 @dataclass(frozen=True)

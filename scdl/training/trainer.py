@@ -140,6 +140,9 @@ class Trainer:
         self.validator: Optional[Validator] = None           # validation when due, the best networks
         self.checkpoints: Optional[Checkpointer] = None      # checkpoint.pt: periodic save, restore
         self.average: Optional[WeightAverage] = None         # averaging.enabled: the running mean of the weights
+        self.init_networks: list = []                        # --init: its weights in this run's layout (CPU)
+        self.init_head_rows: list[int] = []                  # --init: output channels the init model has
+        self.interpolated: Optional[list] = None             # finetune.interpolate < 1 without validation
         self._lock: Any = None                               # runfolder.RunLock while this run writes the folder
 
     @property
@@ -321,6 +324,12 @@ class Trainer:
                 self.progress.warning(f"the init model has {self.init_report['networks_loaded']} network(s); "
                                       f"{self.init_report['networks_fresh']} more start from a fresh initialisation.")
             self.progress.emit(InitEvent(**self.init_report))
+            # what finetune.interpolate mixes the fine-tuned weights with: the init weights in this run's layout
+            from scdl.training.finetune import class_correspondence
+
+            loaded = int(self.init_report["networks_loaded"])
+            self.init_networks = step.network_state_dicts()[:loaded]
+            self.init_head_rows = sorted(int(v) for v in class_correspondence(self.init.labels, self.target))
         self._add_keep_term(step)
         # the resolved step settings (every key, paper defaults included) go into config.json
         from dataclasses import asdict
@@ -657,6 +666,7 @@ class Trainer:
         self._check_replicas(iteration)
         if iteration >= total:
             self._validate_average()
+            self._interpolate_with_init()
         self.checkpoints.save(iteration, elapsed, curves=True)
         result = TrainResult(self.run_dir, iteration, stopped or iteration < total, best=dict(self.best),
                              elapsed_s=elapsed, report=self.report)
@@ -676,7 +686,41 @@ class Trainer:
         if average is None or average.count < 2 or self.validator.every < 0:
             return
         networks = average.networks(self.step.network_state_dicts())
-        self.validator.validate_averaged(networks, average.summary())
+        summary = average.summary()
+        what = (f"the mean of the weights of {summary['count']} checkpoints (iterations {summary['first']}.."
+                f"{summary['last']})")
+        self.validator.validate_final(networks, what, {"iteration": int(summary["last"]), "averaged": summary},
+                                      always=False)
+
+    def _interpolate_with_init(self) -> None:
+        """A finished ``--init`` run with ``finetune.interpolate`` a < 1: the networks it would package (the
+        best, else the last or their mean) become (1 - a) x the init weights + a x themselves (WiSE-FT,
+        scdl.training.averaging); validated when validation is on (always kept: the classes the cases do not
+        draw are what it protects, and the validation cases may not draw them either)."""
+        from scdl.training.averaging import interpolate_state_dicts
+        from scdl.training.finetune import HEAD_KEYS
+
+        alpha = float(self.config.finetune.interpolate)
+        if self.init is None or alpha >= 1.0 or not self.init_networks:
+            return
+        if self.folder.best.is_file() and self.validator.best:
+            from scdl.training import checkpoint as ckpt
+
+            chosen = [dict(s) for s in ckpt.load_checkpoint(self.folder.best)["networks"]]
+        else:
+            chosen = self._last_networks()
+        mixed = [interpolate_state_dicts(start, tuned, alpha, head_keys=HEAD_KEYS, head_rows=self.init_head_rows)
+                 for start, tuned in zip(self.init_networks, chosen)]
+        mixed += chosen[len(mixed):]                         # networks the init model did not have: as trained
+        note = {"interpolated": {"alpha": alpha, "init": (self.config.init or {}).get("id")
+                                 or (self.config.init or {}).get("model")}}
+        if self.validator.every >= 0 and self.validator.cases:
+            self.validator.validate_final(mixed, f"{1 - alpha:g} x the initial model + {alpha:g} x the fine-tuned "
+                                          "weights (finetune.interpolate)", note, always=True)
+        else:
+            self.interpolated = mixed
+            self.progress.message(f"packaging {1 - alpha:g} x the initial model + {alpha:g} x the fine-tuned weights "
+                                  "(finetune.interpolate; 1 keeps the fine-tuned weights alone)")
 
     def _check_replicas(self, iteration: int) -> None:
         """Distributed runs: the parameters must be the same on every process (an event reports the largest
@@ -697,6 +741,8 @@ class Trainer:
     def _last_networks(self) -> list[dict[str, Any]]:
         """The networks a run without a best validation packages: the mean of the weights with
         ``averaging.enabled`` (two or more joined), else the last."""
+        if self.interpolated is not None:
+            return [dict(s) for s in self.interpolated]
         last = self.step.network_state_dicts()
         if self.average is not None and self.average.count >= 2:
             return self.average.networks(last)
@@ -714,4 +760,6 @@ class Trainer:
                          world_size=self.dist.world_size, best=dict(self.best),
                          baseline=dict(self.validator.baseline) if self.validator is not None else {},
                          averaged=(self.average.summary() if self.average is not None and self.average.count >= 2
-                                   else None))
+                                   else None),
+                         interpolated=(float(self.config.finetune.interpolate) if self.interpolated is not None
+                                       else None))

@@ -78,11 +78,12 @@ class Validator:
         """The best and the baseline of a resumed run (from its checkpoint)."""
         self.best, self.baseline = dict(best or {}), dict(baseline or {})
 
-    def validate_averaged(self, networks: Sequence[Any], averaged: dict[str, Any]) -> None:
-        """The mean of the weights of ``averaged["count"]`` checkpoints (``scdl.training.averaging``) at the end
-        of the run: validated on the same cases; written into ``best.pt`` when it beats the best checkpoint
-        (``best["averaged"]`` says what it is made of). No ``validation.csv`` row (the row of the last iteration
-        is the last weights'); a line and the best in the result."""
+    def validate_final(self, networks: Sequence[Any], what: str, note: dict[str, Any], *, always: bool) -> None:
+        """Networks made at the end of the run from the trained ones (``scdl.training.averaging``: the mean of
+        checkpoints' weights, or the fine-tune interpolated with its initial model), validated on the same
+        cases. Written into ``best.pt`` with ``note`` merged into the best when ``always`` or when their mean
+        Dice beats the best so far. No ``validation.csv`` row (the last iteration's row is the last weights');
+        a line says what was kept."""
         from scdl.training.validation import validate
 
         if self.dist.is_main and self.cases:
@@ -96,17 +97,17 @@ class Validator:
             dice = {e.name: float(result["dice"][int(e.value) - 1]) for e in entries}
             mean = float(result["mean_dice"])
             previous = self.best.get("mean_dice", -1.0)
-            span = f"iterations {averaged.get('first')}..{averaged.get('last')}"
-            if math.isfinite(mean) and mean > previous:
-                self.best = {"iteration": int(averaged.get("last") or self.total), "mean_dice": mean, "dice": dice,
-                             "averaged": dict(averaged)}
+            if always or (math.isfinite(mean) and mean > previous):
+                base = {k: v for k, v in self.best.items() if k not in ("mean_dice", "dice")}
+                self.best = {"iteration": int(self.best.get("iteration") or self.total), **base,
+                             "mean_dice": mean, "dice": dice, **note}
                 ckpt.save_checkpoint(self.folder.best, {"iteration": self.best["iteration"], "best": dict(self.best),
                                                         "networks": [dict(n) for n in networks]})
-                verdict = f"the best (checkpoint best {previous:.4f}): packaged"
+                verdict = ("packaged" if always else f"the best (checkpoint best {previous:.4f}): packaged")
             else:
-                verdict = f"not better than the best checkpoint ({previous:.4f} at iteration {self.best.get('iteration')})"
-            self.progress.message(f"the mean of the weights of {averaged.get('count')} checkpoints ({span}): "
-                                  f"validation mean Dice {mean:.4f}, {verdict}")
+                verdict = (f"not better than the best checkpoint ({previous:.4f} at iteration "
+                           f"{self.best.get('iteration')})")
+            self.progress.message(f"{what}: validation mean Dice {mean:.4f}, {verdict}")
         barrier(self.dist)
 
     def validate(self, iteration: int, baseline: bool = False) -> None:
