@@ -56,11 +56,25 @@ def test_which_iterations_join_and_the_running_mean() -> None:
     assert WeightAverage(start=0.0, every=3, total=7).due(3)
 
 
-@pytest.mark.parametrize("bad", [{"enabled": "yes"}, {"start": 1.0}, {"start": -0.1}])
-def test_bad_settings_name_the_key(bad) -> None:
-    key = next(iter(bad))
-    with pytest.raises(ScdlError, match=f"averaging.{key}"):
-        resolve_config("cpu", overrides=[f"averaging.{key}={json.dumps(bad[key])}"])
+@pytest.mark.parametrize("key, value", [("averaging.enabled", "yes"), ("averaging.start", 1.0),
+                                        ("averaging.start", -0.1), ("finetune.interpolate", 0.0),
+                                        ("finetune.interpolate", 1.5), ("finetune.interpolate", True)])
+def test_bad_settings_name_the_key(key: str, value) -> None:
+    with pytest.raises(ScdlError, match=key.replace(".", r"\.")):
+        resolve_config("cpu", overrides=[f"{key}={json.dumps(value)}"])
+
+
+def test_interpolation_mixes_known_rows_only() -> None:
+    from scdl.training.averaging import interpolate_state_dicts
+
+    start = {"body": torch.zeros(2, 2), "out_conv.weight": torch.zeros(3, 4), "n": torch.tensor(1)}
+    tuned = {"body": torch.ones(2, 2), "out_conv.weight": torch.ones(3, 4), "n": torch.tensor(9)}
+    mixed = interpolate_state_dicts(start, tuned, 0.25, head_keys=("out_conv.weight",), head_rows=[0, 2])
+    assert torch.equal(mixed["body"], torch.full((2, 2), 0.25)) and int(mixed["n"]) == 9
+    assert mixed["out_conv.weight"][:, 0].tolist() == [0.25, 1.0, 0.25]     # row 1: a class the start lacks
+    assert torch.equal(interpolate_state_dicts(start, tuned, 1.0)["body"], tuned["body"])
+    with pytest.raises(ValueError):
+        interpolate_state_dicts(start, tuned, 1.5)
 
 
 @pytest.fixture(scope="module")
