@@ -31,9 +31,13 @@ examples:
   scdl train --labeled data/labeled --unlabeled data/ct --source-labels totalsegmentator_v2 --out runs/b
 
   # fine-tune a model package on new data (its training recipe is inherited; on cases that draw only some
-  # organs the initial model keeps teaching the others); resume a stopped run
+  # organs the initial model keeps teaching the others; the package mixes the fine-tuned weights half and half
+  # with the initial ones, --set finetune.interpolate=1 keeps them alone); resume a stopped run
   scdl train --cohort new.csv --init runs/a/model --out runs/ft --iterations 2000
   scdl train --resume runs/a
+
+  # average the weights of the checkpoints of the second half of the run (SWA); kept when it validates better
+  scdl train --cohort cohort.csv --out runs/swa --preset cpu --set averaging.enabled=true --set averaging.start=0.5
 
   # 4 GPUs (one node): DistributedDataParallel, per-GPU batch as configured
   torchrun --standalone --nproc_per_node 4 -m scdl train --cohort cohort.csv --out runs/ddp --device cuda

@@ -330,6 +330,11 @@ class Trainer:
             loaded = int(self.init_report["networks_loaded"])
             self.init_networks = step.network_state_dicts()[:loaded]
             self.init_head_rows = sorted(int(v) for v in class_correspondence(self.init.labels, self.target))
+            alpha = float(cfg.finetune.interpolate)
+            if alpha < 1.0:
+                self.progress.message(f"at the end the package holds {1 - alpha:g} x the initial model + {alpha:g} x "
+                                      "the fine-tuned weights (finetune.interpolate, WiSE-FT: keeps more of what the "
+                                      "cases do not draw; --set finetune.interpolate=1 for the fine-tuned weights alone)")
         self._add_keep_term(step)
         # the resolved step settings (every key, paper defaults included) go into config.json
         from dataclasses import asdict
