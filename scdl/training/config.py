@@ -122,8 +122,9 @@ DEFAULTS: dict[str, Any] = {
     "log_every": 10,
     # ours (issue 27; paper: none): the mean of the networks' weights at every checkpoint from ``start`` x iterations
     # on (SWA / model soups, scdl.training.averaging); validated at the end, the best when it beats the best
-    # checkpoint. Measured on the default model's validation (docs/default_model.md): the mean of four late
-    # checkpoints of stages 4c/4d 0.651 vs the best single checkpoint's 0.637.
+    # checkpoint. Measured on the default model's validation (docs/default_model.md): the mean of the late
+    # checkpoints of two runs at lr 0.01 (stages 4c, 4d) 0.651 vs their best checkpoint's 0.637, but within the
+    # run that became 4.3.0 (lr 0.003 decayed to 0) the mean of iterations 500..900 0.653 vs its last 0.685: off.
     "averaging": {"enabled": False, "start": 0.5},
     "distributed": {"sync_batchnorm": "auto",    # auto: SyncBatchNorm with NCCL (GPUs), per-process BN with gloo
                     "find_unused_parameters": "auto"},   # auto: on for SCDL ablations (parts of the head unused)
