@@ -73,11 +73,12 @@ def interpolate_state_dicts(start: Mapping[str, Tensor], tuned: Mapping[str, Ten
         if not value.is_floating_point():
             out[key] = value.detach().clone()
             continue
-        mixed = (1.0 - a) * ref.detach().to(torch.float64) + a * value.detach().to(torch.float64).to(ref.device)
+        tuned64 = value.detach().to(device=ref.device, dtype=torch.float64)     # on the start's device (CPU)
+        mixed = (1.0 - a) * ref.detach().to(torch.float64) + a * tuned64
         if key in head_keys and head_rows is not None:
-            keep = torch.ones(value.shape[0], dtype=torch.bool)
+            keep = torch.ones(value.shape[0], dtype=torch.bool, device=ref.device)
             keep[[int(r) for r in head_rows if 0 <= int(r) < value.shape[0]]] = False
-            mixed[keep] = value.detach().to(torch.float64)[keep]
+            mixed[keep] = tuned64[keep]
         out[key] = mixed.to(dtype=value.dtype, device=value.device)
     return out
 
