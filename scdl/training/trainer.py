@@ -34,6 +34,7 @@ from scdl.errors import Cancelled, ScdlError
 from scdl.events import AnnotationEvent, InitEvent, ReplicasEvent, StartEvent
 from scdl.progress import ProgressReporter, SilentProgress
 from scdl.training import runfolder
+from scdl.training.averaging import WeightAverage
 from scdl.training.checkpointer import Checkpointer, Learners
 from scdl.training.cohort import Cohort
 from scdl.training.config import save_config
@@ -45,7 +46,6 @@ from scdl.training.record import RunRecord
 from scdl.training.runfolder import RunFolder, load_run_config  # noqa: F401 - load_run_config: its old place
 from scdl.training.runlog import RunLog
 from scdl.training.settings import TrainConfig, as_train_config
-from scdl.training.averaging import WeightAverage
 from scdl.training.validator import Validator
 
 if TYPE_CHECKING:

@@ -78,23 +78,32 @@ class Validator:
         """The best and the baseline of a resumed run (from its checkpoint)."""
         self.best, self.baseline = dict(best or {}), dict(baseline or {})
 
+    def _scores(self, networks: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """``scdl.training.validation.validate`` of ``networks`` on the validation cases, with ``dice`` and
+        ``found`` in the order of the table's classes -> (result, those classes' entries). A table may skip values:
+        channel 5 of a table without value 5 is no class."""
+        from scdl.training.validation import validate
+
+        result = validate(list(networks), self.cases, self.patch, int(self.target.num_classes), self.device,
+                          overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode, amp=self.amp,
+                          progress=None if self.dist.enabled else self.progress, annotated=self.masks)
+        entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
+        values = [int(e.value) for e in entries]
+        return ({**result, "dice": [result["dice"][v - 1] for v in values],
+                 "found": [result["found"][v - 1] for v in values]}, entries)
+
     def validate_final(self, networks: Sequence[Any], what: str, note: dict[str, Any], *, always: bool) -> None:
         """Networks made at the end of the run from the trained ones (``scdl.training.averaging``: the mean of
         checkpoints' weights, or the fine-tune interpolated with its initial model), validated on the same
         cases. Written into ``best.pt`` with ``note`` merged into the best when ``always`` or when their mean
         Dice beats the best so far. No ``validation.csv`` row (the last iteration's row is the last weights');
         a line says what was kept."""
-        from scdl.training.validation import validate
-
         if self.dist.is_main and self.cases:
             nets = [copy.deepcopy(net) for net in self.step.networks]
             for net, state in zip(nets, networks):
                 net.load_state_dict(state)
-            result = validate(nets, self.cases, self.patch, int(self.target.num_classes), self.device,
-                              overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode, amp=self.amp,
-                              progress=None if self.dist.enabled else self.progress, annotated=self.masks)
-            entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-            dice = {e.name: float(result["dice"][int(e.value) - 1]) for e in entries}
+            result, entries = self._scores(nets)
+            dice = {e.name: float(result["dice"][i]) for i, e in enumerate(entries)}
             mean = float(result["mean_dice"])
             previous = self.best.get("mean_dice", -1.0)
             if always or (math.isfinite(mean) and mean > previous):
@@ -113,19 +122,8 @@ class Validator:
     def validate(self, iteration: int, baseline: bool = False) -> None:
         """Dice per class on the validation cases; the best networks into ``best.pt``. ``baseline``: the init
         model before fine-tuning (iteration 0: logged and kept as :attr:`baseline`, never the best)."""
-        from scdl.training.validation import validate
-
         if self.dist.is_main and self.cases:
-            result = validate(list(self.step.networks), self.cases, self.patch, int(self.target.num_classes),
-                              self.device, overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode,
-                              amp=self.amp, progress=None if self.dist.enabled else self.progress,
-                              annotated=self.masks)
-            # one Dice per class of the table, in its order (a table may skip values: channel 5 of a table
-            # without value 5 is no class)
-            entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
-            values = [int(e.value) for e in entries]
-            result = {**result, "dice": [result["dice"][v - 1] for v in values],
-                      "found": [result["found"][v - 1] for v in values]}
+            result, entries = self._scores(list(self.step.networks))
             found = {e.name: result["found"][i] for i, e in enumerate(entries)}
             row = self.log.add_validation(iteration, result)
             dice = {k[5:]: v for k, v in row.items() if k.startswith("dice_")}
