@@ -31,6 +31,7 @@ set(SCDL_CORE_PYTHON_SCRIPTS
   scdl/errors.py
   scdl/events.py
   scdl/inference/__init__.py
+  scdl/inference/adapt.py
   scdl/inference/config.py
   scdl/inference/device.py
   scdl/inference/ensemble.py

@@ -23,9 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-#: Relative duration of the phases of ``scdl segment`` (read, preprocess, infer, postprocess, write);
+#: Relative duration of the phases of ``scdl segment`` (read, preprocess, adapt, infer, postprocess, write; adapt
+#: only for a model whose card asks for test-time batch-norm statistics; without it the bar jumps over its share);
 #: the progress bar's percentage weights each phase by these. Phases not listed count as 0.
-SEGMENT_PHASE_WEIGHTS: dict[str, float] = {"read": 5.0, "preprocess": 10.0, "infer": 70.0, "postprocess": 10.0, "write": 5.0}
+SEGMENT_PHASE_WEIGHTS: dict[str, float] = {"read": 5.0, "preprocess": 10.0, "adapt": 10.0, "infer": 60.0,
+                                               "postprocess": 10.0, "write": 5.0}
 
 #: Lines kept in memory for the log box and error reports (older ones are dropped).
 MAX_LOG_LINES = 2000

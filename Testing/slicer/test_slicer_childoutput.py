@@ -25,7 +25,8 @@ def test_lines_are_classified_by_content():
 
 def test_weighted_percent_and_eta_from_phases():
     now = [100.0]
-    tracker = ProgressTracker(clock=lambda: now[0])  # weights read 5, preprocess 10, infer 70, postprocess 10, write 5
+    tracker = ProgressTracker(clock=lambda: now[0])  # weights read 5, preprocess 10, adapt 10, infer 60,
+    # postprocess 10, write 5; this run has no adapt phase (a model without test-time batch-norm statistics)
     tracker.feed('{"phase": "read", "done": 0, "total": 1, "eta_s": null}')
     assert tracker.percent == 0.0 and tracker.eta_s() is None and tracker.status_text() == "read 0/1 - 0%"
     tracker.feed('{"phase": "read", "done": 1, "total": 1, "eta_s": 0.0}')
@@ -34,9 +35,9 @@ def test_weighted_percent_and_eta_from_phases():
     assert tracker.percent == pytest.approx(15.0)
     now[0] = 110.0  # 10 s elapsed
     tracker.feed('{"phase": "infer", "done": 6, "total": 24, "eta_s": 30.0}')
-    assert tracker.percent == pytest.approx(15.0 + 70.0 * 6 / 24)  # 32.5 %
-    assert tracker.eta_s() == pytest.approx(10.0 * (1 - 0.325) / 0.325)  # elapsed * remaining / done
-    assert tracker.status_text() == "infer 6/24 - 32% - about 21 s left"
+    assert tracker.percent == pytest.approx(25.0 + 60.0 * 6 / 24)  # 40 %: adapt's share passed over
+    assert tracker.eta_s() == pytest.approx(10.0 * (1 - 0.4) / 0.4)  # elapsed * remaining / done
+    assert tracker.status_text() == "infer 6/24 - 40% - about 15 s left"
     tracker.feed('{"phase": "write", "done": 2, "total": 2, "eta_s": 0.0}')
     assert tracker.percent == pytest.approx(100.0)
     tracker.feed(json.dumps({"phase": "done", "output": "/o.seg.nrrd", "timings_s": {"infer": 1.5}}))

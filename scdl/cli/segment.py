@@ -68,6 +68,11 @@ def register(subparsers) -> None:
                         help="how labels reach the CT's grid: 'nearest' (argmax on the model grid, then nearest "
                              "neighbour) or 'logits' (logits resampled linearly onto the CT grid, argmax there; "
                              "smoother borders on fine CT grids). Default: the model card's (docs/inference.md)")
+    parser.add_argument("--bn-adapt", type=float, default=None, metavar="W",
+                        help="test-time batch-norm statistics: the networks' normalisation re-estimated on this "
+                             "CT's windows before the prediction, mixed as (1 - W) x the trained statistics + W x "
+                             "the CT's; 0 = off, 1 = the CT's alone (default: the model card's "
+                             "inference.bn_adapt; docs/inference.md)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the model card's warnings in full (by default only at a model's first use "
                              "on this machine)")
@@ -103,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sw_batch_size is not None and args.sw_batch_size < 1:
         raise ScdlError(f"--sw-batch-size must be a positive number of windows, got {args.sw_batch_size}.",
                         fix="use e.g. --sw-batch-size 1 on the CPU, 4 on a GPU.")
+    if args.bn_adapt is not None and not 0.0 <= args.bn_adapt <= 1.0:
+        raise ScdlError(f"--bn-adapt must be between 0 and 1, got {args.bn_adapt:g}.",
+                        fix="use 0 (the trained statistics), 1 (this CT's own) or a mix such as 0.5.")
     progress = Progress(args.progress)
     progress.install_signal_handlers()
     result = segment_file(
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         sw_batch_size=args.sw_batch_size,
         keep_largest=args.keep_largest,
         label_resampling=args.label_resampling,
+        bn_adapt=args.bn_adapt,
         largest_component_organs=organ_list(args.largest_component_organs),
         verbose=args.verbose or progress.mode == "json",      # a program (the Slicer module) decides itself
     )

@@ -35,7 +35,7 @@ from scdl.models.card import (  # noqa: F401 - Blending, LabelResampling: import
 )
 
 _KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component",
-          "largest_component_organs", "cpu_channels_last", "label_resampling"}
+          "largest_component_organs", "cpu_channels_last", "label_resampling", "bn_adapt"}
 
 
 #: On the CPU, windows of at most this many voxels go 4 per forward, bigger ones 1. Measured (2 cores, torch
@@ -72,6 +72,9 @@ class InferenceSettings:
             resampled linearly onto the CT grid, one class at a time, argmax there: smoother borders on a CT
             finer than the model grid, memory about 9 bytes per CT voxel). Chosen on validation:
             docs/inference.md.
+        bn_adapt: test-time batch-norm statistics (:mod:`scdl.inference.adapt`): the networks' stored statistics
+            are replaced by ``(1 - bn_adapt) * stored + bn_adapt * the CT's own``, estimated on the CT's windows
+            before the prediction. 0 (off) unless the card sets it; chosen on validation: docs/inference.md.
     """
 
     overlap: float = DEFAULT_INFERENCE["overlap"]
@@ -83,8 +86,13 @@ class InferenceSettings:
     largest_component_organs: tuple[str, ...] = ()
     cpu_channels_last: bool = True
     label_resampling: str = DEFAULT_LABEL_RESAMPLING.value
+    bn_adapt: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.bn_adapt, bool) or not isinstance(self.bn_adapt, (int, float)) \
+                or not 0.0 <= float(self.bn_adapt) <= 1.0:
+            raise ValueError(f"bn_adapt must be a number in [0, 1], not {self.bn_adapt!r}")
+        object.__setattr__(self, "bn_adapt", float(self.bn_adapt))
         if str(self.label_resampling) not in LABEL_RESAMPLINGS:
             raise ValueError(f"label_resampling must be one of {', '.join(LABEL_RESAMPLINGS)}, "
                              f"not {self.label_resampling!r}")
@@ -105,7 +113,7 @@ class InferenceSettings:
         except (TypeError, ValueError) as err:
             raise ScdlError(f"invalid inference settings: {err}",
                             fix=f"use an overlap in [0, 1), a positive sw_batch_size, blending {'|'.join(BLENDINGS)}, "
-                                f"label_resampling {'|'.join(LABEL_RESAMPLINGS)}.") from err
+                                f"label_resampling {'|'.join(LABEL_RESAMPLINGS)}, bn_adapt in [0, 1].") from err
         return settings
 
     def window_config(self, roi_size: tuple[int, int, int], device_type: str) -> WindowConfig:

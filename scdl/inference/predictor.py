@@ -7,7 +7,8 @@ This is the public entry point for the Slicer modules, ``scdl segment`` and ``sc
     result.uncertainty   # SimpleITK.Image (float32, [0, 1]) or None
     result.confidence    # {"liver": 0.97, ...} mean max-probability inside each predicted organ
 
-Steps (progress phases): preprocess (reorient, resample, window) -> infer (sliding windows of the ensemble,
+Steps (progress phases): preprocess (reorient, resample, window) -> adapt (only with ``bn_adapt`` > 0: the
+batch-norm statistics re-estimated on this CT's windows, scdl.inference.adapt) -> infer (sliding windows of the ensemble,
 argmax streamed slab by slab) -> postprocess (optional largest component, inverse resampling of the
 INTEGER labels onto the input grid, uncertainty resampled linearly; or, with ``label_resampling="logits"``,
 the logits resampled linearly onto the input grid class by class and the argmax taken there).
@@ -107,6 +108,22 @@ def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, dev
         nets = [net.to(dev).eval() for net in nets]
         if dev.type == "cpu" and settings.cpu_channels_last:    # same labels, faster (InferenceSettings)
             nets = [net.to(memory_format=torch.channels_last_3d) for net in nets]
+        if settings.bn_adapt > 0.0:       # copies: the caller's networks keep their statistics
+            from scdl.inference.adapt import adapt_batch_norm
+
+            adapt_box: dict[str, Any] = {}
+
+            def on_adapt(_done: int, total: int) -> None:
+                if "phase" not in adapt_box:
+                    adapt_box["phase"] = progress.phase("adapt", total)
+                adapt_box["phase"].advance()
+                progress.check_cancelled()
+
+            try:
+                nets = adapt_batch_norm(nets, torch.from_numpy(arr), roi, settings.bn_adapt, dev, on_batch=on_adapt)
+            finally:
+                if "phase" in adapt_box:
+                    adapt_box["phase"].close()
         config = settings.window_config(roi, dev.type)
         phase_box: dict[str, Any] = {}
 
@@ -146,6 +163,7 @@ def segment_image(
     keep_largest: Optional[bool] = None,
     largest_component_organs: Optional[Sequence[str]] = None,
     label_resampling: Optional[str] = None,
+    bn_adapt: Optional[float] = None,
     confidence: bool = True,
     networks: Optional[Sequence] = None,
     channels_last: Optional[bool] = None,
@@ -158,9 +176,10 @@ def segment_image(
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA missing or out of memory -> CPU + warning).
         progress: reporter for the phases preprocess / infer / postprocess (default: silent).
         uncertainty: also compute the uncertainty map on the input grid.
-        overlap, sw_batch_size, keep_largest, largest_component_organs, label_resampling: override the card's
-            ``inference`` section (``largest_component_organs=()``: no organ; ``label_resampling``: ``"nearest"``
-            or ``"logits"``, :class:`scdl.inference.config.LabelResampling`).
+        overlap, sw_batch_size, keep_largest, largest_component_organs, label_resampling, bn_adapt: override the
+            card's ``inference`` section (``largest_component_organs=()``: no organ; ``label_resampling``:
+            ``"nearest"`` or ``"logits"``, :class:`scdl.inference.config.LabelResampling`; ``bn_adapt`` in [0, 1]:
+            test-time batch-norm statistics, :mod:`scdl.inference.adapt`).
         confidence: compute the per-organ mean max-probability.
         networks: use these (eval-mode) networks instead of ``package.build_networks`` (benchmarks, tests).
         channels_last: override ``InferenceSettings.cpu_channels_last`` (None: the setting, True).
@@ -180,7 +199,7 @@ def segment_image(
     card = pkg.card
     settings = InferenceSettings.from_card(card, overlap=overlap, sw_batch_size=sw_batch_size,
                                            keep_largest_component=keep_largest, cpu_channels_last=channels_last,
-                                           label_resampling=label_resampling,
+                                           label_resampling=label_resampling, bn_adapt=bn_adapt,
                                            largest_component_organs=(None if largest_component_organs is None
                                                                      else tuple(largest_component_organs)))
     via_logits = settings.label_resampling == LabelResampling.LOGITS

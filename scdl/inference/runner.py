@@ -121,6 +121,7 @@ def segment_file(
     keep_largest: Optional[bool] = None,
     label_resampling: Optional[str] = None,
     largest_component_organs: Optional[Sequence[str]] = None,
+    bn_adapt: Optional[float] = None,
     verbose: bool = False,
 ) -> SegmentFileResult:
     """Segment the CT at ``input_path`` and write the label map to ``output_path``.
@@ -135,8 +136,8 @@ def segment_file(
         preview: optional PNG with axial + coronal overlays and a legend.
         uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
         series_uid: the DICOM series to read when a folder holds several.
-        overlap, sw_batch_size, keep_largest, label_resampling, largest_component_organs: override the model
-            card's inference settings (``largest_component_organs=()``: no organ).
+        overlap, sw_batch_size, keep_largest, label_resampling, largest_component_organs, bn_adapt: override the
+            model card's inference settings (``largest_component_organs=()``: no organ).
         verbose: show the model card's warnings in full even when they were shown before on this machine.
 
     Returns:
@@ -174,7 +175,8 @@ def segment_file(
     with progress.interruptible():
         resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
         package = load_package(model)
-        settings = InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size)
+        settings = InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size,
+                                               bn_adapt=bn_adapt)
 
         t0 = time.perf_counter()
         with progress.phase("read", 1) as phase:
@@ -196,7 +198,7 @@ def segment_file(
 
         result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
                                overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest,
-                               label_resampling=label_resampling,
+                               label_resampling=label_resampling, bn_adapt=bn_adapt,
                                largest_component_organs=largest_component_organs)
         _warn_if_empty(result, image, progress, package.card)
 

@@ -54,6 +54,15 @@ class WindowOutputs:
     extras: dict = field(default_factory=dict)
 
 
+def pad_to_window(volume: Tensor, roi_size: Sequence[int], value: float) -> tuple[Tensor, list[tuple[int, int]]]:
+    """``volume`` (D, H, W) padded with ``value``, centred, to at least one window per axis; and the pads."""
+    pads = _pad_amounts(tuple(int(s) for s in volume.shape), roi_size)
+    if any(p for pair in pads for p in pair):
+        flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
+        volume = torch.nn.functional.pad(volume[None, None], flat, mode="constant", value=value)[0, 0]
+    return volume, pads
+
+
 def window_starts(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> list[tuple[int, int, int]]:
     """Start corners of the windows covering ``image_size`` (each axis >= roi), in MONAI's z-major order.
 
@@ -199,10 +208,7 @@ def predict_volume(
         vol = vol.to(torch.float32)
     roi = tuple(int(s) for s in config.roi_size)
     original_shape = tuple(int(s) for s in vol.shape)
-    pads = _pad_amounts(original_shape, roi)
-    if any(p for pair in pads for p in pair):
-        flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
-        vol = torch.nn.functional.pad(vol[None, None], flat, mode="constant", value=config.pad_value)[0, 0]
+    vol, pads = pad_to_window(vol, roi, config.pad_value)
     shape = tuple(int(s) for s in vol.shape)
     starts = window_starts(shape, roi, config.overlap)
     weight = importance_map(roi, config.mode, config.sigma_scale, device)

@@ -191,6 +191,9 @@ def validate_card(card: Any, path: Optional[os.PathLike | str] = None) -> dict[s
     if inference.get("label_resampling", DEFAULT_LABEL_RESAMPLING.value) not in LABEL_RESAMPLINGS:
         raise bad(f"field 'inference.label_resampling' must be one of {LABEL_RESAMPLINGS}, "
                   f"not {inference['label_resampling']!r}.")
+    bn_adapt = inference.get("bn_adapt", 0.0)
+    if isinstance(bn_adapt, bool) or not isinstance(bn_adapt, (int, float)) or not 0.0 <= float(bn_adapt) <= 1.0:
+        raise bad(f"field 'inference.bn_adapt' must be a number in [0, 1], not {bn_adapt!r}.")
 
     prov = need("provenance", dict)
     need("created", str, prov, "provenance.")

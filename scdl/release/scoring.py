@@ -25,6 +25,8 @@ def inference_flags(inference: Optional[Mapping[str, Any]]) -> list[str]:
         flags.append("--keep-largest")
     if inference.get("label_resampling"):
         flags += ["--label-resampling", str(inference["label_resampling"])]
+    if inference.get("bn_adapt") is not None:
+        flags += ["--bn-adapt", str(float(inference["bn_adapt"]))]
     return flags
 
 
