@@ -211,6 +211,34 @@ def test_cards_of_scdl_train_record_their_recipe(tmp_path: Path) -> None:
     assert card["provenance"]["validation_metrics"]["before"]["dice"] == {"liver": 0.8}
 
 
+def test_fine_tune_card_keeps_the_init_models_inference_settings(tmp_path: Path) -> None:
+    """A fine-tune's card gets its init model's post-processing and test-time batch-norm statistics (chosen on
+    that model's validation), the largest-component organs cut to the fine-tune's table; without --init the
+    card has the defaults."""
+    from scdl.models.card import DEFAULT_INFERENCE
+    from scdl.training.packaging import training_card
+
+    init_card = {"id": "parent", "inference": {"overlap": 0.5, "bn_adapt": 0.5, "label_resampling": "nearest",
+                                               "largest_component_organs": ["liver", "spleen", "aorta"]}}
+
+    def card_of(config, names):
+        return training_card(run_dir=tmp_path / "run", config=config, arch={"name": "vnet", "in_channels": 1,
+                             "n_classes": 3, "n_filters": 8, "norm": "batch"}, ensemble=2,
+                             preprocessing={"mode": "spacing", "spacing_mm": [3.0, 3.0, 3.0],
+                                            "patch_size": [32, 32, 32]},
+                             iteration=4, chosen=4, elapsed=1.0, best={}, cohort_source="m.csv",
+                             summary={"labeled": 1, "unlabeled": 0, "val": 0}, validation_source=None,
+                             world_size=1, label_names=names)
+
+    config = resolve_config("cpu", init=init_card)
+    assert config["init"]["inference"]["bn_adapt"] == 0.5
+    card = card_of(config, ["background", "Liver", "aorta"])
+    assert card["inference"]["bn_adapt"] == 0.5
+    assert card["inference"]["largest_component_organs"] == ["liver", "aorta"]      # no spleen in its table
+    plain = card_of(resolve_config("cpu"), ["background", "liver"])
+    assert plain["inference"] == DEFAULT_INFERENCE and "bn_adapt" not in plain["inference"]
+
+
 # -- the preset and the plan line -----------------------------------------------------------------------------
 def test_preset_follows_the_device() -> None:
     from scdl.training.config import choose_preset

@@ -311,7 +311,10 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
         config["init"] = {**(config.get("init") or {}),
                           "model": str(init) if not isinstance(init, Mapping) else card.get("id"),
                           "id": card.get("id"), "inherit": inherit, "recipe": bool(recipe),
-                          "inherited": inherited, "yours": yours}
+                          "inherited": inherited, "yours": yours,
+                          # the post-processing and test-time settings chosen for the init model: its fine-tune's
+                          # card keeps them (scdl.training.finetune.inherited_inference)
+                          "inference": dict(card.get("inference") or {})}
         scale = config["finetune"].get("lr_scale", 1.0)
         user_lr = _user_sets(("optimizer", "lr"), file_values, values, overrides)
         if "lr" in layer.get("optimizer", {}) and not user_lr and isinstance(scale, (int, float)) and scale != 1:

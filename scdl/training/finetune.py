@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from scdl.errors import ScdlError
 from scdl.training.inherit import (  # noqa: F401 - the inherited recipe's names, also used from here
@@ -180,3 +180,20 @@ def initialise_from(init: InitModel, networks: Sequence[torch.nn.Module], target
               "networks_loaded": loaded, "networks_fresh": len(networks) - loaded}
     init.report = report
     return report
+
+
+def inherited_inference(config: Mapping[str, Any], label_names: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The card ``inference`` section of a fine-tune: the init model's (``config["init"]["inference"]``: its
+    post-processing and test-time batch-norm statistics were chosen on that model's validation), with
+    ``largest_component_organs`` cut to the organs of the fine-tune's label table. None without ``--init`` or for
+    a run folder from before this was recorded (then the card gets the defaults)."""
+    from scdl.labels.names import normalize_name
+
+    section = dict((config.get("init") or {}).get("inference") or {})
+    if not section:
+        return None
+    if "largest_component_organs" in section:
+        names = {normalize_name(n) for n in label_names}
+        section["largest_component_organs"] = [o for o in section["largest_component_organs"]
+                                               if normalize_name(o) in names]
+    return section

@@ -31,15 +31,18 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
                   ensemble: int, iteration: int, chosen: int, elapsed: float, best: dict[str, Any],
                   cohort_source: Any, summary: dict[str, int], validation_source: Optional[str],
                   world_size: int, baseline: Optional[dict[str, Any]] = None,
-                  averaged: Optional[dict[str, Any]] = None, interpolated: Optional[float] = None) -> dict[str, Any]:
+                  averaged: Optional[dict[str, Any]] = None, interpolated: Optional[float] = None,
+                  label_names: Sequence[str] = ()) -> dict[str, Any]:
     """The card of a model trained by ``scdl train`` (``validation_source`` None: no cohort report).
 
     ``baseline``: the ``--init`` model's validation before fine-tuning (``validation_metrics.before``).
     ``averaged``: the packaged weights are a mean (``scdl.training.averaging``; a best's own ``averaged`` wins);
     ``interpolated``: they are mixed with the init model (``finetune.interpolate``; idem).
-    ``provenance.recipe.config`` records the settings a later fine-tune inherits (scdl.training.finetune)."""
+    ``provenance.recipe.config`` records the settings a later fine-tune inherits (scdl.training.finetune); a
+    fine-tune's ``inference`` section is its init model's (organs cut to ``label_names``,
+    :func:`scdl.training.finetune.inherited_inference`)."""
     from scdl.models.card import new_card
-    from scdl.training.finetune import recipe_of
+    from scdl.training.finetune import inherited_inference, recipe_of
 
     warnings = []
     if validation_source is not None and validation_source != "val":
@@ -65,6 +68,7 @@ def training_card(*, run_dir: Path, config: dict[str, Any], arch: dict[str, Any]
     return new_card(
         id=model_id_for(run_dir), title=f"SCDL {framework} model trained in {run_dir.name}",
         architecture=arch, preprocessing=preprocessing, ensemble=ensemble,
+        inference=inherited_inference(config, label_names),
         description=(f"Trained with scdl train ({framework}, {iteration} iterations, preset {config.get('preset')}); "
                      f"{weights}."),
         provenance={"data": f"{cohort_source} ({summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
@@ -96,7 +100,8 @@ def package_run(record: RunRecord, progress: ProgressReporter) -> Path:
                          validation_source=record.validation_source, world_size=record.world_size,
                          baseline=dict(record.baseline),
                          averaged=None if record.best else (dict(record.averaged) if record.averaged else None),
-                         interpolated=None if record.best else record.interpolated)
+                         interpolated=None if record.best else record.interpolated,
+                         label_names=[e.name for e in record.labels.entries])
     try:
         out = save_package(record.model_dir, card, list(states), record.labels)
     except ScdlError as err:            # e.g. a full disk: the final checkpoint is saved, so a resume packages again
