@@ -141,6 +141,15 @@ def validation_lines(card: Mapping[str, Any]) -> list[str]:
 
 
 # -- the full card -------------------------------------------------------------------------------------
+
+def _largest(inf: dict) -> str:
+    """The card's largest-component post-processing in words."""
+    if inf.get("keep_largest_component"):
+        return "largest component of every organ"
+    if inf.get("largest_component_organs"):
+        return "largest component of " + ", ".join(inf["largest_component_organs"])
+    return "largest component off" if inf.get("keep_largest_component") is not None else ""
+
 def card_rows(card: Mapping[str, Any], *, title: Optional[str] = None, model_id: Optional[str] = None,
               label_names: Optional[Sequence[str]] = None, path: Any = None, networks: Optional[int] = None,
               status: Optional[str] = None) -> list[tuple[str, str]]:
@@ -176,8 +185,9 @@ def card_rows(card: Mapping[str, Any], *, title: Optional[str] = None, model_id:
     inference = ", ".join(x for x in (
         f"overlap {inf['overlap']:g}" if inf.get("overlap") is not None else "",
         f"{inf['blending']} blending" if inf.get("blending") else "",
-        ("largest component " + ("on" if inf["keep_largest_component"] else "off"))
-        if inf.get("keep_largest_component") is not None else "") if x)
+        _largest(inf),
+        f"labels resampled {inf['label_resampling']}" if inf.get("label_resampling") else "",
+        f"test-time batch-norm statistics {float(inf['bn_adapt']):g}" if inf.get("bn_adapt") else "") if x)
     training = ", ".join(x for x in (
         str(prov.get("framework") or ""),
         f"{prov['iterations']} iterations" if prov.get("iterations") else "",
