@@ -102,6 +102,20 @@ def test_windows_of_the_prediction_are_the_sample():
     assert seen == [(i + 1, 2 * batches) for i in range(2 * batches)]
 
 
+def test_windows_of_air_and_padding_are_left_out():
+    """A tiling of a volume whose body fills the first 8 of 16 slices: the windows of air (share 0) are left out,
+    a window half in the body (share 0.5 of the fullest's 1.0) is kept at min_body 0.5, dropped at 0.6."""
+    from scdl.inference.adapt import body_windows
+
+    vol = torch.zeros((16, 8, 8))
+    vol[:8] = 0.5
+    assert body_windows(vol, (4, 8, 8), 0.0, 0.5) == [(0, 0, 0), (4, 0, 0)]
+    assert body_windows(vol, (8, 8, 8), 0.5, 0.5) == [(0, 0, 0), (4, 0, 0)]
+    assert body_windows(vol, (8, 8, 8), 0.5, 0.6) == [(0, 0, 0)]
+    assert len(body_windows(vol, (4, 8, 8), 0.0, 0.0)) == 4
+    assert len(body_windows(torch.zeros((8, 8, 8)), (4, 8, 8), 0.0)) == 2       # no body at all: every window
+
+
 def test_networks_without_batch_norm_and_bad_weights():
     net = _net("instance")
     assert batch_norm_layers(net) == []
