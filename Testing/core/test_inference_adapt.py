@@ -190,3 +190,42 @@ def test_segment_command_refuses_a_weight_outside_zero_one(tmp_path, capsys):
     rc = main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "x.nii.gz"), "--bn-adapt", "1.5"])
     err = capsys.readouterr().err
     assert rc != 0 and "--bn-adapt must be between 0 and 1" in err and err.count("\n") <= 2
+
+
+def test_validation_adapts_each_case_and_a_fine_tune_inherits_the_cards_weight():
+    """``validation.bn_adapt``: a network whose stored statistics are far off (mean 5 for inputs in [0, 1]) finds
+    nothing of a bright cube as trained and the whole cube with the case's own statistics; the networks keep
+    their statistics. A fine-tune validates with its init model's card value unless the user sets one."""
+    from scdl.training.config import resolve_config
+    from scdl.training.validation import validate
+
+    class _Net(nn.Module):          # class 1 where the normalised input is above 0
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm3d(1)
+            with torch.no_grad():
+                self.bn.running_mean.fill_(5.0)
+
+        def forward(self, x):
+            h = self.bn(x)
+            return torch.cat([-h, h], dim=1)
+
+    class _Cached:
+        def __init__(self, image, label):
+            self.image, self.label = image, label
+
+    image = np.zeros((16, 16, 16), np.float32)
+    image[2:14, 2:14, 2:14] = 0.05        # soft tissue around a bright organ: the windows' mean is 0.07
+    image[5:11, 5:11, 5:11] = 1.0
+    label = (image == 1.0).astype(np.int64)
+    net = _Net().eval()
+    plain = validate([net], [_Cached(image, label)], (8, 8, 8), 2, torch.device("cpu"), amp=False)
+    adapted = validate([net], [_Cached(image, label)], (8, 8, 8), 2, torch.device("cpu"), amp=False, bn_adapt=1.0)
+    assert plain["dice"][0] == 0.0 and adapted["dice"][0] == pytest.approx(1.0)
+    assert float(net.bn.running_mean) == 5.0 and not net.training
+    card = {"id": "parent", "inference": {"bn_adapt": 0.5}}
+    assert resolve_config("cpu")["validation"]["bn_adapt"] == 0.0
+    assert resolve_config("cpu", init=card)["validation"]["bn_adapt"] == 0.5
+    assert resolve_config("cpu", init=card, overrides=["validation.bn_adapt=0"])["validation"]["bn_adapt"] == 0
+    with pytest.raises(ScdlError, match="validation.bn_adapt"):
+        resolve_config("cpu", overrides=["validation.bn_adapt=2"])

@@ -117,7 +117,11 @@ DEFAULTS: dict[str, Any] = {
     "data": {"num_workers": 2, "prefetch_factor": 2, "cache_dir": None,   # cache_dir None: <SCDL_HOME>/cache
              "resample_labels": False},   # True: a label map on another grid is resampled onto its CT (nearest)
     "validation": {"every": 500,        # iterations; 0: only at the end; -1: never (the package holds the last weights)
-                   "overlap": 0.5, "sw_batch_size": 2, "mode": DEFAULT_BLENDING.value},
+                   "overlap": 0.5, "sw_batch_size": 2, "mode": DEFAULT_BLENDING.value,
+                   # ours (paper: none): test-time batch-norm statistics of every validation case, as the card's
+                   # inference.bn_adapt (scdl.inference.adapt), so that checkpoints are chosen as they will be used;
+                   # a fine-tune takes its init model's card value unless set
+                   "bn_adapt": 0.0},
     "checkpoint_every": 500,
     "log_every": 10,
     # ours (issue 27; paper: none): the mean of the networks' weights at every checkpoint from ``start`` x iterations
@@ -321,6 +325,9 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
             recipe_lr = float(config["optimizer"]["lr"])   # the inherited rate, scaled for a fine-tune
             config["optimizer"]["lr"] = recipe_lr * float(scale)
             config["init"]["lr_scaled"] = [recipe_lr, config["optimizer"]["lr"]]
+        card_adapt = (card.get("inference") or {}).get("bn_adapt")
+        if card_adapt is not None and not _user_sets(("validation", "bn_adapt"), file_values, values, overrides):
+            config["validation"]["bn_adapt"] = card_adapt     # validate as the init model's card segments
     if config["finetune"].get("norm_stats") == "auto":     # see DEFAULTS: frozen for a recipe fine-tune at the scaled rate
         frozen = bool((config.get("init") or {}).get("lr_scaled"))
         config["finetune"]["norm_stats"] = "frozen" if frozen else "update"
@@ -416,6 +423,10 @@ def validate_config(config: Mapping[str, Any]) -> None:
     slab_min = aug.get("slab_min", 0.25)
     if isinstance(slab_min, bool) or not isinstance(slab_min, (int, float)) or not 0.0 < slab_min <= 1.0:
         raise bad("augment.slab_min", f"{slab_min!r} is not a fraction in (0, 1].", "use e.g. --set augment.slab_min=0.25.")
+    bn_adapt = config["validation"].get("bn_adapt", 0.0)
+    if isinstance(bn_adapt, bool) or not isinstance(bn_adapt, (int, float)) or not 0.0 <= float(bn_adapt) <= 1.0:
+        raise bad("validation.bn_adapt", f"{bn_adapt!r} is not a weight in [0, 1].",
+                  "use e.g. --set validation.bn_adapt=0.5 (0: the trained batch-norm statistics).")
     if not isinstance(config["validation"]["every"], int) or config["validation"]["every"] < -1:
         raise bad("validation.every", "must be an integer >= -1 (0: validate only at the end, -1: never).",
                   "use e.g. --set validation.every=500.")

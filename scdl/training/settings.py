@@ -131,12 +131,14 @@ class DataSettings(_Section):
 
 @dataclass(frozen=True)
 class ValidationSettings(_Section):
-    """``validation``: how often (``every``: 0 only at the end, -1 never) and the sliding window's settings."""
+    """``validation``: how often (``every``: 0 only at the end, -1 never), the sliding window's settings and the
+    test-time batch-norm statistics (``bn_adapt``, :mod:`scdl.inference.adapt`)."""
 
     every: int
     overlap: float
     sw_batch_size: int
     mode: str
+    bn_adapt: float = 0.0
 
 
 @dataclass(frozen=True)

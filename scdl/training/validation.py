@@ -34,7 +34,7 @@ class ValidationScores(TypedDict):
 def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: Sequence[int], n_classes: int,
              device: torch.device, *, overlap: float = InferenceSettings.overlap, sw_batch_size: int = 2,
              mode: str = InferenceSettings.blending, amp: bool = True, progress: Optional[ProgressReporter] = None,
-             annotated: Optional[Sequence[np.ndarray]] = None) -> ValidationScores:
+             annotated: Optional[Sequence[np.ndarray]] = None, bn_adapt: float = 0.0) -> ValidationScores:
     """Mean logits of ``networks`` on every case, Dice per class.
 
     Args:
@@ -43,6 +43,8 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
         overlap, sw_batch_size, mode, amp: the sliding window (:class:`scdl.inference.sliding_window.WindowConfig`).
         annotated: per case a bool (C,) of its annotated classes (None: every class of every case).
         progress: checked for cancellation before each case (None: not cancellable).
+        bn_adapt: above 0, each case is predicted by copies of the networks whose batch-norm statistics are mixed
+            with the case's own (:func:`scdl.inference.adapt.adapt_batch_norm`, as ``inference.bn_adapt``).
     Returns:
         ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...],
         "found": [C-1 floats: share of the cases whose ground truth has the class where the prediction has
@@ -59,7 +61,13 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
             if progress is not None:
                 progress.check_cancelled()
             image = np.array(case.image, dtype=np.float32)
-            pred = predict_volume(image, list(networks), window, device).labels.numpy()
+            nets = list(networks)
+            if bn_adapt > 0.0:
+                from scdl.inference.adapt import adapt_batch_norm
+
+                nets = adapt_batch_norm([getattr(n, "module", n) for n in nets],     # DDP: the module itself
+                                        torch.from_numpy(image), window.roi_size, bn_adapt, device)
+            pred = predict_volume(image, nets, window, device).labels.numpy()
             truth = np.asarray(case.label)
             dice = dice_per_class(pred, truth, n_classes)
             in_truth = np.bincount(truth.reshape(-1).astype(np.int64), minlength=n_classes)[1:n_classes] > 0
