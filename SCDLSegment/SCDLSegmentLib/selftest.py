@@ -91,7 +91,7 @@ class SCDLSegmentTest(ScriptedLoadableModuleTest):
         tracker.feed('{"phase": "read", "done": 1, "total": 1, "eta_s": 0.0}')
         self.assertAlmostEqual(tracker.percent, 5.0)  # read = 5 of 100 weight units
         tracker.feed('{"phase": "infer", "done": 3, "total": 12, "eta_s": 4.2}')
-        self.assertAlmostEqual(tracker.percent, 15.0 + 70.0 * 3 / 12)  # read + preprocess + 3/12 of infer
+        self.assertAlmostEqual(tracker.percent, 25.0 + 60.0 * 3 / 12)  # read + preprocess + adapt (passed over) + 3/12 of infer
         tracker.feed('{"event": "warning", "text": "looks like MR"}')
         tracker.feed("warning: looks like MR")  # the same warning printed on stderr: kept once
         self.assertEqual(tracker.warnings, ["looks like MR"])
