@@ -20,14 +20,15 @@ this table (docs/inference.md).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from postprocess import publish, record_scores, val_rows  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("0:0:0", "0.5:0.5:0", "1:0.5:0", "0.5:0:0", "0.5:0.5:-1", "0.3:0.5:0", "0.7:0.5:0")
 
@@ -53,7 +54,6 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
     from scdl.io.image import read_ct, read_label_map
     from scdl.labels.table import LabelTable
     from scdl.metrics.evaluate import evaluate_arrays
-    from scdl.metrics.scores import summary
     from scdl.models.package import ModelPackage
     from scdl.processing.pipeline import Preprocessor
 
@@ -79,10 +79,7 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
             gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
             spacing = tuple(float(s) for s in labels.GetSpacing())[::-1]
             scores, _ = evaluate_arrays(sitk.GetArrayFromImage(labels), gt, spacing, pkg.labels, gt_table)
-            out[variant]["cases"][case] = summary(scores)["dice"]
-            for s in scores:
-                if s.gt_voxels > 0:
-                    out[variant]["organs"].setdefault(s.name, []).append(float(s.dice))
+            record_scores(out[variant], case, scores)
             print(f"  {model.name} {case} {variant}: {out[variant]['cases'][case]:.4f}", file=sys.stderr, flush=True)
     return out
 
@@ -124,17 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     variants = args.variant or list(DEFAULT_VARIANTS)
     for v in variants:
         parse_variant(v)
-    with args.cases.open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
-    if not rows:
-        raise SystemExit(f"error: {args.cases}: no val rows with a label map.")
+    rows = val_rows(args.cases)
     results = {str(m): score_model(m, rows, variants) for m in args.model}
-    print(report(results))
-    if args.json:
-        from scdl.io.atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
-    return 0
+    return publish(results, report(results), args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,37 @@ def _variant(nearest: np.ndarray, logits: np.ndarray, name: str, values: list[in
     return keep_largest_component(labels, None if name == "largest_all" else values)
 
 
+def val_rows(manifest: Path) -> list[dict[str, str]]:
+    """The ``val`` rows with a label map of a cohort manifest: the cases this script (and ``bench/bn_adapt.py``)
+    scores."""
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
+    if not rows:
+        raise SystemExit(f"error: {manifest}: no val rows with a label map.")
+    return rows
+
+
+def record_scores(entry: dict[str, Any], case: str, scores: list[Any]) -> None:
+    """``entry["cases"][case]``: the headline mean (organs the reference contains); each such organ's Dice appended
+    to ``entry["organs"]``."""
+    from scdl.metrics.scores import summary
+
+    entry["cases"][case] = summary(scores)["dice"]
+    for s in scores:
+        if s.gt_voxels > 0:
+            entry["organs"].setdefault(s.name, []).append(float(s.dice))
+
+
+def publish(results: dict[str, Any], table: str, json_path: Optional[Path]) -> int:
+    """Print the table; write the raw numbers to ``json_path`` (atomically) when given."""
+    print(table)
+    if json_path:
+        from scdl.io.atomic import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     """Per variant: {"cases": {case: headline mean}, "organs": {organ: [dice per case that has it]}}."""
     import SimpleITK as sitk
@@ -55,7 +86,6 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     from scdl.labels.names import normalize_name
     from scdl.labels.table import LabelTable
     from scdl.metrics.evaluate import evaluate_arrays
-    from scdl.metrics.scores import summary
     from scdl.models.package import ModelPackage
 
     pkg = ModelPackage.load(model, verify=True)
@@ -77,10 +107,7 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
         for variant in VARIANTS:
             scores, _ = evaluate_arrays(_variant(pred, pred_logits, variant, large), gt, spacing, pkg.labels,
                                         gt_table)
-            out[variant]["cases"][case] = summary(scores)["dice"]
-            for s in scores:
-                if s.gt_voxels > 0:
-                    out[variant]["organs"].setdefault(s.name, []).append(float(s.dice))
+            record_scores(out[variant], case, scores)
         print(f"  {model.name} {case}: " + ", ".join(f"{v} {out[v]['cases'][case]:.4f}" for v in VARIANTS),
               file=sys.stderr, flush=True)
     return out
@@ -112,17 +139,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     args = parser.parse_args(argv)
-    with args.cases.open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"]]
-    if not rows:
-        raise SystemExit(f"error: {args.cases}: no val rows with a label map.")
+    rows = val_rows(args.cases)
     results = {str(m): score_model(m, rows) for m in args.model}
-    print(report(results))
-    if args.json:
-        from scdl.io.atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
-    return 0
+    return publish(results, report(results), args.json)
 
 
 if __name__ == "__main__":
