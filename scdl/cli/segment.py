@@ -6,7 +6,7 @@ import argparse
 import math
 
 from scdl.events import ConfidenceEvent
-from scdl.models.card import LABEL_RESAMPLINGS
+from scdl.models.card import LABEL_RESAMPLINGS, is_unit_weight
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sw_batch_size is not None and args.sw_batch_size < 1:
         raise ScdlError(f"--sw-batch-size must be a positive number of windows, got {args.sw_batch_size}.",
                         fix="use e.g. --sw-batch-size 1 on the CPU, 4 on a GPU.")
-    if args.bn_adapt is not None and not 0.0 <= args.bn_adapt <= 1.0:
+    if args.bn_adapt is not None and not is_unit_weight(args.bn_adapt):
         raise ScdlError(f"--bn-adapt must be between 0 and 1, got {args.bn_adapt:g}.",
                         fix="use 0 (the trained statistics), 1 (this CT's own) or a mix such as 0.5.")
     progress = Progress(args.progress)

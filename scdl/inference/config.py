@@ -32,6 +32,7 @@ from scdl.models.card import (  # noqa: F401 - Blending, LabelResampling: import
     LABEL_RESAMPLINGS,
     Blending,
     LabelResampling,
+    is_unit_weight,
 )
 
 _KNOWN = {"overlap", "sw_batch_size", "blending", "sigma_scale", "amp", "keep_largest_component",
@@ -89,8 +90,7 @@ class InferenceSettings:
     bn_adapt: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.bn_adapt, bool) or not isinstance(self.bn_adapt, (int, float)) \
-                or not 0.0 <= float(self.bn_adapt) <= 1.0:
+        if not is_unit_weight(self.bn_adapt):
             raise ValueError(f"bn_adapt must be a number in [0, 1], not {self.bn_adapt!r}")
         object.__setattr__(self, "bn_adapt", float(self.bn_adapt))
         if str(self.label_resampling) not in LABEL_RESAMPLINGS:

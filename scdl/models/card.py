@@ -56,6 +56,12 @@ DEFAULT_LABEL_RESAMPLING = LabelResampling.NEAREST
 
 DEFAULT_INFERENCE: dict[str, Any] = {"overlap": 0.5, "blending": DEFAULT_BLENDING.value, "keep_largest_component": False}
 
+
+def is_unit_weight(value: Any) -> bool:
+    """A number (not a bool) in [0, 1]: the test-time batch-norm weight ``bn_adapt`` of the card's ``inference``
+    block, of ``InferenceSettings`` and of ``validation.bn_adapt`` (one rule for the three)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0
+
 _FIX = "correct the model card (schema: docs/model_package.md) or re-create the package."
 
 
@@ -192,7 +198,7 @@ def validate_card(card: Any, path: Optional[os.PathLike | str] = None) -> dict[s
         raise bad(f"field 'inference.label_resampling' must be one of {LABEL_RESAMPLINGS}, "
                   f"not {inference['label_resampling']!r}.")
     bn_adapt = inference.get("bn_adapt", 0.0)
-    if isinstance(bn_adapt, bool) or not isinstance(bn_adapt, (int, float)) or not 0.0 <= float(bn_adapt) <= 1.0:
+    if not is_unit_weight(bn_adapt):
         raise bad(f"field 'inference.bn_adapt' must be a number in [0, 1], not {bn_adapt!r}.")
 
     prov = need("provenance", dict)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from scdl.choice import Choice
 from scdl.errors import ScdlError
-from scdl.models.card import DEFAULT_BLENDING
+from scdl.models.card import DEFAULT_BLENDING, is_unit_weight
 
 class Framework(Choice):
     """Training frameworks: flags of the one training step (METHOD.md §2: the baselines share SCDL's code
@@ -424,7 +424,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
     if isinstance(slab_min, bool) or not isinstance(slab_min, (int, float)) or not 0.0 < slab_min <= 1.0:
         raise bad("augment.slab_min", f"{slab_min!r} is not a fraction in (0, 1].", "use e.g. --set augment.slab_min=0.25.")
     bn_adapt = config["validation"].get("bn_adapt", 0.0)
-    if isinstance(bn_adapt, bool) or not isinstance(bn_adapt, (int, float)) or not 0.0 <= float(bn_adapt) <= 1.0:
+    if not is_unit_weight(bn_adapt):
         raise bad("validation.bn_adapt", f"{bn_adapt!r} is not a weight in [0, 1].",
                   "use e.g. --set validation.bn_adapt=0.5 (0: the trained batch-norm statistics).")
     if not isinstance(config["validation"]["every"], int) or config["validation"]["every"] < -1:
