@@ -103,6 +103,9 @@ DEFAULTS: dict[str, Any] = {
         # ours (issue 27): a share of the class-centred draws picks among these classes (names of the model's
         # label table, or values) when the case has them; [] / 0: off
         "small_classes": [], "small_prob": 0.0,
+        # ours (issue 27): a share of the patches shows an in-plane field of view zoom_range x the patch's
+        # (log-uniform), resampled to the patch: organ and body sizes beyond the training cases'; 0: off
+        "zoom_prob": 0.0, "zoom_range": [0.7, 1.25],
     },
     "augment": {                        # paper: none ("we add flips/intensity jitter as options")
         "flip": False, "flip_prob": 0.5,
@@ -400,6 +403,15 @@ def validate_config(config: Mapping[str, Any]) -> None:
     small_prob = config["sampling"].get("small_prob", 0.0)
     if isinstance(small_prob, bool) or not isinstance(small_prob, (int, float)) or not 0.0 <= small_prob <= 1.0:
         raise bad("sampling.small_prob", f"{small_prob!r} is not a probability.", "use a value in [0, 1].")
+    zoom_prob = config["sampling"].get("zoom_prob", 0.0)
+    if isinstance(zoom_prob, bool) or not isinstance(zoom_prob, (int, float)) or not 0.0 <= zoom_prob <= 1.0:
+        raise bad("sampling.zoom_prob", f"{zoom_prob!r} is not a probability.", "use a value in [0, 1].")
+    zoom_range = config["sampling"].get("zoom_range", [1.0, 1.0])
+    if (not isinstance(zoom_range, (list, tuple)) or len(zoom_range) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in zoom_range)
+            or zoom_range[0] > zoom_range[1]):
+        raise bad("sampling.zoom_range", f"{zoom_range!r} is not [low, high] with 0 < low <= high.",
+                  "use e.g. --set 'sampling.zoom_range=[0.7,1.25]'.")
     if not isinstance(config["sampling"].get("small_classes", []), (list, tuple)):
         raise bad("sampling.small_classes", "is not a list of class names or values.",
                   'use e.g. --set \'sampling.small_classes=["pancreas","esophagus"]\'.')

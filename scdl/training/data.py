@@ -68,6 +68,7 @@ class StepBatches(Dataset):
             ``"labeled_annotated"`` bool (Bl, C), and voxels of a class a case does not annotate are 0 in its
             labels (unknown: the partial-label losses merge them with background, scdl.losses.partial).
         small_classes / small_prob: small-organ sampling (scdl.training.sampling.choose_start).
+        zoom_prob / zoom_range: in-plane zoom of a share of the patches (scdl.training.sampling.draw_zoom).
     Item: ``{"labeled_image": float32 (Bl, 1, D, H, W), "labeled_label": int64 (Bl, D, H, W),
     "unlabeled_image": float32 (Bu, 1, D, H, W), "step": int, "centre_classes": int64 (Bl,)}``
     (centre class -1 = random crop).
@@ -79,8 +80,10 @@ class StepBatches(Dataset):
                  unlabeled_from_labeled: bool = False, accumulate: int = 1,
                  synth: Optional[Mapping[str, Any]] = None,
                  annotated: Optional[Sequence[np.ndarray]] = None,
-                 small_classes: Sequence[int] = (), small_prob: float = 0.0):
+                 small_classes: Sequence[int] = (), small_prob: float = 0.0,
+                 zoom_prob: float = 0.0, zoom_range: Sequence[float] = (1.0, 1.0)):
         self.labeled = list(labeled)
+        self.zoom_prob, self.zoom_range = float(zoom_prob), tuple(float(v) for v in zoom_range)
         self.small_classes, self.small_prob = tuple(int(c) for c in small_classes), float(small_prob)
         self.annotated = None if annotated is None else [np.asarray(a, dtype=bool) for a in annotated]
         if self.annotated is not None and len(self.annotated) != len(self.labeled):
@@ -113,7 +116,8 @@ class StepBatches(Dataset):
             rng = np.random.default_rng([self.seed, step, stream, j])
             case = cases[int(order[j])]
             image, label, cls = sample_patch(case, self.patch, rng, self.class_prob if with_labels else 0.0,
-                                             self.pad_value, self.synth, self.small_classes, self.small_prob)
+                                             self.pad_value, self.synth, self.small_classes, self.small_prob,
+                                             self.zoom_prob, self.zoom_range)
             image, label = self.augmenter(image, label if with_labels else None, int(rng.integers(2**31)))
             images.append(image[None])
             if with_labels:

@@ -89,6 +89,8 @@ class SamplingSettings(_Section):
     max_locations_per_class: int
     small_classes: tuple[Union[str, int], ...]
     small_prob: float
+    zoom_prob: float
+    zoom_range: tuple[float, float]
 
 
 @dataclass(frozen=True)

@@ -551,7 +551,8 @@ class Trainer:
                               accumulate=cfg.accumulate, synth=tree["synth"],
                               annotated=self.labeled_masks if self.partial else None,
                               small_classes=self._class_values(cfg.sampling.small_classes),
-                              small_prob=cfg.sampling.small_prob)
+                              small_prob=cfg.sampling.small_prob, zoom_prob=cfg.sampling.zoom_prob,
+                              zoom_range=cfg.sampling.zoom_range)
         loader = make_loader(dataset, start, cfg.data.num_workers, cfg.data.prefetch_factor,
                              pin_memory=self.device.type == "cuda", seed=cfg.seed)
         self.progress.emit(StartEvent(iteration=start, iterations=total, framework=cfg.framework.value,
