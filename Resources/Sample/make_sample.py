@@ -1,7 +1,7 @@
 """Regenerate (or check) the bundled sample CT of ``scdl demo`` from the shared real-CT fixtures.
 
 The sample is patient B of the TotalSegmentator test fixtures (upper abdomen, contrast, SIEMENS Biograph40
-mCT, 20 DICOM slices of 512 x 512, 0.977 x 0.977 x 2 mm): the held-out patient of the default model.
+mCT, 20 DICOM slices of 512 x 512, 0.977 x 0.977 x 2 mm): never trained on; the validation case of default model 4.
 
     python Resources/Sample/make_sample.py                      # data from ../shared/data beside the checkout
     python Resources/Sample/make_sample.py --data /path/to/shared/data --out Resources/Sample
