@@ -173,11 +173,12 @@ def test_card_warnings_once_per_machine_and_after_input_errors(tiny_model, patie
 
 
 def test_no_organ_found_is_a_console_warning(tmp_path, monkeypatch, capsys) -> None:
-    """A 4 cm cube of water (no abdomen in view): the default model finds nothing and says so. (A cube of 40 HU
-    soft tissue is not empty for every model: 4.3.0 calls 54 of its 64,000 voxels aorta, unenhanced blood's HU.)"""
+    """A 4 cm cube of fat (no abdomen in view): the default model finds nothing and says so. (Cubes of water or
+    soft tissue are not empty for every model: of 64,000 voxels 4.3.0 calls 54 of a 40 HU cube aorta, 4.5.0 27 of
+    a 0 HU cube, unenhanced blood's HU and a water-filled lumen's.)"""
     monkeypatch.setenv("SCDL_HOME", str(tmp_path / "home"))
     rng = np.random.default_rng(0)
-    arr = rng.normal(0, 20, (40, 40, 40)).astype(np.int16)
+    arr = (-100 + rng.normal(0, 20, (40, 40, 40))).astype(np.int16)
     arr[:, :, :4] = -1000                                        # some air: it looks like CT
     image = sitk.GetImageFromArray(arr)
     image.SetSpacing((1.0, 1.0, 1.0))
