@@ -19,7 +19,6 @@ this table (docs/inference.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import publish, record_scores, val_rows  # bench/postprocess.py: the val rows and scoring
+from postprocess import bench_parser, publish, score_labels, val_rows  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("0:0:0", "0.5:0.5:0", "1:0.5:0", "0.5:0:0", "0.5:0.5:-1", "0.3:0.5:0", "0.7:0.5:0")
 
@@ -53,7 +52,6 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
     from scdl.inference.predictor import segment_image
     from scdl.io.image import read_ct, read_label_map
     from scdl.labels.table import LabelTable
-    from scdl.metrics.evaluate import evaluate_arrays
     from scdl.models.package import ModelPackage
     from scdl.processing.pipeline import Preprocessor
 
@@ -78,9 +76,8 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
                 gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=labels, resample=True))
             gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
             spacing = tuple(float(s) for s in labels.GetSpacing())[::-1]
-            scores, _ = evaluate_arrays(sitk.GetArrayFromImage(labels), gt, spacing, pkg.labels, gt_table)
-            record_scores(out[variant], case, scores)
-            print(f"  {model.name} {case} {variant}: {out[variant]['cases'][case]:.4f}", file=sys.stderr, flush=True)
+            mean = score_labels(out[variant], case, sitk.GetArrayFromImage(labels), gt, spacing, pkg, gt_table)
+            print(f"  {model.name} {case} {variant}: {mean:.4f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -110,13 +107,9 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", required=True, type=Path, help="cohort manifest.csv (its val rows are scored)")
-    parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--variant", action="append", default=None, metavar="W:MIN_BODY:OVERLAP",
                         help=f"repeatable; the first is the reference (default {' '.join(DEFAULT_VARIANTS)})")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     args = parser.parse_args(argv)
     variants = args.variant or list(DEFAULT_VARIANTS)
     for v in variants:

@@ -67,6 +67,27 @@ def record_scores(entry: dict[str, Any], case: str, scores: list[Any]) -> None:
             entry["organs"].setdefault(s.name, []).append(float(s.dice))
 
 
+def score_labels(entry: dict[str, Any], case: str, pred: np.ndarray, gt: np.ndarray, spacing_zyx: tuple,
+                 pkg: Any, gt_table: Any) -> float:
+    """Score a predicted label array against ``gt`` (same grid) with ``scdl.metrics``, record it in ``entry``
+    (:func:`record_scores`) and return the case's headline mean."""
+    from scdl.metrics.evaluate import evaluate_arrays
+
+    scores, _ = evaluate_arrays(pred, gt, spacing_zyx, pkg.labels, gt_table)
+    record_scores(entry, case, scores)
+    return entry["cases"][case]
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every validation-row benchmark takes: ``--cases``, ``--model`` (repeatable), ``--json``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", required=True, type=Path, help="cohort manifest.csv (its val rows are scored)")
+    parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
+    return parser
+
+
 def publish(results: dict[str, Any], table: str, json_path: Optional[Path]) -> int:
     """Print the table; write the raw numbers to ``json_path`` (atomically) when given."""
     print(table)
@@ -85,7 +106,6 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     from scdl.io.image import read_ct, read_label_map
     from scdl.labels.names import normalize_name
     from scdl.labels.table import LabelTable
-    from scdl.metrics.evaluate import evaluate_arrays
     from scdl.models.package import ModelPackage
 
     pkg = ModelPackage.load(model, verify=True)
@@ -105,9 +125,7 @@ def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
         gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
         spacing = tuple(float(s) for s in result.labels.GetSpacing())[::-1]
         for variant in VARIANTS:
-            scores, _ = evaluate_arrays(_variant(pred, pred_logits, variant, large), gt, spacing, pkg.labels,
-                                        gt_table)
-            record_scores(out[variant], case, scores)
+            score_labels(out[variant], case, _variant(pred, pred_logits, variant, large), gt, spacing, pkg, gt_table)
         print(f"  {model.name} {case}: " + ", ".join(f"{v} {out[v]['cases'][case]:.4f}" for v in VARIANTS),
               file=sys.stderr, flush=True)
     return out
@@ -133,12 +151,7 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", required=True, type=Path, help="cohort manifest.csv (its val rows are scored)")
-    parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     rows = val_rows(args.cases)
     results = {str(m): score_model(m, rows) for m in args.model}
     return publish(results, report(results), args.json)

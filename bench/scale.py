@@ -15,7 +15,6 @@ has a flat row; model 4.4.1 loses up to 0.3 on single organs between 0.8 and 1.2
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import publish, record_scores, val_rows  # bench/postprocess.py: the val rows and scoring
+from postprocess import bench_parser, publish, score_labels, val_rows  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_SCALES: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 
@@ -43,7 +42,6 @@ def score_model(model: Path, rows: list[dict[str, str]], scales: list[float]) ->
     from scdl.inference.predictor import segment_image
     from scdl.io.image import read_ct, read_label_map
     from scdl.labels.table import LabelTable
-    from scdl.metrics.evaluate import evaluate_arrays
     from scdl.models.package import ModelPackage
 
     pkg = ModelPackage.load(model, verify=True)
@@ -56,9 +54,8 @@ def score_model(model: Path, rows: list[dict[str, str]], scales: list[float]) ->
         for s in scales:
             labels = segment_image(rescaled(image, s), pkg, device="cpu", confidence=False).labels
             spacing = tuple(float(v) for v in labels.GetSpacing())[::-1]
-            scores, _ = evaluate_arrays(sitk.GetArrayFromImage(labels), gt, spacing, pkg.labels, gt_table)
-            record_scores(out[f"{s:g}"], case, scores)
-            print(f"  {model.name} {case} x{s:g}: {out[f'{s:g}']['cases'][case]:.4f}", file=sys.stderr, flush=True)
+            mean = score_labels(out[f"{s:g}"], case, sitk.GetArrayFromImage(labels), gt, spacing, pkg, gt_table)
+            print(f"  {model.name} {case} x{s:g}: {mean:.4f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -84,13 +81,9 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", required=True, type=Path, help="cohort manifest.csv (its val rows are scored)")
-    parser.add_argument("--model", action="append", required=True, type=Path, help="model package (repeatable)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--scale", nargs="+", type=float, default=list(DEFAULT_SCALES),
                         help=f"in-plane voxel-size factors (default {' '.join(f'{s:g}' for s in DEFAULT_SCALES)})")
-    parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     args = parser.parse_args(argv)
     if any(not 0.25 <= s <= 4.0 for s in args.scale):
         raise SystemExit("error: --scale: use factors between 0.25 and 4, e.g. --scale 0.8 1 1.25.")
