@@ -6,7 +6,7 @@ import argparse
 import math
 
 from scdl.events import ConfidenceEvent
-from scdl.models.card import LABEL_RESAMPLINGS, is_unit_weight
+from scdl.models.card import LABEL_RESAMPLINGS, is_unit_weight, is_window_size
 from scdl.progress import MODES as PROGRESS_MODES
 
 DESCRIPTION = """\
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overlap", type=float, default=None, metavar="F",
                         help="sliding-window overlap in [0, 1) (default: the model card's, 0.5)")
     parser.add_argument("--sw-batch-size", type=int, default=None, metavar="N",
-                        help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 1)")
+                        help="windows per forward pass (default: 4 on CUDA; on the CPU 4 for windows up to 64³ voxels, else 2)")
     parser.add_argument("--keep-largest", action="store_true", default=None,
                         help="keep only the largest connected component of each organ")
     parser.add_argument("--largest-component-organs", default=None, metavar="NAMES",
@@ -73,6 +73,9 @@ def register(subparsers) -> None:
                              "CT's windows before the prediction, mixed as (1 - W) x the trained statistics + W x "
                              "the CT's; 0 = off, 1 = the CT's alone (default: the model card's "
                              "inference.bn_adapt; docs/inference.md)")
+    parser.add_argument("--window-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                        help="sliding window in voxels of the model grid (x y z, multiples of 16; default: the "
+                             "model card's inference.window_size, else its training patch; docs/inference.md)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the model card's warnings in full (by default only at a model's first use "
                              "on this machine)")
@@ -111,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     if args.bn_adapt is not None and not is_unit_weight(args.bn_adapt):
         raise ScdlError(f"--bn-adapt must be between 0 and 1, got {args.bn_adapt:g}.",
                         fix="use 0 (the trained statistics), 1 (this CT's own) or a mix such as 0.5.")
+    if args.window_size is not None and not is_window_size(list(args.window_size)):
+        raise ScdlError(f"--window-size must be three positive multiples of 16, got "
+                        f"{' '.join(str(v) for v in args.window_size)}.",
+                        fix="use e.g. --window-size 96 96 32 (x y z voxels of the model grid).")
     progress = Progress(args.progress)
     progress.install_signal_handlers()
     result = segment_file(
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest,
         label_resampling=args.label_resampling,
         bn_adapt=args.bn_adapt,
+        window_size=args.window_size,
         largest_component_organs=organ_list(args.largest_component_organs),
         verbose=args.verbose or progress.mode == "json",      # a program (the Slicer module) decides itself
     )

@@ -96,10 +96,15 @@ def _label_names(table) -> dict[int, str]:
     return {int(e.value): str(e.name) for e in table.entries if int(e.value) != 0}
 
 
-def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, device, progress: ProgressReporter,
+def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, patch, device, progress: ProgressReporter,
                  uncertainty: bool, max_prob: bool, networks: Optional[Sequence] = None, keep_logits: bool = False):
-    """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry."""
+    """Build the networks on ``device`` and run the sliding windows; CUDA out of memory -> warning + CPU retry.
+
+    ``patch`` (D, H, W): the training patch; the test-time statistics are taken on windows of its size, the
+    prediction runs on ``settings.prediction_window(patch)``."""
     import torch
+
+    roi = settings.prediction_window(patch)
 
     from scdl.inference.sliding_window import predict_volume
 
@@ -120,7 +125,7 @@ def _run_windows(arr: np.ndarray, package, settings: InferenceSettings, roi, dev
                 progress.check_cancelled()
 
             try:
-                nets = adapt_batch_norm(nets, torch.from_numpy(arr), roi, settings.bn_adapt, dev, on_batch=on_adapt)
+                nets = adapt_batch_norm(nets, torch.from_numpy(arr), patch, settings.bn_adapt, dev, on_batch=on_adapt)
             finally:
                 if "phase" in adapt_box:
                     adapt_box["phase"].close()
@@ -164,6 +169,7 @@ def segment_image(
     largest_component_organs: Optional[Sequence[str]] = None,
     label_resampling: Optional[str] = None,
     bn_adapt: Optional[float] = None,
+    window_size: Optional[Sequence[int]] = None,
     confidence: bool = True,
     networks: Optional[Sequence] = None,
     channels_last: Optional[bool] = None,
@@ -176,10 +182,11 @@ def segment_image(
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA missing or out of memory -> CPU + warning).
         progress: reporter for the phases preprocess / infer / postprocess (default: silent).
         uncertainty: also compute the uncertainty map on the input grid.
-        overlap, sw_batch_size, keep_largest, largest_component_organs, label_resampling, bn_adapt: override the
-            card's ``inference`` section (``largest_component_organs=()``: no organ; ``label_resampling``:
-            ``"nearest"`` or ``"logits"``, :class:`scdl.inference.config.LabelResampling`; ``bn_adapt`` in [0, 1]:
-            test-time batch-norm statistics, :mod:`scdl.inference.adapt`).
+        overlap, sw_batch_size, keep_largest, largest_component_organs, label_resampling, bn_adapt, window_size:
+            override the card's ``inference`` section (``largest_component_organs=()``: no organ;
+            ``label_resampling``: ``"nearest"`` or ``"logits"``, :class:`scdl.inference.config.LabelResampling`;
+            ``bn_adapt`` in [0, 1]: test-time batch-norm statistics, :mod:`scdl.inference.adapt`;
+            ``window_size``: the sliding window (x, y, z) in voxels of the model grid, multiples of 16).
         confidence: compute the per-organ mean max-probability.
         networks: use these (eval-mode) networks instead of ``package.build_networks`` (benchmarks, tests).
         channels_last: override ``InferenceSettings.cpu_channels_last`` (None: the setting, True).
@@ -200,6 +207,7 @@ def segment_image(
     settings = InferenceSettings.from_card(card, overlap=overlap, sw_batch_size=sw_batch_size,
                                            keep_largest_component=keep_largest, cpu_channels_last=channels_last,
                                            label_resampling=label_resampling, bn_adapt=bn_adapt,
+                                           window_size=None if window_size is None else tuple(window_size),
                                            largest_component_organs=(None if largest_component_organs is None
                                                                      else tuple(largest_component_organs)))
     via_logits = settings.label_resampling == LabelResampling.LOGITS

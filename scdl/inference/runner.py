@@ -122,6 +122,7 @@ def segment_file(
     label_resampling: Optional[str] = None,
     largest_component_organs: Optional[Sequence[str]] = None,
     bn_adapt: Optional[float] = None,
+    window_size: Optional[Sequence[int]] = None,
     verbose: bool = False,
 ) -> SegmentFileResult:
     """Segment the CT at ``input_path`` and write the label map to ``output_path``.
@@ -136,8 +137,9 @@ def segment_file(
         preview: optional PNG with axial + coronal overlays and a legend.
         uncertainty: optional float map (ensemble disagreement / entropy) on the input grid.
         series_uid: the DICOM series to read when a folder holds several.
-        overlap, sw_batch_size, keep_largest, label_resampling, largest_component_organs, bn_adapt: override the
-            model card's inference settings (``largest_component_organs=()``: no organ).
+        overlap, sw_batch_size, keep_largest, label_resampling, largest_component_organs, bn_adapt, window_size:
+            override the model card's inference settings (``largest_component_organs=()``: no organ;
+            ``window_size``: x, y, z voxels of the model grid).
         verbose: show the model card's warnings in full even when they were shown before on this machine.
 
     Returns:
@@ -176,7 +178,8 @@ def segment_file(
         resolve_device(device)  # a misspelt --device fails here, before any work (warnings come later)
         package = load_package(model)
         settings = InferenceSettings.from_card(package.card, overlap=overlap, sw_batch_size=sw_batch_size,
-                                               bn_adapt=bn_adapt)
+                                               bn_adapt=bn_adapt,
+                                               window_size=None if window_size is None else tuple(window_size))
 
         t0 = time.perf_counter()
         with progress.phase("read", 1) as phase:
@@ -186,11 +189,13 @@ def segment_file(
             phase.advance()
         t_read = time.perf_counter() - t0
         from scdl.processing import budget
+        from scdl.processing.pipeline import Preprocessor
 
         # a grid beyond the machine (a wrong spacing, a card's tiny voxel) is refused with its numbers, now
         per_voxel = budget.INFERENCE_BYTES_PER_VOXEL + budget.UNCERTAINTY_BYTES_PER_VOXEL * int(unc_path is not None)
-        budget.check_model_grid(budget.plan_size(image, package.card["preprocessing"], settings.overlap,
-                                                 bytes_per_voxel=per_voxel), input_path)
+        pre = Preprocessor(package.card["preprocessing"])
+        budget.check_model_grid(budget.plan_size(image, pre, settings.overlap, bytes_per_voxel=per_voxel,
+                                                 window=settings.prediction_window(pre.patch_size)), input_path)
         from scdl.models.notices import show_card_warnings
 
         # after the input was read: an input error is the first line, not the sixth
@@ -198,7 +203,7 @@ def segment_file(
 
         result = segment_image(image, package, device=device, progress=progress, uncertainty=unc_path is not None,
                                overlap=overlap, sw_batch_size=sw_batch_size, keep_largest=keep_largest,
-                               label_resampling=label_resampling, bn_adapt=bn_adapt,
+                               label_resampling=label_resampling, bn_adapt=bn_adapt, window_size=window_size,
                                largest_component_organs=largest_component_organs)
         _warn_if_empty(result, image, progress, package.card)
 

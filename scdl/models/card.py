@@ -57,6 +57,18 @@ DEFAULT_LABEL_RESAMPLING = LabelResampling.NEAREST
 DEFAULT_INFERENCE: dict[str, Any] = {"overlap": 0.5, "blending": DEFAULT_BLENDING.value, "keep_largest_component": False}
 
 
+#: The sliding window's size must divide by this on every axis (the VNet down-samples 16x).
+WINDOW_MULTIPLE = 16
+
+
+def is_window_size(value: Any) -> bool:
+    """Three positive multiples of :data:`WINDOW_MULTIPLE` (ints, not bools): the card's ``inference.window_size``
+    and ``InferenceSettings.window_size`` (one rule for both)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % WINDOW_MULTIPLE == 0
+                    for v in value))
+
+
 def is_unit_weight(value: Any) -> bool:
     """A number (not a bool) in [0, 1]: the test-time batch-norm weight ``bn_adapt`` of the card's ``inference``
     block, of ``InferenceSettings`` and of ``validation.bn_adapt`` (one rule for the three)."""
@@ -200,6 +212,10 @@ def validate_card(card: Any, path: Optional[os.PathLike | str] = None) -> dict[s
     bn_adapt = inference.get("bn_adapt", 0.0)
     if not is_unit_weight(bn_adapt):
         raise bad(f"field 'inference.bn_adapt' must be a number in [0, 1], not {bn_adapt!r}.")
+    window = inference.get("window_size")
+    if window is not None and not is_window_size(window):
+        raise bad(f"field 'inference.window_size' must be null or three multiples of 16 (x, y, z voxels of the "
+                  f"model grid, as preprocessing.patch_size), not {window!r}.")
 
     prov = need("provenance", dict)
     need("created", str, prov, "provenance.")

@@ -95,16 +95,17 @@ def _windows(size_dhw: Sequence[int], roi_dhw: Sequence[int], overlap: float) ->
 
 
 def plan_size(image: Any, preprocessing: Any, overlap: float = 0.5,
-              bytes_per_voxel: int = INFERENCE_BYTES_PER_VOXEL) -> GridPlan:
+              bytes_per_voxel: int = INFERENCE_BYTES_PER_VOXEL, window: Optional[Sequence[int]] = None) -> GridPlan:
     """The model grid of ``image`` (a ``SimpleITK.Image``) under a card's ``preprocessing`` (dict or
-    :class:`~scdl.processing.pipeline.Preprocessor`): size, windows, memory. Touches no voxel."""
+    :class:`~scdl.processing.pipeline.Preprocessor`): size, windows, memory. Touches no voxel. ``window``
+    (D, H, W): the sliding window (default: the preprocessing's patch)."""
     from scdl.processing.grid import Grid
     from scdl.processing.pipeline import Preprocessor
 
     pre = preprocessing if isinstance(preprocessing, Preprocessor) else Preprocessor(preprocessing)
     ctx = pre.plan(Grid.from_image(image))
     shape_dhw = ctx.shape
-    windows = _windows(shape_dhw, pre.patch_size, overlap)
+    windows = _windows(shape_dhw, tuple(window) if window is not None else pre.patch_size, overlap)
     voxels = math.prod(int(n) for n in shape_dhw)
     spacing = tuple(float(v) for v in ctx.model_grid.spacing)
     return GridPlan(tuple(int(n) for n in reversed(shape_dhw)), spacing, windows, voxels * int(bytes_per_voxel))

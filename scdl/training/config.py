@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from scdl.choice import Choice
 from scdl.errors import ScdlError
-from scdl.models.card import DEFAULT_BLENDING, is_unit_weight
+from scdl.models.card import DEFAULT_BLENDING, is_unit_weight, is_window_size
 
 class Framework(Choice):
     """Training frameworks: flags of the one training step (METHOD.md §2: the baselines share SCDL's code
@@ -124,7 +124,10 @@ DEFAULTS: dict[str, Any] = {
                    # ours (paper: none): test-time batch-norm statistics of every validation case, as the card's
                    # inference.bn_adapt (scdl.inference.adapt), so that checkpoints are chosen as they will be used;
                    # a fine-tune takes its init model's card value unless set
-                   "bn_adapt": 0.0},
+                   "bn_adapt": 0.0,
+                   # ours: the sliding window (x, y, z voxels), as the card's inference.window_size; None: the
+                   # training patch; a fine-tune takes its init model's card value unless set
+                   "window_size": None},
     "checkpoint_every": 500,
     "log_every": 10,
     # ours (issue 27; paper: none): the mean of the networks' weights at every checkpoint from ``start`` x iterations
@@ -331,6 +334,9 @@ def resolve_config(preset: str = DEFAULT_PRESET.value, file: Optional[os.PathLik
         card_adapt = (card.get("inference") or {}).get("bn_adapt")
         if card_adapt is not None and not _user_sets(("validation", "bn_adapt"), file_values, values, overrides):
             config["validation"]["bn_adapt"] = card_adapt     # validate as the init model's card segments
+        card_window = (card.get("inference") or {}).get("window_size")
+        if card_window is not None and not _user_sets(("validation", "window_size"), file_values, values, overrides):
+            config["validation"]["window_size"] = list(card_window)
     if config["finetune"].get("norm_stats") == "auto":     # see DEFAULTS: frozen for a recipe fine-tune at the scaled rate
         frozen = bool((config.get("init") or {}).get("lr_scaled"))
         config["finetune"]["norm_stats"] = "frozen" if frozen else "update"
@@ -439,6 +445,10 @@ def validate_config(config: Mapping[str, Any]) -> None:
     if not is_unit_weight(bn_adapt):
         raise bad("validation.bn_adapt", f"{bn_adapt!r} is not a weight in [0, 1].",
                   "use e.g. --set validation.bn_adapt=0.5 (0: the trained batch-norm statistics).")
+    window = config["validation"].get("window_size")
+    if window is not None and not is_window_size(window):
+        raise bad("validation.window_size", f"{window!r} is not three multiples of 16 (x, y, z voxels).",
+                  "use e.g. --set validation.window_size=[96,96,32] or null (the training patch).")
     if not isinstance(config["validation"]["every"], int) or config["validation"]["every"] < -1:
         raise bad("validation.every", "must be an integer >= -1 (0: validate only at the end, -1: never).",
                   "use e.g. --set validation.every=500.")

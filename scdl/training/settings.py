@@ -134,13 +134,15 @@ class DataSettings(_Section):
 @dataclass(frozen=True)
 class ValidationSettings(_Section):
     """``validation``: how often (``every``: 0 only at the end, -1 never), the sliding window's settings and the
-    test-time batch-norm statistics (``bn_adapt``, :mod:`scdl.inference.adapt`)."""
+    test-time batch-norm statistics (``bn_adapt``, :mod:`scdl.inference.adapt`); ``window_size`` (x, y, z)
+    or None for the training patch."""
 
     every: int
     overlap: float
     sw_batch_size: int
     mode: str
     bn_adapt: float = 0.0
+    window_size: Optional[tuple[int, int, int]] = None
 
 
 @dataclass(frozen=True)

@@ -526,6 +526,7 @@ class Trainer:
                                    target=self.target, every=v.every, total=total, overlap=v.overlap,
                                    sw_batch_size=v.sw_batch_size, mode=v.mode, amp=self.use_amp,
                                    bn_adapt=v.bn_adapt,
+                                   window=tuple(reversed(v.window_size)) if v.window_size else None,
                                    device=self.device, dist=self.dist, progress=self.progress, log=self.log,
                                    folder=self.folder, source=source, echo=self.meter.echo)
         self.average = (WeightAverage(start=cfg.averaging.start, every=cfg.checkpoint_every, total=total)

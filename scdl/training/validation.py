@@ -34,23 +34,26 @@ class ValidationScores(TypedDict):
 def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: Sequence[int], n_classes: int,
              device: torch.device, *, overlap: float = InferenceSettings.overlap, sw_batch_size: int = 2,
              mode: str = InferenceSettings.blending, amp: bool = True, progress: Optional[ProgressReporter] = None,
-             annotated: Optional[Sequence[np.ndarray]] = None, bn_adapt: float = 0.0) -> ValidationScores:
+             annotated: Optional[Sequence[np.ndarray]] = None, bn_adapt: float = 0.0,
+             window_size: Optional[Sequence[int]] = None) -> ValidationScores:
     """Mean logits of ``networks`` on every case, Dice per class.
 
     Args:
         cases: cached labeled cases (image (D, H, W) float32, label (D, H, W)).
-        patch: window (D, H, W).
+        patch: the training patch (D, H, W): the window, and the windows of the test-time statistics.
         overlap, sw_batch_size, mode, amp: the sliding window (:class:`scdl.inference.sliding_window.WindowConfig`).
         annotated: per case a bool (C,) of its annotated classes (None: every class of every case).
         progress: checked for cancellation before each case (None: not cancellable).
         bn_adapt: above 0, each case is predicted by copies of the networks whose batch-norm statistics are mixed
-            with the case's own (:func:`scdl.inference.adapt.adapt_batch_norm`, as ``inference.bn_adapt``).
+            with the case's own (:func:`scdl.inference.adapt.adapt_batch_norm`, as ``inference.bn_adapt``), taken
+            on windows of ``patch``.
+        window_size: the prediction's window (D, H, W) instead of ``patch`` (as ``inference.window_size``).
     Returns:
         ``{"dice": [C-1 floats, NaN where no case has the class], "mean_dice": float, "per_case": [[...], ...],
         "found": [C-1 floats: share of the cases whose ground truth has the class where the prediction has
         at least one voxel of it; NaN where no case has the class]}`` (a class that never fires shows as 0).
     """
-    window = WindowConfig(roi_size=tuple(int(p) for p in patch), overlap=float(overlap),
+    window = WindowConfig(roi_size=tuple(int(p) for p in (window_size or patch)), overlap=float(overlap),
                           sw_batch_size=int(sw_batch_size), mode=mode, amp=bool(amp))
     was_training = [net.training for net in networks]
     for net in networks:
@@ -66,7 +69,7 @@ def validate(networks: Sequence[nn.Module], cases: Sequence[CachedCase], patch: 
                 from scdl.inference.adapt import adapt_batch_norm
 
                 nets = adapt_batch_norm([getattr(n, "module", n) for n in nets],     # DDP: the module itself
-                                        torch.from_numpy(image), window.roi_size, bn_adapt, device)
+                                        torch.from_numpy(image), tuple(int(p) for p in patch), bn_adapt, device)
             pred = predict_volume(image, nets, window, device).labels.numpy()
             truth = np.asarray(case.label)
             dice = dice_per_class(pred, truth, n_classes)

@@ -35,6 +35,7 @@ class Validator:
         every, total: ``validation.every`` and the run's iteration count.
         overlap, sw_batch_size, mode: the sliding window's settings (``validation.*``).
         bn_adapt: test-time batch-norm statistics of each case (``validation.bn_adapt``).
+        window: the prediction's window (D, H, W) (``validation.window_size`` reversed), or None for ``patch``.
         amp: autocast on CUDA.
         source: ``val`` or ``train`` (the cases the Dice is measured on).
         echo: a line for the terminal (the tqdm bar's), or None.
@@ -44,7 +45,8 @@ class Validator:
                  patch: tuple[int, int, int], target: Any, every: int, total: int, overlap: float,
                  sw_batch_size: int, mode: str, amp: bool, device: torch.device, dist: DistEnv, progress: ProgressReporter,
                  log: RunLog, folder: RunFolder, source: str = "val",
-                 echo: Optional[Callable[[str], None]] = None, bn_adapt: float = 0.0):
+                 echo: Optional[Callable[[str], None]] = None, bn_adapt: float = 0.0,
+                 window: Optional[tuple[int, int, int]] = None):
         self.step = step
         self.cases = list(cases)
         self.masks = masks
@@ -64,6 +66,7 @@ class Validator:
         self.source = source
         self.echo = echo
         self.bn_adapt = float(bn_adapt)
+        self.window = window
         self.best: dict[str, Any] = {}          # the best validation so far (iteration, mean_dice, dice)
         self.baseline: dict[str, Any] = {}      # --init: the init model's validation (iteration 0)
 
@@ -89,7 +92,7 @@ class Validator:
         result = validate(list(networks), self.cases, self.patch, int(self.target.num_classes), self.device,
                           overlap=self.overlap, sw_batch_size=self.sw_batch_size, mode=self.mode, amp=self.amp,
                           progress=None if self.dist.enabled else self.progress, annotated=self.masks,
-                          bn_adapt=self.bn_adapt)
+                          bn_adapt=self.bn_adapt, window_size=self.window)
         entries = [e for e in sorted(self.target.entries, key=lambda e: e.value) if int(e.value) != 0]
         values = [int(e.value) for e in entries]
         return ({**result, "dice": [result["dice"][v - 1] for v in values],
