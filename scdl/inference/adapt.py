@@ -10,7 +10,9 @@ adaptation", NeurIPS 2020) mix the two, ``(1 - w) * stored + w * target``, which
 ``weight``.
 
 Here the target data are the windows of the one CT being segmented: the volume padded as
-:func:`scdl.inference.sliding_window.predict_volume` pads it, tiled by windows of the prediction's size
+:func:`scdl.inference.sliding_window.predict_volume` pads it, tiled by windows of the training patch's size (the
+size of the patches whose statistics the networks stored, also when ``inference.window_size`` predicts on wider
+windows)
 (:data:`ADAPT_OVERLAP`), of which those in the body (:data:`ADAPT_MIN_BODY`) go through the networks once, in
 batches of :data:`ADAPT_BATCH` as in training, with only the batch-norm layers in training mode; the statistics
 of the batches accumulate as a plain average (``momentum=None``). Dropout and every weight stay as they are.

@@ -27,6 +27,8 @@ def inference_flags(inference: Optional[Mapping[str, Any]]) -> list[str]:
         flags += ["--label-resampling", str(inference["label_resampling"])]
     if inference.get("bn_adapt") is not None:
         flags += ["--bn-adapt", str(float(inference["bn_adapt"]))]
+    if inference.get("overlap") is not None:
+        flags += ["--overlap", str(float(inference["overlap"]))]
     if inference.get("window_size"):
         flags += ["--window-size", *(str(int(v)) for v in inference["window_size"])]
     return flags
