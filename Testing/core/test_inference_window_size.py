@@ -44,7 +44,7 @@ def test_setting_in_the_card_the_settings_the_command_and_the_release_flags(tiny
     with pytest.raises(ScdlError, match="window_size"):
         validate_card(dict(package_card, inference={**package_card["inference"], "window_size": [60, 64, 32]}))
     text = card_text(dict(package_card, inference={**package_card["inference"], "window_size": [96, 96, 32]}))
-    assert "window 96 x 96 x 32" in text
+    assert "sliding window 96 x 96 x 32 voxels" in text
     parser = argparse.ArgumentParser()
     segment.register(parser.add_subparsers())
     assert parser.parse_args(["segment", "ct.nii.gz", "-o", "x.nii.gz", "--window-size", "96", "96", "32"]

@@ -183,7 +183,7 @@ def card_rows(card: Mapping[str, Any], *, title: Optional[str] = None, model_id:
             f" -> {pre['scale'][0]:g}..{pre['scale'][1]:g}" if pre.get("scale") else "")) if pre.get("window") else "")
         if x)
     inference = ", ".join(x for x in (
-        ("window " + " x ".join(str(v) for v in inf["window_size"])) if inf.get("window_size") else "",
+        ("sliding window " + " x ".join(str(v) for v in inf["window_size"]) + " voxels") if inf.get("window_size") else "",
         f"overlap {inf['overlap']:g}" if inf.get("overlap") is not None else "",
         f"{inf['blending']} blending" if inf.get("blending") else "",
         _largest(inf),
