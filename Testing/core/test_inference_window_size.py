@@ -155,3 +155,14 @@ def test_validation_predicts_on_the_window_and_a_fine_tune_inherits_the_cards_wi
     assert mine["validation"]["window_size"] == [64, 64, 32]
     with pytest.raises(ScdlError, match="validation.window_size"):
         resolve_config("cpu", overrides=["validation.window_size=[50,50,50]"])
+
+
+def test_a_trained_models_card_segments_with_the_window_its_checkpoints_were_chosen_with():
+    from scdl.training.finetune import inherited_inference
+
+    assert inherited_inference({"validation": {"window_size": None}}, ["liver"]) is None      # the defaults
+    assert inherited_inference({"validation": {"window_size": [96, 96, 32]}}, ["liver"]) == {"window_size": [96, 96, 32]}
+    init = {"init": {"inference": {"bn_adapt": 0.5, "window_size": [96, 96, 32],
+                                   "largest_component_organs": ["liver", "spleen"]}}}
+    assert inherited_inference({**init, "validation": {"window_size": [64, 64, 32]}}, ["liver"]) == {
+        "bn_adapt": 0.5, "window_size": [64, 64, 32], "largest_component_organs": ["liver"]}

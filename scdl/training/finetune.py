@@ -185,11 +185,16 @@ def initialise_from(init: InitModel, networks: Sequence[torch.nn.Module], target
 def inherited_inference(config: Mapping[str, Any], label_names: Sequence[str]) -> Optional[dict[str, Any]]:
     """The card ``inference`` section of a fine-tune: the init model's (``config["init"]["inference"]``: its
     post-processing and test-time batch-norm statistics were chosen on that model's validation), with
-    ``largest_component_organs`` cut to the organs of the fine-tune's label table. None without ``--init`` or for
-    a run folder from before this was recorded (then the card gets the defaults)."""
+    ``largest_component_organs`` cut to the organs of the fine-tune's label table. ``validation.window_size``,
+    when set (a fine-tune inherits its init card's), is the card's ``window_size``, for a fine-tune or not: a
+    model segments with the window its checkpoints were chosen with. None without ``--init`` and without a
+    validation window, or for a run folder from before this was recorded (then the card gets the defaults)."""
     from scdl.labels.names import normalize_name
 
     section = dict((config.get("init") or {}).get("inference") or {})
+    window = (config.get("validation") or {}).get("window_size")
+    if window:             # the window the checkpoints were chosen with (validation.window_size) is the card's
+        section["window_size"] = [int(v) for v in window]
     if not section:
         return None
     if "largest_component_organs" in section:
