@@ -258,6 +258,21 @@ def test_shipped_default_model_verifies():
     assert last["validation"]["mean"] >= last["validation_of_init"]["mean"]
 
 
+def test_shipped_card_segments_as_the_recipe_chose_and_validates_with_the_same_window(recipe):
+    """The installed card's inference section is the recipe's (the documented validation numbers are the
+    package's), and the recipe's trainer validation uses the card's window (checkpoints chosen as used)."""
+    from scdl.inference.config import InferenceSettings
+    from scdl.models.package import ModelPackage
+
+    cohort, config = recipe
+    card = ModelPackage.load(SHIPPED, verify=True).card
+    for key, value in cohort["inference"].items():
+        assert card["inference"][key] == value, key
+    settings = InferenceSettings.from_card(card)
+    assert settings.window_size == tuple(config["validation"]["window_size"]) == (96, 96, 32)
+    assert settings.prediction_window((32, 64, 64)) == (32, 96, 96) and settings.overlap == 0.25
+
+
 def test_a_build_worse_on_validation_is_not_installed():
     def scores(new, old):
         return {"new": {"cases": {}, "mean": new}, "installed": {"cases": {}, "mean": old}}
