@@ -75,6 +75,7 @@ def test_full_card_text_html_markdown() -> None:
     assert "a &lt;b&gt; &amp; c" in html and not REPR.search(html)
     md = cardtext.card_markdown(card, training_notes=["a note"])
     assert "| left adrenal gland | 0 | - | - |" in md and "- a note" in md and "None" not in md
+    assert "- Inference (what `scdl segment` applies): sliding window 96 x 96 x 32 voxels, overlap 0.25," in md
 
 
 def test_a_trained_card(tmp_path) -> None:

@@ -150,6 +150,18 @@ def _largest(inf: dict) -> str:
         return "largest component of " + ", ".join(inf["largest_component_organs"])
     return "largest component off" if inf.get("keep_largest_component") is not None else ""
 
+def inference_summary(inf: Mapping[str, Any]) -> str:
+    """One line of a card's ``inference`` section: window, overlap, blending, post-processing, resampling,
+    test-time statistics (the model info table and the package's README)."""
+    return ", ".join(x for x in (
+        ("sliding window " + " x ".join(str(v) for v in inf["window_size"]) + " voxels") if inf.get("window_size") else "",
+        f"overlap {inf['overlap']:g}" if inf.get("overlap") is not None else "",
+        f"{inf['blending']} blending" if inf.get("blending") else "",
+        _largest(inf),
+        f"labels resampled {inf['label_resampling']}" if inf.get("label_resampling") else "",
+        f"test-time batch-norm statistics {float(inf['bn_adapt']):g}" if inf.get("bn_adapt") else "") if x)
+
+
 def card_rows(card: Mapping[str, Any], *, title: Optional[str] = None, model_id: Optional[str] = None,
               label_names: Optional[Sequence[str]] = None, path: Any = None, networks: Optional[int] = None,
               status: Optional[str] = None) -> list[tuple[str, str]]:
@@ -182,13 +194,7 @@ def card_rows(card: Mapping[str, Any], *, title: Optional[str] = None, model_id:
         (f"window {pre['window'][0]:g}..{pre['window'][1]:g} HU" + (
             f" -> {pre['scale'][0]:g}..{pre['scale'][1]:g}" if pre.get("scale") else "")) if pre.get("window") else "")
         if x)
-    inference = ", ".join(x for x in (
-        ("sliding window " + " x ".join(str(v) for v in inf["window_size"]) + " voxels") if inf.get("window_size") else "",
-        f"overlap {inf['overlap']:g}" if inf.get("overlap") is not None else "",
-        f"{inf['blending']} blending" if inf.get("blending") else "",
-        _largest(inf),
-        f"labels resampled {inf['label_resampling']}" if inf.get("label_resampling") else "",
-        f"test-time batch-norm statistics {float(inf['bn_adapt']):g}" if inf.get("bn_adapt") else "") if x)
+    inference = inference_summary(inf)
     training = ", ".join(x for x in (
         str(prov.get("framework") or ""),
         f"{prov['iterations']} iterations" if prov.get("iterations") else "",
@@ -311,6 +317,8 @@ def card_markdown(card: Mapping[str, Any], *, training_notes: Sequence[str] = ()
                  if machine else "") + ".",
               f"- Architecture: {format_value(card.get('architecture'))}; ensemble of {card.get('ensemble')}.",
               f"- Preprocessing: {format_value(card.get('preprocessing'))}."]
+    if inference_summary(card.get("inference") or {}):
+        lines.append(f"- Inference (what `scdl segment` applies): {inference_summary(card.get('inference') or {})}.")
     lines += [f"- {note}" for note in training_notes]
     held = metrics.get("held_out") if isinstance(metrics, Mapping) else None
     if isinstance(held, Mapping) and held:
