@@ -88,6 +88,10 @@ def test_recipe_lineage_in_the_card(recipe):
     assert last["validation"]["mean"] == 0.5 and last["validation_of_init"]["mean"] == 0.4
     assert last["changes"] and all(isinstance(c, str) for c in last["changes"])
     assert stages[1]["init"] == "scdl-abdominal-ct 2.0.0" and stages[1]["iterations"] == 709
+    # a rebuild of the installed version compares it with itself: the stage keeps what it was shipped against
+    rebuilt = lineage(cohort, {"anatomy": cohort["anatomy"]}, {"iterations": 1200, "training_time_s": 3000}, {},
+                      {"new": {"mean": 0.5}, "installed": {"mean": 0.5}, "init_validation": {"mean": 0.4}})[-1]
+    assert rebuilt["validation"]["mean"] == 0.5 and rebuilt["validation_of_init"]["mean"] == 0.4
 
 
 def test_keep_slices_makes_a_short_scan(tmp_path):

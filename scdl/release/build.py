@@ -117,7 +117,17 @@ def build_release(options: ReleaseOptions) -> dict[str, Any]:
                                              cohort.get("inference")),
                     "installed": validation_scores(installed_pkg, manifest, out / "validation" / "installed",
                                                    options.device)}
-        compared["installed_version"] = json.loads((installed_pkg / "card.json").read_text(encoding="utf-8")).get("version")
+        installed_card = json.loads((installed_pkg / "card.json").read_text(encoding="utf-8"))
+        compared["installed_version"] = installed_card.get("version")
+        if compared["installed_version"] == cohort["version"]:
+            # a rebuild of the installed version (--package-only after a card change): the stage keeps the
+            # validation of what it was compared with when it shipped, not its own numbers
+            earlier = [s for s in (installed_card.get("provenance") or {}).get("lineage") or []
+                       if s.get("version") == cohort["version"]]
+            if earlier and earlier[-1].get("validation_of_init"):
+                compared["init_validation"] = earlier[-1]["validation_of_init"]
+                log(f"rebuild of the installed version {cohort['version']}: the lineage keeps the validation it "
+                    f"was shipped against (mean {compared['init_validation'].get('mean')})")
     text = load_card_text(options.recipe)
     card = build_card(run_pkg.card, cohort, described, config, held_out, training, machine, options.smoke, compared,
                       text=text)

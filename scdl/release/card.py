@@ -14,7 +14,9 @@ from scdl.release.recipe import load_card_text
 def lineage(cohort: dict[str, Any], described: dict[str, Any], prov: dict[str, Any], training: dict[str, Any],
             compared: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
     """The stages that made this model: the recipe's earlier stages (``cohort.json`` ``lineage``), then this one
-    (version, what it started from, data, changes, iterations, minutes, validation scores)."""
+    (version, what it started from, data, changes, iterations, minutes, validation scores). ``compared``: the ship
+    decision's scores, ``new`` and ``installed`` (the stage's ``validation_of_init``) or, for a rebuild of the
+    installed version, ``init_validation`` (what that version was shipped against)."""
     stage = {
         "version": cohort["version"],
         "init": training.get("init"),
@@ -23,7 +25,7 @@ def lineage(cohort: dict[str, Any], described: dict[str, Any], prov: dict[str, A
         "iterations": int(prov.get("iterations") or training.get("iteration") or 0),
         "minutes": round(float(prov.get("training_time_s") or 0.0) / 60.0, 1),
         "validation": (compared or {}).get("new"),
-        "validation_of_init": (compared or {}).get("installed"),
+        "validation_of_init": (compared or {}).get("init_validation", (compared or {}).get("installed")),
         "command": cohort.get("command"),
     }
     return [*cohort.get("lineage", []), stage]
