@@ -98,6 +98,36 @@ def publish(results: dict[str, Any], table: str, json_path: Optional[Path]) -> i
     return 0
 
 
+def variant_report(results: dict[str, Any], header: str, extra: tuple[str, Any]) -> str:
+    """Per model: a table of the variants (the first is the reference) with the mean over the cases, each case and
+    one more column (``extra``: its header and a function of the variant's entry -> text), a table of the per-organ
+    means, and per variant the organs that lose more than 0.01 against the first (``bench/bn_adapt.py``,
+    ``bench/window.py``)."""
+    lines = []
+    extra_header, extra_cell = extra
+    for model, res in results.items():
+        variants = list(res)
+        first = variants[0]
+        cases = list(res[first]["cases"])
+        organs = list(res[first]["organs"])
+        lines.append(f"\n{model}")
+        lines.append(f"| {header} | mean | " + " | ".join(cases) + f" | {extra_header} |")
+        lines.append("|---|---:|" + "---:|" * (len(cases) + 1))
+        for v in variants:
+            vals = [res[v]["cases"][c] for c in cases]
+            lines.append(f"| {v} | {np.mean(vals):.4f} | " + " | ".join(f"{x:.3f}" for x in vals)
+                         + f" | {extra_cell(res[v])} |")
+        lines.append("\n| organ | " + " | ".join(variants) + " |")
+        lines.append("|---|" + "---:|" * len(variants))
+        for o in organs:
+            lines.append(f"| {o} | " + " | ".join(f"{np.mean(res[v]['organs'][o]):.3f}" for v in variants) + " |")
+        for v in variants[1:]:
+            worse = [f"{o} {np.mean(res[v]['organs'][o]) - np.mean(res[first]['organs'][o]):+.3f}" for o in organs
+                     if np.mean(res[v]["organs"][o]) < np.mean(res[first]["organs"][o]) - 0.01]
+            lines.append(f"{v}: organs worse by > 0.01 than {first}: {', '.join(worse) or 'none'}")
+    return "\n".join(lines)
+
+
 def score_model(model: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     """Per variant: {"cases": {case: headline mean}, "organs": {organ: [dice per case that has it]}}."""
     import SimpleITK as sitk

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import bench_parser, publish, score_labels, val_rows  # bench/postprocess.py: the val rows and scoring
+from postprocess import bench_parser, publish, score_labels, val_rows, variant_report  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("patch:0.5", "patch:0.25", "80,80,32:0.5", "96,96,32:0.5", "96,96,32:0.25",
                                      "112,112,32:0.5", "128,128,32:0.5", "96,96,48:0.5")
@@ -82,28 +81,7 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
 
 
 def report(results: dict[str, Any]) -> str:
-    lines = []
-    for model, res in results.items():
-        variants = list(res)
-        first = variants[0]
-        cases = list(res[first]["cases"])
-        organs = list(res[first]["organs"])
-        lines.append(f"\n{model}")
-        lines.append("| window X,Y,Z:OVERLAP | mean | " + " | ".join(cases) + " | seconds (all cases) |")
-        lines.append("|---|---:|" + "---:|" * (len(cases) + 1))
-        for v in variants:
-            vals = [res[v]["cases"][c] for c in cases]
-            lines.append(f"| {v} | {np.mean(vals):.4f} | " + " | ".join(f"{x:.3f}" for x in vals)
-                         + f" | {res[v]['seconds']:.0f} |")
-        lines.append("\n| organ | " + " | ".join(variants) + " |")
-        lines.append("|---|" + "---:|" * len(variants))
-        for o in organs:
-            lines.append(f"| {o} | " + " | ".join(f"{np.mean(res[v]['organs'][o]):.3f}" for v in variants) + " |")
-        for v in variants[1:]:
-            worse = [f"{o} {np.mean(res[v]['organs'][o]) - np.mean(res[first]['organs'][o]):+.3f}" for o in organs
-                     if np.mean(res[v]["organs"][o]) < np.mean(res[first]["organs"][o]) - 0.01]
-            lines.append(f"{v}: organs worse by > 0.01 than {first}: {', '.join(worse) or 'none'}")
-    return "\n".join(lines)
+    return variant_report(results, "window X,Y,Z:OVERLAP", ("seconds (all cases)", lambda e: f"{e['seconds']:.0f}"))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
