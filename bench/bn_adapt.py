@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import bench_parser, publish, score_labels, val_rows, variant_report  # bench/postprocess.py: the val rows and scoring
+from postprocess import score_labels, variant_main, variant_report  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("0:0:0", "0.5:0.5:0", "1:0.5:0", "0.5:0:0", "0.5:0.5:-1", "0.3:0.5:0", "0.7:0.5:0")
 
@@ -86,16 +86,7 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = bench_parser(__doc__)
-    parser.add_argument("--variant", action="append", default=None, metavar="W:MIN_BODY:OVERLAP",
-                        help=f"repeatable; the first is the reference (default {' '.join(DEFAULT_VARIANTS)})")
-    args = parser.parse_args(argv)
-    variants = args.variant or list(DEFAULT_VARIANTS)
-    for v in variants:
-        parse_variant(v)
-    rows = val_rows(args.cases)
-    results = {str(m): score_model(m, rows, variants) for m in args.model}
-    return publish(results, report(results), args.json)
+    return variant_main(__doc__, argv, DEFAULT_VARIANTS, "W:MIN_BODY:OVERLAP", parse_variant, score_model, report)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,37 @@ def publish(results: dict[str, Any], table: str, json_path: Optional[Path]) -> i
     return 0
 
 
+def val_case(row: dict[str, str], pkg: Any) -> tuple[str, Any, np.ndarray, Any]:
+    """A ``val`` row read for scoring: (case name, the CT, its label map as an array on the CT's grid, the label
+    table of the label map: the row's ``labels`` or the model's)."""
+    import SimpleITK as sitk
+
+    from scdl.io.image import read_ct, read_label_map
+    from scdl.labels.table import LabelTable
+
+    image = read_ct(row["image"])
+    gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=image, resample=True))
+    gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
+    return Path(row["image"]).name.split(".")[0], image, gt, gt_table
+
+
+def variant_main(doc: str, argv: Optional[list[str]], defaults: tuple[str, ...], metavar: str, parse: Any,
+                 score: Any, report: Any) -> int:
+    """``main`` of a benchmark of ``--variant`` strings (``bench/bn_adapt.py``, ``bench/window.py``): the options
+    of :func:`bench_parser` plus ``--variant`` (repeatable, the first is the reference), every variant checked
+    with ``parse`` before any work, ``score(model, rows, variants)`` per model, ``report(results)`` published."""
+    parser = bench_parser(doc)
+    parser.add_argument("--variant", action="append", default=None, metavar=metavar,
+                        help=f"repeatable; the first is the reference (default {' '.join(defaults)})")
+    args = parser.parse_args(argv)
+    variants = args.variant or list(defaults)
+    for v in variants:
+        parse(v)
+    rows = val_rows(args.cases)
+    results = {str(m): score(m, rows, variants) for m in args.model}
+    return publish(results, report(results), args.json)
+
+
 def variant_report(results: dict[str, Any], header: str, extra: tuple[str, Any]) -> str:
     """Per model: a table of the variants (the first is the reference) with the mean over the cases, each case and
     one more column (``extra``: its header and a function of the variant's entry -> text), a table of the per-organ

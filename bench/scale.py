@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import bench_parser, publish, score_labels, val_rows  # bench/postprocess.py: the val rows and scoring
+from postprocess import bench_parser, publish, score_labels, val_case, val_rows  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_SCALES: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 
@@ -40,17 +40,12 @@ def score_model(model: Path, rows: list[dict[str, str]], scales: list[float]) ->
     import SimpleITK as sitk
 
     from scdl.inference.predictor import segment_image
-    from scdl.io.image import read_ct, read_label_map
-    from scdl.labels.table import LabelTable
     from scdl.models.package import ModelPackage
 
     pkg = ModelPackage.load(model, verify=True)
     out: dict[str, Any] = {f"{s:g}": {"cases": {}, "organs": {}} for s in scales}
     for row in rows:
-        case = Path(row["image"]).name.split(".")[0]
-        image = read_ct(row["image"])
-        gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=image, resample=True))
-        gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
+        case, image, gt, gt_table = val_case(row, pkg)
         for s in scales:
             labels = segment_image(rescaled(image, s), pkg, device="cpu", confidence=False).labels
             spacing = tuple(float(v) for v in labels.GetSpacing())[::-1]

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from postprocess import bench_parser, publish, score_labels, val_rows, variant_report  # bench/postprocess.py: the val rows and scoring
+from postprocess import score_labels, val_case, variant_main, variant_report  # bench/postprocess.py: the val rows and scoring
 
 DEFAULT_VARIANTS: tuple[str, ...] = ("patch:0.5", "patch:0.25", "80,80,32:0.5", "96,96,32:0.5", "96,96,32:0.25",
                                      "112,112,32:0.5", "128,128,32:0.5", "96,96,48:0.5")
@@ -56,18 +56,13 @@ def score_model(model: Path, rows: list[dict[str, str]], variants: list[str]) ->
     import SimpleITK as sitk
 
     from scdl.inference.predictor import segment_image
-    from scdl.io.image import read_ct, read_label_map
-    from scdl.labels.table import LabelTable
     from scdl.models.package import ModelPackage
 
     pkg = ModelPackage.load(model, verify=True)
     patch = tuple(int(v) for v in pkg.card["preprocessing"]["patch_size"])
     out: dict[str, Any] = {v: {"cases": {}, "organs": {}, "seconds": 0.0} for v in variants}
     for row in rows:
-        case = Path(row["image"]).name.split(".")[0]
-        image = read_ct(row["image"])
-        gt = sitk.GetArrayFromImage(read_label_map(row["label"], reference=image, resample=True))
-        gt_table = LabelTable.load(row["labels"]) if row.get("labels") else pkg.labels
+        case, image, gt, gt_table = val_case(row, pkg)
         for variant in variants:
             window, overlap = parse_variant(variant)
             t0 = time.perf_counter()
@@ -85,16 +80,7 @@ def report(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = bench_parser(__doc__)
-    parser.add_argument("--variant", action="append", default=None, metavar="X,Y,Z:OVERLAP",
-                        help=f"repeatable; the first is the reference (default {' '.join(DEFAULT_VARIANTS)})")
-    args = parser.parse_args(argv)
-    variants = args.variant or list(DEFAULT_VARIANTS)
-    for v in variants:
-        parse_variant(v)
-    rows = val_rows(args.cases)
-    results = {str(m): score_model(m, rows, variants) for m in args.model}
-    return publish(results, report(results), args.json)
+    return variant_main(__doc__, argv, DEFAULT_VARIANTS, "X,Y,Z:OVERLAP", parse_variant, score_model, report)
 
 
 if __name__ == "__main__":
