@@ -389,8 +389,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
     patch = config["patch_size"]
     if patch == "init":
         pass                      # fine-tuning: the init model's patch, resolved by the Trainer
-    elif (not isinstance(patch, (list, tuple)) or len(patch) != 3
-            or any(not isinstance(p, int) or p < 16 or p % 16 for p in patch)):
+    elif not is_window_size(patch):     # the patch and the sliding window: one rule (multiples of 16)
         raise bad("patch_size", f"{patch!r} must be three multiples of 16 (the VNet down-samples 16x).",
                   "use e.g. --set patch_size=[64,64,64].")
     if not isinstance(config["accumulate"], int) or config["accumulate"] < 1:
