@@ -38,6 +38,11 @@ Rows, all from ``--init scdl-abdominal-ct --preset cpu`` with the same seed, dat
 
 Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other organ within -0.02.
 
+``--mix A[,B...]`` (rows that package the fine-tuned weights alone): each row's weights are also mixed with the
+initial model's offline, (1 - a) x initial + a x fine-tuned (what ``finetune.interpolate`` a does at the end of a
+run, exactly: a run at 0.5 and the offline mix at 0.5 of a run at 1 give identical weights), and scored as row
+``ROW@a``: the trade-off curve of the mix from one training.
+
 ``--organ NAME`` draws another organ of the TotalSegmentator v2 table instead of the liver (same cases, rows and
 target): from model 4.5.1 on the liver starts at 0.96-0.97 on every scored case and has nothing left to gain,
 while the pancreas starts at 0.22 on patient B.
@@ -143,6 +148,23 @@ def score(model: str, case: str, image: Path, truth: Path, gt_labels: str, out: 
              "--resample", "--json", str(report), capture=True)
     scores = json.loads(report.read_text(encoding="utf-8"))
     return {c["name"]: round(float(c["dice"]), 4) for c in scores["classes"] if c["gt_voxels"] > 0}
+
+
+def mixed_package(initial: str, tuned: Path, alpha: float, out: Path) -> Path:
+    """A package at ``out`` whose networks are (1 - ``alpha``) x ``initial``'s + ``alpha`` x ``tuned``'s
+    (scdl.training.averaging, as ``finetune.interpolate`` mixes them); reused when present."""
+    from scdl.models.package import ModelPackage, save_package
+    from scdl.training.averaging import interpolate_state_dicts
+
+    if (out / "card.json").is_file():
+        return out
+    start, fine = ModelPackage.load(initial), ModelPackage.load(tuned)
+    if start.labels.num_classes != fine.labels.num_classes or start.networks != fine.networks:
+        raise SystemExit(f"--mix: {tuned} and {initial} differ in classes or networks; mix runs of the same classes")
+    mixed = [interpolate_state_dicts(s, f, alpha) for s, f in zip(start.state_dicts(), fine.state_dicts())]
+    card = {**fine.card, "id": f"{fine.id}-mix{alpha:g}",
+            "title": f"{fine.title}, mixed offline: {1 - alpha:g} x initial + {alpha:g} x fine-tuned"}
+    return save_package(out, card, mixed, fine.labels)
 
 
 def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -271,6 +293,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="a training setting for every row (scdl train --set), repeatable")
     ap.add_argument("--cases", default="s0328-seed4,B,A", help="scored cases (default s0328-seed4,B,A)")
     ap.add_argument("--organ", default=DRAWN, help=f"the drawn organ, a TotalSegmentator v2 name (default {DRAWN})")
+    ap.add_argument("--mix", default="",
+                    help="comma-separated shares a in (0, 1): also score (1 - a) x initial + a x fine-tuned, mixed "
+                         "offline, for rows that package the fine-tuned weights alone (rows ROW@a)")
     ap.add_argument("--diagnose", action="store_true",
                     help="no training: the loss terms and their gradients on the first batches, the settings of "
                          "every --init run before issue 24 against the inherited recipe + keep (diagnose.json)")
@@ -282,6 +307,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (KeyError, ValueError, LookupError):
         ap.error(f"--organ {args.organ!r} is not an organ of the TotalSegmentator v2 table")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    try:
+        mixes = [float(a) for a in args.mix.split(",") if a.strip()]
+    except ValueError:
+        ap.error(f"--mix {args.mix!r}: give shares such as 0.5,0.75")
+    if any(not 0.0 < a < 1.0 for a in mixes):
+        ap.error(f"--mix {args.mix!r}: every share must lie between 0 and 1 (1 = the row itself)")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown row(s) {unknown}: use {', '.join(ROWS)}")
@@ -325,7 +356,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     or results.get("organ", "liver") != DRAWN):
         ap.error(f"{out} holds results of other settings ({results.get('iterations')} iterations, "
                  f"--set {results.get('settings')}): use another --out")
-    results.update({"organ": DRAWN, "iterations": args.iterations, "model": args.model, "rows": rows,
+    results.update({"organ": DRAWN, "iterations": args.iterations, "model": args.model, "rows": list(rows),
                     "cases": list(cases),
                     "settings": list(args.set), "inputs": {"map": MAP, "phase": "portal", "seeds": SEEDS,
                                                            "spacing_mm": args.spacing or "the map's own grid"}})
@@ -365,10 +396,29 @@ def main(argv: Optional[list[str]] = None) -> int:
             if case not in after:
                 log(f"scoring {row} on {case}")
                 after[case] = score(str(RunFolder(run).model_dir), case, image, truth, table, preds, row)
-        results["verdict"][row] = {case: verdict(results["before"][case], after[case]) for case in cases}
-        met = {case: v["met"] for case, v in results["verdict"][row].items()}
-        log(f"{row}: target met per case {met}; {DRAWN} change "
-            f"{ {c: v['drawn_gain'] for c, v in results['verdict'][row].items()} }")
+        packages = {row: RunFolder(run).model_dir}
+        if mixes:
+            card = json.loads((RunFolder(run).model_dir / "card.json").read_text(encoding="utf-8"))
+            if "mixed with the initial model" in json.dumps(card):
+                ap.error(f"--mix: row {row} already packages a mix (finetune.interpolate < 1); mix rows that "
+                         "package the fine-tuned weights alone (e.g. --set finetune.interpolate=1)")
+            for a in mixes:
+                log(f"mixing {row}: {1 - a:g} x initial + {a:g} x fine-tuned")
+                packages[f"{row}@{a:g}"] = mixed_package(model, RunFolder(run).model_dir, a, out / f"mix_{row}_{a:g}")
+        for name, package in packages.items():
+            if name != row:
+                after = results["after"].setdefault(name, {})
+                if name not in results["rows"]:
+                    results["rows"].append(name)
+                for case, (image, truth, table) in cases.items():
+                    if case not in after:
+                        log(f"scoring {name} on {case}")
+                        after[case] = score(str(package), case, image, truth, table, preds, name.replace("@", "_mix"))
+            results["verdict"][name] = {case: verdict(results["before"][case], results["after"][name][case])
+                                        for case in cases}
+            met = {case: v["met"] for case, v in results["verdict"][name].items()}
+            log(f"{name}: target met per case {met}; {DRAWN} change "
+                f"{ {c: v['drawn_gain'] for c, v in results['verdict'][name].items()} }")
         summary.write_text(json.dumps(results, indent=1), encoding="utf-8")
     results["total_minutes"] = round((time.monotonic() - t_start) / 60.0, 2) + float(results.get("total_minutes") or 0)
     summary.write_text(json.dumps(results, indent=1), encoding="utf-8")

@@ -432,6 +432,30 @@ def test_protocol_verdict_and_table(repo_root: Path) -> None:
     assert "| **liver** (drawn) | 0.900 | 0.930 (+0.030) |" in text and "| target met | | yes |" in text
 
 
+def test_protocol_mix_is_the_runs_interpolation(repo_root: Path, tmp_path: Path) -> None:
+    """--mix: (1 - a) x the initial package + a x the fine-tuned one, per weight, as a verified package; the
+    same classes and networks are required."""
+    import importlib.util
+
+    from model_factory import make_tiny_package
+    from scdl.models.package import ModelPackage
+
+    spec = importlib.util.spec_from_file_location("finetune_protocol", repo_root / "bench" / "finetune_protocol.py")
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    start = make_tiny_package(tmp_path / "start", seed=1)
+    tuned = make_tiny_package(tmp_path / "tuned", seed=2)
+    mixed = ModelPackage.load(protocol.mixed_package(str(start), tuned, 0.75, tmp_path / "mix"), verify=True)
+    s, f, m = (ModelPackage.load(p).state_dicts()[1] for p in (start, tuned, mixed.path))
+    key = next(k for k, v in f.items() if v.is_floating_point() and v.numel() > 10)
+    assert not torch.equal(s[key], f[key])
+    assert torch.allclose(m[key], 0.25 * s[key] + 0.75 * f[key], atol=1e-6)
+    assert "0.25 x initial + 0.75 x fine-tuned" in mixed.title and mixed.id.endswith("-mix0.75")
+    other = make_tiny_package(tmp_path / "other", table="totalsegmentator_v2", seed=3)
+    with pytest.raises(SystemExit, match="differ in classes or networks"):
+        protocol.mixed_package(str(start), other, 0.5, tmp_path / "bad")
+
+
 def test_keep_is_on_for_partial_cases_with_init_only() -> None:
     """On with --init and a partially annotated cohort (weight > 0); off without --init, with every class
     annotated, with weight 0, and for runs configured before the setting existed (resumed)."""
