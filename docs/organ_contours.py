@@ -35,7 +35,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from scdl.labels.table import LabelTable
 
-    value = LabelTable.load(args.labels).by_name(args.organ).value
+    try:
+        value = LabelTable.load(args.labels).by_name(args.organ).value
+    except KeyError as error:
+        ap.error(str(error).strip('"'))
     ct = sitk.ReadImage(str(args.ct))
     arrays = [sitk.GetArrayFromImage(ct)]
     for path in (args.prediction, args.reference):
