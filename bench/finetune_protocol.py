@@ -41,7 +41,9 @@ Target per scored case: the drawn organ (liver) +0.03 Dice or more, every other 
 ``--mix A[,B...]`` (rows that package the fine-tuned weights alone): each row's weights are also mixed with the
 initial model's offline, (1 - a) x initial + a x fine-tuned (what ``finetune.interpolate`` a does at the end of a
 run, exactly: a run at 0.5 and the offline mix at 0.5 of a run at 1 give identical weights), and scored as row
-``ROW@a``: the trade-off curve of the mix from one training.
+``ROW@a``: the trade-off curve of the mix from one training. Mix rows are listed after the trained rows; a later
+start without ``--mix`` leaves them out of ``results.md`` (their scores stay in ``results.json``). A mix already
+written under ``--out`` is reused as it is: use a new ``--out`` after changing ``--model`` or the run.
 
 ``--organ NAME`` draws another organ of the TotalSegmentator v2 table instead of the liver (same cases, rows and
 target): from model 4.5.1 on the liver starts at 0.96-0.97 on every scored case and has nothing left to gain,
@@ -159,12 +161,24 @@ def mixed_package(initial: str, tuned: Path, alpha: float, out: Path) -> Path:
     if (out / "card.json").is_file():
         return out
     start, fine = ModelPackage.load(initial), ModelPackage.load(tuned)
-    if start.labels.num_classes != fine.labels.num_classes or start.networks != fine.networks:
-        raise SystemExit(f"--mix: {tuned} and {initial} differ in classes or networks; mix runs of the same classes")
+    entries = [[(int(e.value), e.name) for e in p.labels.entries] for p in (start, fine)]
+    if entries[0] != entries[1] or start.card["architecture"] != fine.card["architecture"] \
+            or start.networks != fine.networks:
+        raise SystemExit(f"--mix: {tuned} and {initial} differ in classes, architecture or networks; mix a run "
+                         "with the model it was fine-tuned from (same label table)")
     mixed = [interpolate_state_dicts(s, f, alpha) for s, f in zip(start.state_dicts(), fine.state_dicts())]
-    card = {**fine.card, "id": f"{fine.id}-mix{alpha:g}",
-            "title": f"{fine.title}, mixed offline: {1 - alpha:g} x initial + {alpha:g} x fine-tuned"}
+    share = f"{1 - alpha:g} x initial + {alpha:g} x fine-tuned"
+    card = {**fine.card, "id": f"{fine.id}-mix{alpha:g}", "title": f"{fine.title}, mixed offline: {share}",
+            "description": f"{fine.card.get('description', '').rstrip('.')}; mixed offline by "
+                           f"bench/finetune_protocol.py --mix with {initial}: {share}."}
     return save_package(out, card, mixed, fine.labels)
+
+
+def packaged_share(settings: list[str]) -> float:
+    """``finetune.interpolate`` of a row's run as ``scdl train`` resolves it (the core's resolver and defaults)."""
+    from scdl.training.config import resolve_config
+
+    return float(resolve_config("cpu", overrides=settings)["finetune"]["interpolate"])
 
 
 def verdict(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -316,6 +330,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown row(s) {unknown}: use {', '.join(ROWS)}")
+    if mixes:                  # before anything runs: a row that packages a mix cannot be mixed again
+        from scdl.errors import ScdlError
+
+        try:
+            mixed_rows = [r for r in rows if packaged_share(["validation.every=-1", *ROWS[r][1], *args.set]) < 1.0]
+        except ScdlError as error:
+            ap.error(str(error))
+        if mixed_rows:
+            ap.error(f"--mix: row(s) {', '.join(mixed_rows)} package a mix already (finetune.interpolate < 1); "
+                     "add --set finetune.interpolate=1 or choose rows that package the fine-tuned weights alone")
     t_start = time.monotonic()
     out = args.out.resolve()
     data = args.data.resolve()
@@ -398,10 +422,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 after[case] = score(str(RunFolder(run).model_dir), case, image, truth, table, preds, row)
         packages = {row: RunFolder(run).model_dir}
         if mixes:
-            card = json.loads((RunFolder(run).model_dir / "card.json").read_text(encoding="utf-8"))
-            if "mixed with the initial model" in json.dumps(card):
-                ap.error(f"--mix: row {row} already packages a mix (finetune.interpolate < 1); mix rows that "
-                         "package the fine-tuned weights alone (e.g. --set finetune.interpolate=1)")
+            ran = json.loads(RunFolder(run).config.read_text(encoding="utf-8"))      # a run from an earlier start
+            if float(ran["finetune"].get("interpolate", 1.0)) < 1.0:
+                ap.error(f"--mix: {run} packages a mix already (finetune.interpolate "
+                         f"{ran['finetune']['interpolate']}); use another --out for --set finetune.interpolate=1")
             for a in mixes:
                 log(f"mixing {row}: {1 - a:g} x initial + {a:g} x fine-tuned")
                 packages[f"{row}@{a:g}"] = mixed_package(model, RunFolder(run).model_dir, a, out / f"mix_{row}_{a:g}")

@@ -21,7 +21,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("reference", type=Path)
     ap.add_argument("--organ", required=True, help="organ name in the label table")
     ap.add_argument("--labels", default="synapse", help="label table of both maps (default synapse)")
-    ap.add_argument("--slices", type=int, nargs="+", required=True, help="axial slice indices (array order)")
+    ap.add_argument("--slices", type=int, nargs="+", required=True,
+                    help="axial slice indices, 0 = the lowest (feet side) once the CT is oriented LPS")
     ap.add_argument("--margin-mm", type=float, default=40.0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -35,25 +36,35 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from scdl.labels.table import LabelTable
 
+    from scdl.errors import ScdlError
+
     try:
         value = LabelTable.load(args.labels).by_name(args.organ).value
     except KeyError as error:
-        ap.error(str(error).strip('"'))
+        ap.error(error.args[0])
+    except ScdlError as error:
+        ap.error(str(error))
+    missing = [str(p) for p in (args.ct, args.prediction, args.reference) if not p.is_file()]
+    if missing:
+        ap.error(f"no such file: {', '.join(missing)}")
     ct = sitk.ReadImage(str(args.ct))
-    arrays = [sitk.GetArrayFromImage(ct)]
+    arrays = [sitk.GetArrayFromImage(sitk.DICOMOrient(ct, "LPS"))]     # rows anterior->posterior, columns R->L
     for path in (args.prediction, args.reference):
         image = sitk.ReadImage(str(path))
-        if image.GetSize() != ct.GetSize():
-            ap.error(f"{path} is not on the grid of {args.ct}: resample it first")
-        arrays.append(sitk.GetArrayFromImage(image) == value)
+        same = (image.GetSize() == ct.GetSize() and np.allclose(image.GetSpacing(), ct.GetSpacing(), atol=1e-4)
+                and np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3)
+                and np.allclose(image.GetDirection(), ct.GetDirection(), atol=1e-4))
+        if not same:
+            ap.error(f"{path} is not on the grid of {args.ct}: resample it onto the CT first")
+        arrays.append(sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")) == value)
     hu, pred, ref = arrays
     either = pred | ref
     if not either.any():
         ap.error(f"neither map contains {args.organ}")
     bad = [z for z in args.slices if not 0 <= z < hu.shape[0]]
     if bad:
-        ap.error(f"--slices {bad}: the CT has {hu.shape[0]} axial slices")
-    sx, sy = ct.GetSpacing()[:2]
+        ap.error(f"--slices {bad}: the CT has {hu.shape[0]} axial slices (0 = the lowest, feet side)")
+    sx, sy = sitk.DICOMOrient(ct, "LPS").GetSpacing()[:2]
     ys, xs = np.nonzero(either.any(axis=0))
     my, mx = int(args.margin_mm / sy), int(args.margin_mm / sx)
     y0, y1 = max(ys.min() - my, 0), min(ys.max() + my, hu.shape[1] - 1)

@@ -447,13 +447,16 @@ def test_protocol_mix_is_the_runs_interpolation(repo_root: Path, tmp_path: Path)
     tuned = make_tiny_package(tmp_path / "tuned", seed=2)
     mixed = ModelPackage.load(protocol.mixed_package(str(start), tuned, 0.75, tmp_path / "mix"), verify=True)
     s, f, m = (ModelPackage.load(p).state_dicts()[1] for p in (start, tuned, mixed.path))
-    key = next(k for k, v in f.items() if v.is_floating_point() and v.numel() > 10)
-    assert not torch.equal(s[key], f[key])
-    assert torch.allclose(m[key], 0.25 * s[key] + 0.75 * f[key], atol=1e-6)
+    floats = [k for k, v in f.items() if v.is_floating_point()]
+    assert sum(not torch.equal(s[k], f[k]) for k in floats) > len(floats) // 2     # two different models
+    for k in floats:
+        assert torch.allclose(m[k], 0.25 * s[k] + 0.75 * f[k], atol=1e-6), k
     assert "0.25 x initial + 0.75 x fine-tuned" in mixed.title and mixed.id.endswith("-mix0.75")
-    other = make_tiny_package(tmp_path / "other", table="totalsegmentator_v2", seed=3)
-    with pytest.raises(SystemExit, match="differ in classes or networks"):
-        protocol.mixed_package(str(start), other, 0.5, tmp_path / "bad")
+    for name, kwargs in (("other_table", {"table": "totalsegmentator_v2"}), ("wider", {"n_filters": 4}),
+                         ("single", {"ensemble": 1})):
+        other = make_tiny_package(tmp_path / name, seed=3, **kwargs)
+        with pytest.raises(SystemExit, match="differ in"):
+            protocol.mixed_package(str(start), other, 0.5, tmp_path / f"bad_{name}")
 
 
 def test_keep_is_on_for_partial_cases_with_init_only() -> None:
