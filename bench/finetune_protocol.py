@@ -45,6 +45,15 @@ run, exactly: a run at 0.5 and the offline mix at 0.5 of a run at 1 give identic
 start without ``--mix`` leaves them out of ``results.md`` (their scores stay in ``results.json``). A mix already
 written under ``--out`` is reused as it is: use a new ``--out`` after changing ``--model`` or the run.
 
+**Your own cases** (the check of issue 24 on real patients of another hospital): ``--cohort MANIFEST`` replaces
+the synthetic fine-tuning cohort (``scdl train``'s manifest format; the labeled training rows name the drawn organ
+in their ``annotated`` column, e.g. ``annotated=liver``; the ``background`` row ignores that column) and
+``--scored CSV`` the scored cases (columns ``name,image,label,labels``: a CT, its reference label map and that
+map's label table, paths relative to the CSV). With both, ``../shared/data`` is not read:
+
+    python bench/finetune_protocol.py --out runs/hospital --cohort hospital/finetune.csv \
+        --scored hospital/scored.csv --organ liver --rows background,marginal,keep,default
+
 ``--organ NAME`` draws another organ of the TotalSegmentator v2 table instead of the liver (same cases, rows and
 target): from model 4.5.1 on the liver starts at 0.96-0.97 on every scored case and has nothing left to gain,
 while the pancreas starts at 0.22 on patient B.
@@ -172,6 +181,65 @@ def mixed_package(initial: str, tuned: Path, alpha: float, out: Path) -> Path:
             "description": f"{fine.card.get('description', '').rstrip('.')}; mixed offline by "
                            f"bench/finetune_protocol.py --mix with {initial}: {share}."}
     return save_package(out, card, mixed, fine.labels)
+
+
+def user_cohort(manifest: Path, drawn: str) -> list[dict[str, str]]:
+    """``--cohort``: the rows of your fine-tuning manifest (scdl.training.cohort's format), paths made absolute.
+
+    The labeled training rows must annotate ``drawn`` (``annotated`` column); rows are used as written, except by the
+    ``background`` row (see :func:`cohort_for_row`). Raises SystemExit with one line on a problem."""
+    from scdl.errors import ScdlError
+    from scdl.training.cohort import load_manifest
+
+    try:
+        cohort = load_manifest(manifest)
+    except ScdlError as error:
+        raise SystemExit(f"--cohort: {error}") from None
+    errors = [p for p in cohort.problems if p.severity == "error"]
+    if errors:
+        raise SystemExit(f"--cohort {manifest} {errors[0].case}: {errors[0].message} Fix: {errors[0].fix}")
+    rows = [{"image": str(c.image or ""), "label": str(c.label or ""), "split": c.split, "labels": c.labels or "",
+             "annotated": ";".join(c.annotated or [])} for c in cohort.cases]
+    drawing = [r for r, c in zip(rows, cohort.cases) if c.labeled and c.split == "train"
+               and drawn in [a.strip().lower() for a in (c.annotated or [])]]
+    if not drawing:
+        raise SystemExit(f"--cohort {manifest}: no labeled training row annotates {drawn!r}. Fix: name it in the "
+                         f"'annotated' column of the rows where it is drawn (e.g. annotated={drawn}), or use --organ")
+    return rows
+
+
+def cohort_for_row(rows: list[dict[str, str]], annotated: str) -> list[dict[str, str]]:
+    """A protocol row's copy of your cohort: as written, or for ``background`` (``annotated`` "") without the
+    ``annotated`` column, so that every class of a label map's table counts as drawn (the old treatment)."""
+    return [dict(r) if annotated else {**r, "annotated": ""} for r in rows]
+
+
+def scored_cases(path: Path) -> dict[str, tuple[Path, Path, str]]:
+    """``--scored``: a CSV with columns name,image,label,labels (paths relative to the CSV's folder; labels: the
+    reference's label table, e.g. synapse or totalsegmentator_v2). Raises SystemExit with one line on a problem."""
+    import csv
+
+    if not path.is_file():
+        raise SystemExit(f"--scored {path}: no such file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"name", "image", "label", "labels"} - set(reader.fieldnames or [])
+        if missing:
+            raise SystemExit(f"--scored {path}: no column {', '.join(sorted(missing))}. Fix: a header line "
+                             "name,image,label,labels")
+        cases: dict[str, tuple[Path, Path, str]] = {}
+        for line, row in enumerate(reader, start=2):
+            name, table = (row.get("name") or "").strip(), (row.get("labels") or "").strip()
+            image, label = (path.parent / (row.get(k) or "").strip() for k in ("image", "label"))
+            if not name or name in cases or not table:
+                raise SystemExit(f"--scored {path}:{line}: every row needs a new name and its labels table")
+            for need in (image, label):
+                if not need.exists():
+                    raise SystemExit(f"--scored {path}:{line}: {need} does not exist")
+            cases[name] = (image, label, table)
+    if not cases:
+        raise SystemExit(f"--scored {path}: no case listed")
+    return cases
 
 
 def packaged_share(settings: list[str]) -> float:
@@ -305,7 +373,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="voxel size of the synthetic CTs in mm (default: the map's own 1.5 mm grid)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a training setting for every row (scdl train --set), repeatable")
-    ap.add_argument("--cases", default="s0328-seed4,B,A", help="scored cases (default s0328-seed4,B,A)")
+    ap.add_argument("--cases", default="s0328-seed4,B,A", help="scored cases (default s0328-seed4,B,A; not with "
+                                                              "--scored)")
+    ap.add_argument("--cohort", type=Path, default=None,
+                    help="your fine-tuning manifest (scdl train's format; the drawn organ in the 'annotated' column of "
+                         "its labeled rows) instead of the synthetic s0328 cohort")
+    ap.add_argument("--scored", type=Path, default=None,
+                    help="your scored cases instead of s0328-seed4, B and A: a CSV name,image,label,labels")
     ap.add_argument("--organ", default=DRAWN, help=f"the drawn organ, a TotalSegmentator v2 name (default {DRAWN})")
     ap.add_argument("--mix", default="",
                     help="comma-separated shares a in (0, 1): also score (1 - a) x initial + a x fine-tuned, mixed "
@@ -343,30 +417,40 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.monotonic()
     out = args.out.resolve()
     data = args.data.resolve()
-    for need in (data / MAP, data / PATIENT_A[0], data / PATIENT_A[1], *PATIENT_B):
-        if not Path(need).is_file():
-            ap.error(f"missing input {need} (the shared data folder: --data)")
-    synth = out / "synth"
-    synth.mkdir(parents=True, exist_ok=True)
-    log(f"synthesising s0328 in the portal phase: 1 {DRAWN}-only labeled, 2 unlabeled, 1 scored")
-    train_ct, train_lab = synthesise(synth, data, SEEDS["train"], True, args.spacing)
-    drawn_only = organ_only(train_lab, train_lab.with_name(train_lab.name.replace("_labels", f"_{DRAWN}_only")))
-    unlabeled = [synthesise(synth, data, s, False, args.spacing)[0] for s in SEEDS["unlabeled"]]
-    scored_ct, scored_lab = synthesise(synth, data, SEEDS["scored"], True, args.spacing)
-    cases = {"s0328-seed4": (scored_ct, scored_lab, "totalsegmentator_v2"),
-             "B": (PATIENT_B[0], PATIENT_B[1], "synapse"),
-             "A": (data / PATIENT_A[0], data / PATIENT_A[1], "totalsegmentator_v2")}
-    cases = {k: v for k, v in cases.items() if k in [c.strip() for c in args.cases.split(",")]}
+    try:
+        yours = user_cohort(args.cohort.resolve(), DRAWN) if args.cohort else None
+        scored = scored_cases(args.scored.resolve()) if args.scored else None
+    except SystemExit as error:
+        ap.error(str(error))
+    if yours is None or scored is None:             # the synthetic cohort or the default scored cases
+        for need in (data / MAP, data / PATIENT_A[0], data / PATIENT_A[1], *PATIENT_B):
+            if not Path(need).is_file():
+                ap.error(f"missing input {need} (the shared data folder: --data; or give --cohort and --scored)")
+        synth = out / "synth"
+        synth.mkdir(parents=True, exist_ok=True)
+    if yours is None:
+        log(f"synthesising s0328 in the portal phase: 1 {DRAWN}-only labeled, 2 unlabeled")
+        train_ct, train_lab = synthesise(synth, data, SEEDS["train"], True, args.spacing)
+        drawn_only = organ_only(train_lab, train_lab.with_name(train_lab.name.replace("_labels", f"_{DRAWN}_only")))
+        unlabeled = [synthesise(synth, data, s, False, args.spacing)[0] for s in SEEDS["unlabeled"]]
+        yours = [{"image": str(train_ct), "label": str(drawn_only), "split": "train", "labels": "totalsegmentator_v2",
+                  "annotated": DRAWN}] + [{"image": str(p), "label": "", "split": "train", "labels": "",
+                                           "annotated": ""} for p in unlabeled]
+    if scored is None:
+        scored_ct, scored_lab = synthesise(synth, data, SEEDS["scored"], True, args.spacing)
+        cases = {"s0328-seed4": (scored_ct, scored_lab, "totalsegmentator_v2"),
+                 "B": (PATIENT_B[0], PATIENT_B[1], "synapse"),
+                 "A": (data / PATIENT_A[0], data / PATIENT_A[1], "totalsegmentator_v2")}
+        cases = {k: v for k, v in cases.items() if k in [c.strip() for c in args.cases.split(",")]}
+    else:
+        cases = scored
     bundled = ROOT / "Resources" / "Models" / args.model
     model = str(bundled if bundled.is_dir() else Path(args.model).resolve())
     if args.diagnose:
         from scdl.training.cohort import write_manifest
 
         manifest = out / "cohort_diagnose.csv"
-        write_manifest(manifest, [{"image": str(train_ct), "label": str(drawn_only), "split": "train",
-                                   "labels": "totalsegmentator_v2", "annotated": DRAWN}]
-                       + [{"image": str(p), "label": "", "split": "train", "labels": "", "annotated": ""}
-                          for p in unlabeled])
+        write_manifest(manifest, cohort_for_row(yours, DRAWN))
         found = diagnose(manifest, model, out)
         (out / "diagnose.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
         print(json.dumps(found, indent=1))
@@ -377,13 +461,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if results and (results.get("iterations") not in (None, args.iterations)
                     or (results.get("settings") or []) != list(args.set)
                     or (results.get("inputs") or {}).get("spacing_mm", grid) != grid
-                    or results.get("organ", "liver") != DRAWN):
+                    or results.get("organ", "liver") != DRAWN
+                    or (results.get("inputs") or {}).get("cohort") != (str(args.cohort.resolve()) if args.cohort else None)
+                    or (results.get("inputs") or {}).get("scored") != (str(args.scored.resolve()) if args.scored else None)):
         ap.error(f"{out} holds results of other settings ({results.get('iterations')} iterations, "
                  f"--set {results.get('settings')}): use another --out")
     results.update({"organ": DRAWN, "iterations": args.iterations, "model": args.model, "rows": list(rows),
                     "cases": list(cases),
                     "settings": list(args.set), "inputs": {"map": MAP, "phase": "portal", "seeds": SEEDS,
-                                                           "spacing_mm": args.spacing or "the map's own grid"}})
+                                                           "spacing_mm": args.spacing or "the map's own grid",
+                                                           "cohort": str(args.cohort.resolve()) if args.cohort else None,
+                                                           "scored": str(args.scored.resolve()) if args.scored else None}})
     results.setdefault("before", {})
     results.setdefault("after", {})
     results.setdefault("train_minutes", {})
@@ -404,10 +492,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         run = out / f"run_{row}"
         if not (RunFolder(run).model_dir / "card.json").is_file():
             manifest = out / f"cohort_{row}.csv"
-            write_manifest(manifest, [{"image": str(train_ct), "label": str(drawn_only), "split": "train",
-                                       "labels": "totalsegmentator_v2", "annotated": annotated}]
-                           + [{"image": str(p), "label": "", "split": "train", "labels": "", "annotated": ""}
-                              for p in unlabeled])
+            write_manifest(manifest, cohort_for_row(yours, annotated))
             log(f"fine-tuning ({row}): {args.iterations} iterations")
             t0 = time.monotonic()
             sets = ["validation.every=-1", *settings, *args.set]

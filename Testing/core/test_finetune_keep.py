@@ -459,6 +459,44 @@ def test_protocol_mix_is_the_runs_interpolation(repo_root: Path, tmp_path: Path)
             protocol.mixed_package(str(start), other, 0.5, tmp_path / f"bad_{name}")
 
 
+def test_protocol_takes_your_cohort_and_scored_cases(repo_root: Path, tmp_path: Path) -> None:
+    """--cohort / --scored (issue 24's check on real patients): your manifest's rows with absolute paths, the
+    background row without the annotated column; your scored CSV; one-line refusals naming the file and the fix."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_protocol", repo_root / "bench" / "finetune_protocol.py")
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    site = tmp_path / "hospital"
+    (site / "ct").mkdir(parents=True)
+    for name in ("p1.nii.gz", "p1_liver.nii.gz", "p2.nii.gz", "p3.nii.gz", "p3_seg.nii.gz"):
+        (site / "ct" / name).write_bytes(b"x")
+    manifest = site / "finetune.csv"
+    manifest.write_text("image,label,split,labels,annotated\nct/p1.nii.gz,ct/p1_liver.nii.gz,train,synapse,liver\n"
+                        "ct/p2.nii.gz,,train,,\n", encoding="utf-8")
+    rows = protocol.user_cohort(manifest, "liver")
+    assert rows[0] == {"image": str(site / "ct" / "p1.nii.gz"), "label": str(site / "ct" / "p1_liver.nii.gz"),
+                       "split": "train", "labels": "synapse", "annotated": "liver"}
+    assert rows[1]["label"] == "" and rows[1]["annotated"] == ""
+    assert protocol.cohort_for_row(rows, "liver") == rows
+    assert [r["annotated"] for r in protocol.cohort_for_row(rows, "")] == ["", ""] and rows[0]["annotated"] == "liver"
+    with pytest.raises(SystemExit, match="no labeled training row annotates 'pancreas'.*annotated=pancreas"):
+        protocol.user_cohort(manifest, "pancreas")
+    with pytest.raises(SystemExit, match="--cohort.*does not exist"):
+        protocol.user_cohort(site / "nope.csv", "liver")
+    scored = site / "scored.csv"
+    scored.write_text("name,image,label,labels\np3,ct/p3.nii.gz,ct/p3_seg.nii.gz,totalsegmentator_v2\n",
+                      encoding="utf-8")
+    assert protocol.scored_cases(scored) == {"p3": (site / "ct" / "p3.nii.gz", site / "ct" / "p3_seg.nii.gz",
+                                                    "totalsegmentator_v2")}
+    scored.write_text("name,image,label\np3,ct/p3.nii.gz,ct/p3_seg.nii.gz\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no column labels"):
+        protocol.scored_cases(scored)
+    scored.write_text("name,image,label,labels\np3,ct/p4.nii.gz,ct/p3_seg.nii.gz,synapse\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"scored.csv:2: .*p4.nii.gz does not exist"):
+        protocol.scored_cases(scored)
+
+
 def test_keep_is_on_for_partial_cases_with_init_only() -> None:
     """On with --init and a partially annotated cohort (weight > 0); off without --init, with every class
     annotated, with weight 0, and for runs configured before the setting existed (resumed)."""
