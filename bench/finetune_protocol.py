@@ -422,6 +422,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         scored = scored_cases(args.scored.resolve()) if args.scored else None
     except SystemExit as error:
         ap.error(str(error))
+    out.mkdir(parents=True, exist_ok=True)
     if yours is None or scored is None:             # the synthetic cohort or the default scored cases
         for need in (data / MAP, data / PATIENT_A[0], data / PATIENT_A[1], *PATIENT_B):
             if not Path(need).is_file():
