@@ -209,6 +209,18 @@ def test_check_reports_annotated_classes(crops: Path, synapse: LabelTable, tmp_p
     report, _ = check_cohort(cohort, synapse, framework="cps",
                              init_classes={e.value for e in synapse.entries if e.value})
     assert report.ok and "class_kept_from_init" in {p.code for p in report.warnings}
+    # a fine-tune without validation case is told that its own drawn cases would choose for it
+    from scdl.training.cohort import Cohort
+
+    no_val_cohort = Cohort(cases=[c for c in cohort.cases if c.split != "val"], source=cohort.source)
+    assert len(no_val_cohort.cases) < len(cohort.cases)
+    warned = check_cohort(no_val_cohort, synapse, framework="cps", init_classes={e.value for e in synapse.entries
+                                                                               if e.value})[0]
+    no_val = next(p for p in warned.warnings if p.code == "no_validation")
+    assert "learn those patients rather than the organ" in no_val.message and "another patient" in no_val.fix
+    plain = next(p for p in check_cohort(no_val_cohort, synapse, framework="cps")[0].warnings
+                 if p.code == "no_validation")
+    assert "learn those patients" not in plain.message and "another patient" not in plain.fix
     # a name that is no class of the model: one clear line naming the row and the fix
     cohort = load_manifest(_liver_only_manifest(tmp_path, crops, annotated="liver;livre"))
     report, _ = check_cohort(cohort, synapse, framework="cps")

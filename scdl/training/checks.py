@@ -440,10 +440,14 @@ def _check_counts(cohort: Cohort, target: Any, framework: str, labeled_batch: in
                 "add unlabeled CTs for more variety per step (nothing to change otherwise)."))
     if n_val == 0:
         report.validation_source = "train-labeled" if n_lab else "none"
+        finetune = init_classes is not None
         report.problems.append(CohortProblem(
             "warning", "no_validation", f"no validation case: validation Dice is computed on the {n_lab} labeled "
-            "training cases instead (optimistic), and the best checkpoint is chosen on them.", src, "",
-            "mark at least one labeled case with split=val (or give --val DIR)."))
+            "training cases instead (optimistic), and the best checkpoint is chosen on them."
+            + (" A fine-tune judged on its own drawn cases can learn those patients rather than the organ (measured: "
+               "docs/training.md, fine-tuning protocol)." if finetune else ""), src, "",
+            "mark at least one labeled case " + ("of another patient than the drawn ones " if finetune else "")
+            + "with split=val (or give --val DIR)."))
     if n_lab and class_annotated is not None:
         never = [e for e in target.entries if int(e.value) != 0 and int(e.value) not in class_annotated]
         kept = [e.name for e in never if init_classes and int(e.value) in init_classes]
