@@ -189,6 +189,7 @@ def user_cohort(manifest: Path, drawn: str) -> list[dict[str, str]]:
     The labeled training rows must annotate ``drawn`` (``annotated`` column); rows are used as written, except by the
     ``background`` row (see :func:`cohort_for_row`). Raises SystemExit with one line on a problem."""
     from scdl.errors import ScdlError
+    from scdl.labels.names import name_alternatives
     from scdl.training.cohort import load_manifest
 
     try:
@@ -197,11 +198,17 @@ def user_cohort(manifest: Path, drawn: str) -> list[dict[str, str]]:
         raise SystemExit(f"--cohort: {error}") from None
     errors = [p for p in cohort.problems if p.severity == "error"]
     if errors:
-        raise SystemExit(f"--cohort {manifest} {errors[0].case}: {errors[0].message} Fix: {errors[0].fix}")
+        raise SystemExit(f"--cohort {errors[0].line()}")
+    for case in cohort.cases:
+        for need in (case.image, case.label):
+            if need is not None and not need.exists():
+                raise SystemExit(f"--cohort {manifest} [{case.row}]: {need} does not exist. Fix: correct the path "
+                                 "(relative paths are relative to the manifest's folder)")
     rows = [{"image": str(c.image or ""), "label": str(c.label or ""), "split": c.split, "labels": c.labels or "",
              "annotated": ";".join(c.annotated or [])} for c in cohort.cases]
-    drawing = [r for r, c in zip(rows, cohort.cases) if c.labeled and c.split == "train"
-               and drawn in [a.strip().lower() for a in (c.annotated or [])]]
+    keys = set(name_alternatives(drawn))
+    drawing = [c for c in cohort.cases if c.labeled and c.split == "train"
+               and any(keys & set(name_alternatives(a)) for a in (c.annotated or []))]
     if not drawing:
         raise SystemExit(f"--cohort {manifest}: no labeled training row annotates {drawn!r}. Fix: name it in the "
                          f"'annotated' column of the rows where it is drawn (e.g. annotated={drawn}), or use --organ")
@@ -218,9 +225,12 @@ def scored_cases(path: Path) -> dict[str, tuple[Path, Path, str]]:
     """``--scored``: a CSV with columns name,image,label,labels (paths relative to the CSV's folder; labels: the
     reference's label table, e.g. synapse or totalsegmentator_v2). Raises SystemExit with one line on a problem."""
     import csv
+    import re
+
+    from scdl.training.cohort import _resolve, _table_ref     # the manifest's own path rules
 
     if not path.is_file():
-        raise SystemExit(f"--scored {path}: no such file")
+        raise SystemExit(f"--scored {path}: no such file. Fix: give the CSV of the cases to score")
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = {"name", "image", "label", "labels"} - set(reader.fieldnames or [])
@@ -229,16 +239,23 @@ def scored_cases(path: Path) -> dict[str, tuple[Path, Path, str]]:
                              "name,image,label,labels")
         cases: dict[str, tuple[Path, Path, str]] = {}
         for line, row in enumerate(reader, start=2):
-            name, table = (row.get("name") or "").strip(), (row.get("labels") or "").strip()
-            image, label = (path.parent / (row.get(k) or "").strip() for k in ("image", "label"))
-            if not name or name in cases or not table:
-                raise SystemExit(f"--scored {path}:{line}: every row needs a new name and its labels table")
+            cells = {k: (row.get(k) or "").strip() for k in ("name", "image", "label", "labels")}
+            empty = [k for k, v in cells.items() if not v]
+            if empty:
+                raise SystemExit(f"--scored {path}:{line}: column {', '.join(empty)} is empty. Fix: fill in "
+                                 "name, image, label and labels on every row")
+            name = cells["name"]
+            if not re.fullmatch(r"[\w.-]+", name) or name in cases:
+                raise SystemExit(f"--scored {path}:{line}: name {name!r} is repeated or not a plain word. Fix: a new "
+                                 "name of letters, digits, '.', '-' or '_' per row")
+            image, label = (_resolve(path.parent, cells[k]) for k in ("image", "label"))
             for need in (image, label):
                 if not need.exists():
-                    raise SystemExit(f"--scored {path}:{line}: {need} does not exist")
-            cases[name] = (image, label, table)
+                    raise SystemExit(f"--scored {path}:{line}: {need} does not exist. Fix: correct the path "
+                                     "(relative paths are relative to the CSV's folder)")
+            cases[name] = (image, label, _table_ref(path.parent, cells["labels"]))
     if not cases:
-        raise SystemExit(f"--scored {path}: no case listed")
+        raise SystemExit(f"--scored {path}: no case listed. Fix: one row per scored CT")
     return cases
 
 
@@ -465,8 +482,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     or results.get("organ", "liver") != DRAWN
                     or (results.get("inputs") or {}).get("cohort") != (str(args.cohort.resolve()) if args.cohort else None)
                     or (results.get("inputs") or {}).get("scored") != (str(args.scored.resolve()) if args.scored else None)):
+        inputs = results.get("inputs") or {}
         ap.error(f"{out} holds results of other settings ({results.get('iterations')} iterations, "
-                 f"--set {results.get('settings')}): use another --out")
+                 f"--set {results.get('settings')}, organ {results.get('organ', 'liver')}, --cohort "
+                 f"{inputs.get('cohort')}, --scored {inputs.get('scored')}): use another --out")
     results.update({"organ": DRAWN, "iterations": args.iterations, "model": args.model, "rows": list(rows),
                     "cases": list(cases),
                     "settings": list(args.set), "inputs": {"map": MAP, "phase": "portal", "seeds": SEEDS,

@@ -489,6 +489,22 @@ def test_protocol_takes_your_cohort_and_scored_cases(repo_root: Path, tmp_path: 
                       encoding="utf-8")
     assert protocol.scored_cases(scored) == {"p3": (site / "ct" / "p3.nii.gz", site / "ct" / "p3_seg.nii.gz",
                                                     "totalsegmentator_v2")}
+    (site / "ct" / "mine.csv").write_text("value,name\n0,background\n1,liver\n", encoding="utf-8")
+    scored.write_text("name,image,label,labels\np3,ct/p3.nii.gz,ct/p3_seg.nii.gz,ct/mine.csv\n", encoding="utf-8")
+    assert protocol.scored_cases(scored)["p3"][2] == str(site / "ct" / "mine.csv")     # a table file: next to the CSV
+    scored.write_text("name,image,label,labels\np3,,ct/p3_seg.nii.gz,synapse\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="column image is empty"):
+        protocol.scored_cases(scored)
+    scored.write_text("name,image,label,labels\na/b,ct/p3.nii.gz,ct/p3_seg.nii.gz,synapse\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="not a plain word"):
+        protocol.scored_cases(scored)
+    manifest.write_text("image,label,split,labels,annotated\nct/p1.nii.gz,ct/gone.nii.gz,train,synapse,Liver\n",
+                        encoding="utf-8")
+    with pytest.raises(SystemExit, match="gone.nii.gz does not exist"):
+        protocol.user_cohort(manifest, "liver")
+    manifest.write_text("image,label,split,labels,annotated\nct/p1.nii.gz,ct/p1_liver.nii.gz,train,synapse,Liver\n",
+                        encoding="utf-8")
+    assert protocol.user_cohort(manifest, "liver")[0]["annotated"] == "Liver"      # names as scdl train matches them
     scored.write_text("name,image,label\np3,ct/p3.nii.gz,ct/p3_seg.nii.gz\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="no column labels"):
         protocol.scored_cases(scored)

@@ -311,6 +311,24 @@ def test_liver_only_fine_tuning_end_to_end(crops: Path, tiny_model: Path, tmp_pa
     assert (run / "model" / "card.json").is_file()
 
 
+def test_liver_only_fine_tune_resumes(crops: Path, tiny_model: Path, tmp_path: Path, capsys) -> None:
+    """A stopped liver-only fine-tune continues with --resume (the classes no case draws stay kept: the cohort check
+    of the resumed run does not turn them into an error because the initial model is not loaded again)."""
+    from scdl.cli.main import main
+
+    manifest = _liver_only_manifest(tmp_path, crops)
+    run = tmp_path / "run"
+    common = ["--device", "cpu", "--progress", "none"]
+    assert main(["train", "--cohort", str(manifest), "--out", str(run), "--init", str(tiny_model), "--preset", "cpu",
+                 "--iterations", "2", "--cache-dir", str(tmp_path / "cache"), *common, "--set", "data.num_workers=0",
+                 "--set", "threads=1", "--set", "labeled_batch=2", "--set", "unlabeled_batch=1"]) == 0
+    code = main(["train", "--resume", str(run), "--iterations", "4", *common])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    with (run / "log.csv").open() as handle:
+        assert [int(r["iteration"]) for r in csv.DictReader(handle)][-1] == 4
+    assert "no initial model brings them" not in capsys.readouterr().err
+
+
 def test_norm_stats_setting(tmp_path: Path) -> None:
     """finetune.norm_stats: "update" lets batch norm track the batches (what "auto", the default, gives a run
     without --init); "frozen" keeps the running statistics while the affine weights still learn; anything else is

@@ -275,8 +275,14 @@ class Trainer:
             self._lock = None
 
     def _init_classes(self) -> Optional[set[int]]:
-        """Model classes the initial model segments (matched by name), None without --init."""
+        """Model classes the initial model segments (matched by name), None without --init.
+
+        A resumed fine-tune does not load the initial model again: its checkpoint's networks carry every class of
+        the run (the first start's cohort check refused a class that neither a case nor the initial model
+        brought), so all of them count as kept."""
         if self.init is None:
+            if self.resume and self.config.init and self.target is not None:
+                return {int(e.value) for e in self.target.entries if int(e.value) != 0}
             return None
         from scdl.labels.mapping import match_tables
 
