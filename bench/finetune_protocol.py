@@ -390,8 +390,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="voxel size of the synthetic CTs in mm (default: the map's own 1.5 mm grid)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a training setting for every row (scdl train --set), repeatable")
-    ap.add_argument("--cases", default="s0328-seed4,B,A", help="scored cases (default s0328-seed4,B,A; not with "
-                                                              "--scored)")
+    ap.add_argument("--cases", default=None, help="the scored cases to use, by name (default: s0328-seed4,B,A, or "
+                                                  "every case of --scored)")
     ap.add_argument("--cohort", type=Path, default=None,
                     help="your fine-tuning manifest (scdl train's format; the drawn organ in the 'annotated' column of "
                          "its labeled rows) instead of the synthetic s0328 cohort")
@@ -459,9 +459,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         cases = {"s0328-seed4": (scored_ct, scored_lab, "totalsegmentator_v2"),
                  "B": (PATIENT_B[0], PATIENT_B[1], "synapse"),
                  "A": (data / PATIENT_A[0], data / PATIENT_A[1], "totalsegmentator_v2")}
-        cases = {k: v for k, v in cases.items() if k in [c.strip() for c in args.cases.split(",")]}
     else:
         cases = scored
+    if args.cases:
+        chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
+        unknown = [c for c in chosen if c not in cases]
+        if unknown:
+            ap.error(f"--cases {', '.join(unknown)}: no such scored case (there are {', '.join(cases)})")
+        cases = {k: v for k, v in cases.items() if k in chosen}
     bundled = ROOT / "Resources" / "Models" / args.model
     model = str(bundled if bundled.is_dir() else Path(args.model).resolve())
     if args.diagnose:
