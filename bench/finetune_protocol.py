@@ -434,9 +434,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.monotonic()
     out = args.out.resolve()
     data = args.data.resolve()
+    cohort_path, scored_path = (str(p.resolve()) if p else None for p in (args.cohort, args.scored))
     try:
-        yours = user_cohort(args.cohort.resolve(), DRAWN) if args.cohort else None
-        scored = scored_cases(args.scored.resolve()) if args.scored else None
+        yours = user_cohort(Path(cohort_path), DRAWN) if cohort_path else None
+        scored = scored_cases(Path(scored_path)) if scored_path else None
     except SystemExit as error:
         ap.error(str(error))
     out.mkdir(parents=True, exist_ok=True)
@@ -485,8 +486,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     or (results.get("settings") or []) != list(args.set)
                     or (results.get("inputs") or {}).get("spacing_mm", grid) != grid
                     or results.get("organ", "liver") != DRAWN
-                    or (results.get("inputs") or {}).get("cohort") != (str(args.cohort.resolve()) if args.cohort else None)
-                    or (results.get("inputs") or {}).get("scored") != (str(args.scored.resolve()) if args.scored else None)):
+                    or (results.get("inputs") or {}).get("cohort") != cohort_path
+                    or (results.get("inputs") or {}).get("scored") != scored_path):
         inputs = results.get("inputs") or {}
         ap.error(f"{out} holds results of other settings ({results.get('iterations')} iterations, "
                  f"--set {results.get('settings')}, organ {results.get('organ', 'liver')}, --cohort "
@@ -495,8 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "cases": list(cases),
                     "settings": list(args.set), "inputs": {"map": MAP, "phase": "portal", "seeds": SEEDS,
                                                            "spacing_mm": args.spacing or "the map's own grid",
-                                                           "cohort": str(args.cohort.resolve()) if args.cohort else None,
-                                                           "scored": str(args.scored.resolve()) if args.scored else None}})
+                                                           "cohort": cohort_path, "scored": scored_path}})
     results.setdefault("before", {})
     results.setdefault("after", {})
     results.setdefault("train_minutes", {})
@@ -525,11 +525,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                  "--iterations", str(args.iterations), "--device", "cpu", "--cache-dir", str(out / "cache"),
                  "--progress", "none", *[a for kv in sets for a in ("--set", kv)])
             results["train_minutes"][row] = round((time.monotonic() - t0) / 60.0, 2)
-        after = results["after"].setdefault(row, {})
-        for case, (image, truth, table) in cases.items():
-            if case not in after:
-                log(f"scoring {row} on {case}")
-                after[case] = score(str(RunFolder(run).model_dir), case, image, truth, table, preds, row)
         packages = {row: RunFolder(run).model_dir}
         if mixes:
             ran = json.loads(RunFolder(run).config.read_text(encoding="utf-8"))      # a run from an earlier start
@@ -539,15 +534,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             for a in mixes:
                 log(f"mixing {row}: {1 - a:g} x initial + {a:g} x fine-tuned")
                 packages[f"{row}@{a:g}"] = mixed_package(model, RunFolder(run).model_dir, a, out / f"mix_{row}_{a:g}")
-        for name, package in packages.items():
-            if name != row:
-                after = results["after"].setdefault(name, {})
-                if name not in results["rows"]:
-                    results["rows"].append(name)
-                for case, (image, truth, table) in cases.items():
-                    if case not in after:
-                        log(f"scoring {name} on {case}")
-                        after[case] = score(str(package), case, image, truth, table, preds, name.replace("@", "_mix"))
+        for name, package in packages.items():          # the row, then its mixes (rows ROW@a)
+            if name not in results["rows"]:
+                results["rows"].append(name)
+            after = results["after"].setdefault(name, {})
+            for case, (image, truth, table) in cases.items():
+                if case not in after:
+                    log(f"scoring {name} on {case}")
+                    after[case] = score(str(package), case, image, truth, table, preds, name.replace("@", "_mix"))
             results["verdict"][name] = {case: verdict(results["before"][case], results["after"][name][case])
                                         for case in cases}
             met = {case: v["met"] for case, v in results["verdict"][name].items()}

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from postprocess import score_labels, val_case, variant_main, variant_report  # bench/postprocess.py: the val rows and scoring
 
